@@ -1,0 +1,1 @@
+//! Benchmark support: criterion benches and the load harness's helper binaries.

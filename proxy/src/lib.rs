@@ -1,0 +1,1 @@
+//! Weir's host: listener, routing, upstream client, admin API and CLI.
