@@ -1,1 +1,17 @@
 //! Weir's host: listener, routing, upstream client, admin API and CLI.
+//!
+//! Data flows one way: [`config`] → [`route`] table → (plugin chain) →
+//! [`upstream`]. The request path reads immutable snapshots; the config
+//! watcher and the admin API only publish new ones.
+
+pub mod admin;
+pub mod body;
+pub mod cli;
+pub mod config;
+pub mod route;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;
+
+pub use config::Config;
+pub use server::{Options, Server, ServerHandle};

@@ -1,2 +1,5 @@
-//! The `weir` binary.
-fn main() {}
+//! The `weir` binary: see `weir --help`.
+
+fn main() -> std::process::ExitCode {
+    weir_proxy::cli::main()
+}

@@ -1,0 +1,124 @@
+//! The `weir` command line: `run` and `check`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, ConfigError};
+use crate::server::{Options, Server};
+use crate::telemetry::{LogFormat, init_logging};
+
+/// Weir: a lean HTTP reverse proxy whose resilience policies are WebAssembly plugins.
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the proxy.
+    Run {
+        /// The config file.
+        #[arg(short, long, default_value = "weir.toml")]
+        config: PathBuf,
+        /// How to write logs.
+        #[arg(long, value_enum, default_value_t = LogFormat::Human)]
+        log_format: LogFormat,
+        /// Do not reload the config when its file changes.
+        #[arg(long)]
+        no_watch: bool,
+    },
+    /// Validate a config file; exits non-zero with file:line:column of each error.
+    Check {
+        /// The config file.
+        #[arg(short, long, default_value = "weir.toml")]
+        config: PathBuf,
+    },
+}
+
+/// Runs the command line; the binary's `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::Run { config, log_format, no_watch } => {
+            init_logging(log_format);
+            match run(&config, !no_watch) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    tracing::error!("{error:#}");
+                    eprintln!("weir: {error:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path) {
+        Ok(config) => {
+            println!(
+                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                path.display(),
+                config.listeners.len(),
+                config.upstreams.len(),
+                config.routes.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error) => {
+            report(&error);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn report(error: &ConfigError) {
+    match error {
+        ConfigError::Invalid(list) => {
+            for diagnostic in list {
+                eprintln!("error: {diagnostic}");
+            }
+            eprintln!("{} error(s); config refused", list.len());
+        }
+        ConfigError::Read { .. } => eprintln!("error: {error}"),
+    }
+}
+
+fn run(path: &std::path::Path, watch_config: bool) -> anyhow::Result<()> {
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            report(&error);
+            anyhow::bail!("invalid config {}", path.display());
+        }
+    };
+    let server = Server::start(config, Options { watch_config }).context("cannot start")?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the signal runtime")?;
+    runtime.block_on(async {
+        wait_for_signal().await?;
+        tracing::info!("shutting down");
+        let drained = server.shutdown().await;
+        tracing::info!(drained, "stopped");
+        anyhow::Ok(())
+    })
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).context("cannot listen for SIGTERM")?;
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot listen for SIGINT")?;
+    tokio::select! {
+        _ = terminate.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+    Ok(())
+}

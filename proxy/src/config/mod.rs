@@ -1,0 +1,429 @@
+//! Weir's configuration: the TOML file, parsed with spans, validated whole,
+//! and turned into plain settings the rest of the proxy reads. A config that
+//! fails any check is refused with the file, line and column of every error.
+
+mod duration;
+mod raw;
+pub mod watch;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::uri::Authority;
+use serde::Serialize;
+
+pub use raw::{RuntimeMode, UpstreamProtocol};
+use raw::{RawConfig, RawEndpoint};
+
+/// A validated configuration.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// The file it was read from.
+    pub source: PathBuf,
+    pub server: ServerSettings,
+    /// The admin listener's address; `None` when disabled.
+    pub admin: Option<SocketAddr>,
+    pub timeouts: Timeouts,
+    pub limits: Limits,
+    pub listeners: Vec<SocketAddr>,
+    pub upstreams: BTreeMap<String, UpstreamSpec>,
+    pub routes: Vec<RouteSpec>,
+}
+
+/// Process-wide settings; these apply at start-up only.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ServerSettings {
+    pub workers: usize,
+    pub runtime: RuntimeMode,
+    #[serde(with = "duration_text")]
+    pub drain_timeout: Duration,
+    pub access_log: bool,
+}
+
+/// Timeouts that apply to every route unless the route overrides them.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Timeouts {
+    /// Establishing a TCP connection to an endpoint.
+    #[serde(with = "duration_text")]
+    pub connect: Duration,
+    /// From the request's arrival to the upstream's response head.
+    #[serde(with = "duration_text")]
+    pub request: Duration,
+    /// A client connection with no request in flight is closed after this.
+    #[serde(with = "duration_text")]
+    pub idle: Duration,
+}
+
+/// Request header limits.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct Limits {
+    /// The largest request head (request line and headers) accepted.
+    pub max_header_bytes: usize,
+    /// The most header fields accepted in one request.
+    pub max_headers: usize,
+}
+
+/// One named group of endpoints.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct UpstreamSpec {
+    pub endpoints: Vec<EndpointSpec>,
+    pub protocol: UpstreamProtocol,
+    #[serde(with = "duration_text")]
+    pub connect_timeout: Duration,
+    #[serde(with = "duration_text")]
+    pub pool_idle_timeout: Duration,
+    pub pool_max_idle_per_endpoint: usize,
+}
+
+/// One endpoint of an upstream.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EndpointSpec {
+    #[serde(serialize_with = "display_text")]
+    pub address: Authority,
+    pub weight: u32,
+}
+
+/// One route: what it matches and where it sends.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RouteSpec {
+    pub name: String,
+    /// Lower-cased host to match, without port; `None` matches any host.
+    pub host: Option<String>,
+    pub path_prefix: String,
+    /// Methods to match; empty matches any.
+    #[serde(serialize_with = "methods_text")]
+    pub methods: Vec<http::Method>,
+    pub upstream: String,
+    #[serde(with = "duration_text")]
+    pub timeout: Duration,
+}
+
+/// Defaults for everything the file leaves out.
+pub mod defaults {
+    use std::time::Duration;
+
+    pub const ADMIN_ADDRESS: &str = "127.0.0.1:9901";
+    pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+    pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+    pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+    pub const MAX_HEADERS: usize = 100;
+    pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+    pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+}
+
+/// One problem found in a config file, located by line and column (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+    }
+}
+
+/// Why a config was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {}: {source}", path.display())]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{}", render(.0))]
+    Invalid(Vec<Diagnostic>),
+}
+
+impl ConfigError {
+    /// The located problems, if the file was read.
+    pub fn diagnostics(&self) -> &[Diagnostic] {
+        match self {
+            Self::Invalid(list) => list,
+            Self::Read { .. } => &[],
+        }
+    }
+}
+
+fn render(list: &[Diagnostic]) -> String {
+    let lines: Vec<String> = list.iter().map(ToString::to_string).collect();
+    lines.join("\n")
+}
+
+impl Config {
+    /// Reads and validates the config at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parses and validates config text; `path` is used in diagnostics.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let locate = Locator::new(text, path);
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let span = e.span().unwrap_or(0..0);
+            ConfigError::Invalid(vec![locate.at(span, e.message().trim().to_string())])
+        })?;
+        validate(raw, &locate)
+    }
+}
+
+/// Maps byte offsets to line and column.
+struct Locator<'a> {
+    text: &'a str,
+    path: &'a Path,
+}
+
+impl<'a> Locator<'a> {
+    fn new(text: &'a str, path: &'a Path) -> Self {
+        Self { text, path }
+    }
+
+    fn at(&self, span: Range<usize>, message: impl Into<String>) -> Diagnostic {
+        let start = span.start.min(self.text.len());
+        let before = &self.text[..start];
+        let line = before.matches('\n').count() + 1;
+        let column = before.rfind('\n').map_or(start, |nl| start - nl - 1) + 1;
+        Diagnostic {
+            file: self.path.to_path_buf(),
+            line,
+            column,
+            message: message.into(),
+        }
+    }
+}
+
+fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError> {
+    let mut errors = Vec::new();
+
+    let workers = match raw.server.workers {
+        Some(w) if *w.get_ref() == 0 => {
+            errors.push(locate.at(w.span(), "server.workers must be at least 1"));
+            1
+        }
+        Some(w) => *w.get_ref(),
+        None => std::thread::available_parallelism().map_or(1, usize::from),
+    };
+    let server = ServerSettings {
+        workers,
+        runtime: raw.server.runtime.unwrap_or(RuntimeMode::PerCore),
+        drain_timeout: raw.server.drain_timeout.unwrap_or(defaults::DRAIN_TIMEOUT),
+        access_log: raw.server.access_log.unwrap_or(false),
+    };
+
+    let timeouts = Timeouts {
+        connect: raw.timeouts.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
+        request: raw.timeouts.request.unwrap_or(defaults::REQUEST_TIMEOUT),
+        idle: raw.timeouts.idle.unwrap_or(defaults::IDLE_TIMEOUT),
+    };
+
+    let limits = Limits {
+        max_header_bytes: bounded(&mut errors, locate, raw.limits.max_header_bytes, 8192..=1 << 24, "limits.max_header_bytes")
+            .unwrap_or(defaults::MAX_HEADER_BYTES),
+        max_headers: bounded(&mut errors, locate, raw.limits.max_headers, 1..=10_000, "limits.max_headers")
+            .unwrap_or(defaults::MAX_HEADERS),
+    };
+
+    let mut listeners = Vec::new();
+    let mut seen_listeners = HashSet::new();
+    if raw.listeners.is_empty() {
+        errors.push(locate.at(0..0, "no listeners: add at least one [[listeners]] with an address"));
+    }
+    for listener in &raw.listeners {
+        let address = &listener.get_ref().address;
+        match address.get_ref().parse::<SocketAddr>() {
+            Ok(addr) if !seen_listeners.insert(addr) => {
+                errors.push(locate.at(address.span(), format!("duplicate listener address {addr}")));
+            }
+            Ok(addr) => listeners.push(addr),
+            Err(_) => errors.push(locate.at(
+                address.span(),
+                format!("invalid listener address {:?}: expected ip:port, e.g. \"0.0.0.0:8080\"", address.get_ref()),
+            )),
+        }
+    }
+
+    let admin = if raw.admin.enabled == Some(false) {
+        None
+    } else {
+        match &raw.admin.address {
+            None => defaults::ADMIN_ADDRESS.parse().ok(),
+            Some(text) => match text.get_ref().parse::<SocketAddr>() {
+                Ok(addr) if seen_listeners.contains(&addr) => {
+                    errors.push(locate.at(text.span(), format!("admin address {addr} is also a proxy listener")));
+                    None
+                }
+                Ok(addr) => Some(addr),
+                Err(_) => {
+                    errors.push(locate.at(text.span(), format!("invalid admin address {:?}: expected ip:port", text.get_ref())));
+                    None
+                }
+            },
+        }
+    };
+
+    let mut upstreams = BTreeMap::new();
+    for (name, upstream) in &raw.upstreams {
+        let spec = upstream.get_ref();
+        if spec.endpoints.get_ref().is_empty() {
+            errors.push(locate.at(spec.endpoints.span(), format!("upstream {:?} has no endpoints", name.get_ref())));
+        }
+        let mut endpoints = Vec::new();
+        for endpoint in spec.endpoints.get_ref() {
+            let (address, weight) = match endpoint.get_ref() {
+                RawEndpoint::Address(a) => (a.as_str(), None),
+                RawEndpoint::Detailed { address, weight } => (address.as_str(), *weight),
+            };
+            let weight = weight.unwrap_or(1);
+            if weight == 0 {
+                errors.push(locate.at(endpoint.span(), "endpoint weight must be at least 1"));
+            }
+            match parse_endpoint(address) {
+                Ok(address) => endpoints.push(EndpointSpec { address, weight }),
+                Err(message) => errors.push(locate.at(endpoint.span(), message)),
+            }
+        }
+        upstreams.insert(
+            name.get_ref().clone(),
+            UpstreamSpec {
+                endpoints,
+                protocol: spec.protocol.unwrap_or(UpstreamProtocol::Http1),
+                connect_timeout: spec.connect_timeout.unwrap_or(timeouts.connect),
+                pool_idle_timeout: spec.pool_idle_timeout.unwrap_or(defaults::POOL_IDLE_TIMEOUT),
+                pool_max_idle_per_endpoint: spec.pool_max_idle_per_endpoint.unwrap_or(defaults::POOL_MAX_IDLE_PER_ENDPOINT),
+            },
+        );
+    }
+
+    let mut routes = Vec::new();
+    let mut seen_routes = HashSet::new();
+    let mut seen_names = HashSet::new();
+    for (index, route) in raw.routes.iter().enumerate() {
+        let r = route.get_ref();
+        if !raw.upstreams.keys().any(|k| k.get_ref() == r.upstream.get_ref()) {
+            let known: Vec<&str> = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect();
+            errors.push(locate.at(
+                r.upstream.span(),
+                format!("route points at unknown upstream {:?} (known: {})", r.upstream.get_ref(), list_or_none(&known)),
+            ));
+        }
+        let path_prefix = match &r.path_prefix {
+            Some(p) if !p.get_ref().starts_with('/') => {
+                errors.push(locate.at(p.span(), format!("path_prefix {:?} must start with '/'", p.get_ref())));
+                String::from("/")
+            }
+            Some(p) => p.get_ref().clone(),
+            None => String::from("/"),
+        };
+        let host = match &r.host {
+            Some(h) if h.get_ref() == "*" => None,
+            Some(h) if h.get_ref().is_empty() || h.get_ref().parse::<Authority>().is_err() || h.get_ref().contains(':') => {
+                errors.push(locate.at(h.span(), format!("invalid host {:?}: expected a host name without port, or \"*\"", h.get_ref())));
+                None
+            }
+            Some(h) => Some(h.get_ref().to_ascii_lowercase()),
+            None => None,
+        };
+        let mut methods = Vec::new();
+        for m in r.methods.iter().flatten() {
+            match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
+                Ok(method) if !methods.contains(&method) => methods.push(method),
+                Ok(_) => errors.push(locate.at(m.span(), format!("method {:?} is listed twice", m.get_ref()))),
+                Err(_) => errors.push(locate.at(m.span(), format!("invalid method {:?}", m.get_ref()))),
+            }
+        }
+        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        let key = (host.clone(), path_prefix.clone(), methods.clone());
+        if !seen_routes.insert(key) {
+            errors.push(locate.at(route.span(), "duplicate route: another route has the same host, path_prefix and methods"));
+        }
+        let name = r.name.clone().unwrap_or_else(|| format!("route-{index}"));
+        if !seen_names.insert(name.clone()) {
+            errors.push(locate.at(route.span(), format!("duplicate route name {name:?}")));
+        }
+        routes.push(RouteSpec {
+            name,
+            host,
+            path_prefix,
+            methods,
+            upstream: r.upstream.get_ref().clone(),
+            timeout: r.timeout.unwrap_or(timeouts.request),
+        });
+    }
+
+    if !errors.is_empty() {
+        errors.sort_by_key(|d| (d.line, d.column));
+        return Err(ConfigError::Invalid(errors));
+    }
+    Ok(Config {
+        source: locate.path.to_path_buf(),
+        server,
+        admin,
+        timeouts,
+        limits,
+        listeners,
+        upstreams,
+        routes,
+    })
+}
+
+fn bounded(
+    errors: &mut Vec<Diagnostic>,
+    locate: &Locator<'_>,
+    value: Option<toml::Spanned<usize>>,
+    range: std::ops::RangeInclusive<usize>,
+    what: &str,
+) -> Option<usize> {
+    let value = value?;
+    if range.contains(value.get_ref()) {
+        Some(*value.get_ref())
+    } else {
+        errors.push(locate.at(
+            value.span(),
+            format!("{what} = {} is out of range {}..={}", value.get_ref(), range.start(), range.end()),
+        ));
+        None
+    }
+}
+
+fn parse_endpoint(address: &str) -> Result<Authority, String> {
+    let authority: Authority = address
+        .parse()
+        .map_err(|_| format!("invalid endpoint {address:?}: expected host:port"))?;
+    if authority.port_u16().is_none() || authority.as_str().contains('@') {
+        return Err(format!("invalid endpoint {address:?}: expected host:port"));
+    }
+    Ok(authority)
+}
+
+fn list_or_none(items: &[&str]) -> String {
+    if items.is_empty() { String::from("none") } else { items.join(", ") }
+}
+
+mod duration_text {
+    use std::time::Duration;
+
+    pub fn serialize<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(&humantime::format_duration(*d))
+    }
+}
+
+fn display_text<T: fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(value)
+}
+
+fn methods_text<S: serde::Serializer>(methods: &[http::Method], s: S) -> Result<S::Ok, S::Error> {
+    s.collect_seq(methods.iter().map(http::Method::as_str))
+}
+
+#[cfg(test)]
+mod tests;

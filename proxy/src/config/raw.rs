@@ -1,0 +1,128 @@
+//! The config file as written: serde types that mirror the TOML, with spans
+//! kept on the values that later checks point at. Nothing here is validated
+//! beyond what serde's types enforce; `config::validate` turns it into a
+//! [`super::Config`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub listeners: Vec<Spanned<RawListener>>,
+    #[serde(default)]
+    pub upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
+    #[serde(default)]
+    pub routes: Vec<Spanned<RawRoute>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawServer {
+    pub workers: Option<Spanned<usize>>,
+    pub runtime: Option<RuntimeMode>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub drain_timeout: Option<Duration>,
+    pub access_log: Option<bool>,
+}
+
+/// How the proxy spreads work over the machine's cores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeMode {
+    /// One current-thread runtime per worker, each with its own
+    /// `SO_REUSEPORT` listener and its own upstream connection pools.
+    PerCore,
+    /// One multi-thread tokio runtime shared by all workers.
+    MultiThread,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawAdmin {
+    pub address: Option<Spanned<String>>,
+    pub enabled: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTimeouts {
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub connect: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub request: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub idle: Option<Duration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub max_header_bytes: Option<Spanned<usize>>,
+    pub max_headers: Option<Spanned<usize>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListener {
+    pub address: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    pub protocol: Option<UpstreamProtocol>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub connect_timeout: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub pool_idle_timeout: Option<Duration>,
+    pub pool_max_idle_per_endpoint: Option<usize>,
+}
+
+/// The wire protocol Weir speaks to an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 with keep-alive.
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge.
+    H2c,
+}
+
+/// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 2 }`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum RawEndpoint {
+    Address(String),
+    Detailed {
+        address: String,
+        #[serde(default)]
+        weight: Option<u32>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: Option<String>,
+    pub host: Option<Spanned<String>>,
+    pub path_prefix: Option<Spanned<String>>,
+    pub methods: Option<Vec<Spanned<String>>>,
+    pub upstream: Spanned<String>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub timeout: Option<Duration>,
+}

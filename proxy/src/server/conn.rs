@@ -1,0 +1,139 @@
+//! One client connection: HTTP/1.1 or HTTP/2 (prior knowledge) chosen by the
+//! first bytes, an idle timeout, and graceful close when the proxy drains.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+
+use super::{Shared, handler};
+use crate::config::Config;
+
+/// What every connection on one worker shares.
+pub(crate) struct WorkerContext {
+    pub shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    idle_timeout: Duration,
+}
+
+impl WorkerContext {
+    pub fn new(shared: Arc<Shared>, config: &Config) -> Self {
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .keep_alive(true)
+            // Covers a slow request head and the wait for the next request.
+            .header_read_timeout(config.timeouts.idle)
+            .max_buf_size(config.limits.max_header_bytes.max(8192))
+            .max_headers(config.limits.max_headers);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
+        Self {
+            shared,
+            builder,
+            idle_timeout: config.timeouts.idle,
+        }
+    }
+}
+
+/// Requests in flight on one connection and when the last one finished.
+struct Activity {
+    epoch: Instant,
+    in_flight: AtomicU32,
+    last_done_millis: AtomicU64,
+}
+
+struct InFlight<'a>(&'a Activity);
+
+impl Activity {
+    fn begin(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self)
+    }
+
+    /// When the connection became idle, if it is idle now.
+    fn idle_since(&self) -> Option<Instant> {
+        (self.in_flight.load(Relaxed) == 0).then(|| self.epoch + Duration::from_millis(self.last_done_millis.load(Relaxed)))
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let millis = u64::try_from(self.0.epoch.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_done_millis.store(millis, Relaxed);
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Serves one accepted connection to its end.
+pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<WorkerContext>) {
+    let shared = &ctx.shared;
+    let _open = shared.connections.open(&shared.metrics);
+    let activity = Arc::new(Activity {
+        epoch: Instant::now(),
+        in_flight: AtomicU32::new(0),
+        last_done_millis: AtomicU64::new(0),
+    });
+    let service = {
+        let ctx = Arc::clone(&ctx);
+        let activity = Arc::clone(&activity);
+        service_fn(move |request: hyper::Request<Incoming>| {
+            let ctx = Arc::clone(&ctx);
+            let activity = Arc::clone(&activity);
+            async move {
+                let _in_flight = activity.begin();
+                Ok::<_, Infallible>(handler::handle(request, peer, &ctx.shared).await)
+            }
+        })
+    };
+    let connection = ctx.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    let mut draining = false;
+    let idle = tokio::time::sleep(ctx.idle_timeout);
+    tokio::pin!(idle);
+    loop {
+        tokio::select! {
+            result = connection.as_mut() => {
+                if let Err(error) = result {
+                    note_connection_error(shared, peer, error.as_ref());
+                }
+                return;
+            }
+            () = shared.drain.cancelled(), if !draining => {
+                draining = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = idle.as_mut(), if !draining => {
+                match activity.idle_since() {
+                    Some(since) if since + ctx.idle_timeout <= Instant::now() => {
+                        draining = true;
+                        connection.as_mut().graceful_shutdown();
+                    }
+                    Some(since) => idle.as_mut().reset(since + ctx.idle_timeout),
+                    None => idle.as_mut().reset(Instant::now() + ctx.idle_timeout),
+                }
+            }
+        }
+    }
+}
+
+fn note_connection_error(shared: &Shared, peer: SocketAddr, error: &(dyn std::error::Error + Send + Sync + 'static)) {
+    match error.downcast_ref::<hyper::Error>() {
+        Some(e) if e.is_parse() || e.is_parse_too_large() => {
+            shared.metrics.bad_requests.fetch_add(1, Relaxed);
+            tracing::debug!(%peer, error = %e, "malformed request");
+        }
+        _ => tracing::debug!(%peer, %error, "client connection ended with an error"),
+    }
+}

@@ -1,0 +1,183 @@
+//! Header rewriting at the proxy boundary: hop-by-hop headers removed in both
+//! directions (RFC 9110 §7.6.1), `X-Forwarded-*` and `Via` added.
+//!
+//! Weir treats itself as the edge: `X-Forwarded-Proto` and `X-Forwarded-Host`
+//! are set from what this hop saw, and the client address is appended to any
+//! `X-Forwarded-For` chain the client sent.
+
+use std::net::SocketAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// `Via` protocol names by HTTP version.
+fn via_value(version: Version) -> HeaderValue {
+    HeaderValue::from_static(match version {
+        Version::HTTP_09 => "0.9 weir",
+        Version::HTTP_10 => "1.0 weir",
+        Version::HTTP_2 => "2 weir",
+        Version::HTTP_3 => "3 weir",
+        _ => "1.1 weir",
+    })
+}
+
+/// Whether the request asks to switch protocols (e.g. WebSocket).
+pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
+}
+
+fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+/// With `keep_upgrade`, `Upgrade` and `Connection: upgrade` survive so that a
+/// protocol switch can pass through.
+pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    if headers.contains_key(header::CONNECTION) {
+        let named: Vec<HeaderName> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+            .filter(|name| !(keep_upgrade && name == header::UPGRADE))
+            .collect();
+        for name in named {
+            headers.remove(name);
+        }
+        headers.remove(header::CONNECTION);
+    }
+    headers.remove(&KEEP_ALIVE);
+    headers.remove(&PROXY_CONNECTION);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::TRAILER);
+    // `TE: trailers` is end-to-end in practice (gRPC needs it); any other TE is hop-by-hop.
+    if headers.get(header::TE).is_some_and(|te| te != "trailers") {
+        headers.remove(header::TE);
+    }
+    if keep_upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Rewrites a request's headers for the upstream.
+pub fn prepare_request(parts: &mut http::request::Parts, peer: SocketAddr, keep_upgrade: bool) {
+    let headers = &mut parts.headers;
+    let host = match parts.uri.authority() {
+        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+        None => headers.get(header::HOST).cloned(),
+    };
+    remove_hop_by_hop(headers, keep_upgrade);
+    if let Some(host) = host {
+        // HTTP/2 clients send `:authority` only; HTTP/1.1 upstreams need `Host`.
+        if !headers.contains_key(header::HOST) {
+            headers.insert(header::HOST, host.clone());
+        }
+        headers.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    let client_ip = peer.ip().to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(chain) => format!("{chain}, {client_ip}"),
+        None => client_ip,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR.clone(), value);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    headers.append(header::VIA, via_value(parts.version));
+}
+
+/// Rewrites an upstream response's headers for the client.
+pub fn prepare_response(headers: &mut HeaderMap, upstream_version: Version, switching_protocols: bool) {
+    remove_hop_by_hop(headers, switching_protocols);
+    headers.append(header::VIA, via_value(upstream_version));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(headers: &[(&str, &str)]) -> http::request::Parts {
+        let mut builder = http::Request::builder().uri("/x");
+        for (name, value) in headers {
+            builder = builder.header(*name, *value);
+        }
+        builder.body(()).unwrap().into_parts().0
+    }
+
+    const PEER: &str = "10.1.2.3:5555";
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_removed() {
+        let mut parts = request(&[
+            ("host", "example.com"),
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("te", "gzip"),
+            ("upgrade", "h2c"),
+            ("proxy-connection", "keep-alive"),
+            ("x-keep", "yes"),
+        ]);
+        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        for gone in ["connection", "keep-alive", "x-secret", "te", "upgrade", "proxy-connection"] {
+            assert!(!parts.headers.contains_key(gone), "{gone} should be removed");
+        }
+        assert_eq!(parts.headers["x-keep"], "yes");
+    }
+
+    #[test]
+    fn te_trailers_survives() {
+        let mut parts = request(&[("te", "trailers")]);
+        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        assert_eq!(parts.headers["te"], "trailers");
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_and_chained() {
+        let mut parts = request(&[("host", "example.com:8080"), ("x-forwarded-for", "192.0.2.1"), ("via", "1.0 edge")]);
+        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
+        assert_eq!(parts.headers["x-forwarded-proto"], "http");
+        assert_eq!(parts.headers["x-forwarded-host"], "example.com:8080");
+        let via: Vec<_> = parts.headers.get_all("via").iter().collect();
+        assert_eq!(via, ["1.0 edge", "1.1 weir"]);
+    }
+
+    #[test]
+    fn upgrade_is_kept_when_switching() {
+        let mut parts = request(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        assert!(is_upgrade_request(&parts.headers));
+        prepare_request(&mut parts, PEER.parse().unwrap(), true);
+        assert_eq!(parts.headers["upgrade"], "websocket");
+        assert_eq!(parts.headers["connection"], "upgrade");
+    }
+
+    #[test]
+    fn h2_authority_becomes_host() {
+        let mut parts = http::Request::builder()
+            .uri("http://example.com/x")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts()
+            .0;
+        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        assert_eq!(parts.headers["host"], "example.com");
+        assert_eq!(parts.headers["via"], "2 weir");
+    }
+}

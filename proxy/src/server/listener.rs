@@ -1,0 +1,64 @@
+//! Listening sockets: one per worker with `SO_REUSEPORT` in the per-core
+//! layout (the kernel spreads connections), one shared socket otherwise; and
+//! the accept loop that hands connections to `conn::serve`.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::conn::{self, WorkerContext};
+
+/// Binds `count` sockets to `address`. With port 0, the first socket picks
+/// the port and the others join it.
+pub(crate) fn bind(address: SocketAddr, count: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let mut sockets = Vec::with_capacity(count);
+    let mut target = address;
+    for _ in 0..count.max(1) {
+        let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        if count > 1 {
+            socket.set_reuse_port(true)?;
+        }
+        socket.set_nonblocking(true)?;
+        socket.bind(&target.into())?;
+        socket.listen(1024)?;
+        let listener: std::net::TcpListener = socket.into();
+        target = listener.local_addr()?;
+        sockets.push(listener);
+    }
+    Ok(sockets)
+}
+
+/// Accepts connections until `stop` is cancelled.
+pub(crate) async fn accept_loop(socket: std::net::TcpListener, ctx: Arc<WorkerContext>, stop: CancellationToken) {
+    let listener = match TcpListener::from_std(socket) {
+        Ok(listener) => listener,
+        Err(error) => {
+            tracing::error!(%error, "cannot register listener with the runtime");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            biased;
+            () = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    // Small responses must not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    tokio::spawn(conn::serve(stream, peer, Arc::clone(&ctx)));
+                }
+                Err(error) => {
+                    // Out of file descriptors and the like: back off rather than spin.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+        }
+    }
+}

@@ -1,0 +1,446 @@
+//! The proxy server: worker runtimes, listeners, the admin listener, config
+//! reload and graceful shutdown. The request path itself is in `handler`;
+//! this module only builds and publishes the snapshots it reads.
+//!
+//! Layout: in `per-core` mode each worker is a thread with a current-thread
+//! tokio runtime, its own `SO_REUSEPORT` socket per listener and its own
+//! upstream pools; in `multi-thread` mode one multi-thread runtime serves
+//! everything. A separate control thread runs the admin API and reloads.
+
+mod conn;
+mod handler;
+mod headers;
+mod listener;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::runtime::Handle;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::watch::{FileWatch, watch_file};
+use crate::config::{Config, ConfigError, RuntimeMode};
+use crate::route::RouteTable;
+use crate::telemetry::metrics::{self, Metrics};
+use crate::upstream::{self, Upstream};
+use conn::WorkerContext;
+
+
+/// What the request path reads; replaced piecewise on reload.
+pub(crate) struct Shared {
+    pub table: ArcSwap<RouteTable>,
+    pub config: ArcSwap<Config>,
+    pub metrics: Arc<Metrics>,
+    pub access_log: bool,
+    pub connections: Connections,
+    /// Cancelled when the server starts draining.
+    pub drain: CancellationToken,
+}
+
+/// Counts open client connections so that shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Connections {
+    active: AtomicUsize,
+    closed: Notify,
+}
+
+pub(crate) struct OpenConnection<'a> {
+    connections: &'a Connections,
+    metrics: &'a Metrics,
+}
+
+impl Connections {
+    pub fn open<'a>(&'a self, metrics: &'a Metrics) -> OpenConnection<'a> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        OpenConnection { connections: self, metrics }
+    }
+
+    /// Client connections open now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open, or until `limit` passes. Returns
+    /// whether every connection closed.
+    async fn wait_closed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let closed = self.closed.notified();
+            if self.active() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return self.active() == 0;
+            }
+        }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+        if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.connections.closed.notify_waiters();
+        }
+    }
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: io::Error },
+    #[error("cannot start the {what} runtime: {source}")]
+    Runtime { what: &'static str, source: io::Error },
+    #[error("cannot watch the config file: {0}")]
+    Watch(#[from] notify::Error),
+}
+
+/// Why a reload was refused. The running config keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("cannot listen on {address}: {source}")]
+    Bind { address: SocketAddr, source: io::Error },
+}
+
+/// Start-up options that are not part of the config file.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Reload the config when its file changes.
+    pub watch_config: bool,
+}
+
+struct ActiveListener {
+    local: SocketAddr,
+    stop: CancellationToken,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    /// One context per worker runtime, with the handle to spawn on it.
+    workers: Vec<(Handle, Arc<WorkerContext>)>,
+    /// Sockets per listener: one per worker in per-core mode.
+    sockets_per_listener: usize,
+    listeners: Mutex<BTreeMap<SocketAddr, ActiveListener>>,
+    upstreams: Mutex<BTreeMap<String, Arc<Upstream>>>,
+    /// Parent of every listener's stop token.
+    accepting: CancellationToken,
+    /// Stops the worker and control runtimes.
+    stop: CancellationToken,
+    admin: Option<SocketAddr>,
+    ready: AtomicBool,
+    last_reload_error: Mutex<Option<String>>,
+    /// Serializes reloads (file watcher and admin API may race).
+    reload_lock: Mutex<()>,
+}
+
+/// A running proxy. Dropping it stops everything at once; call
+/// [`Server::shutdown`] first to drain.
+pub struct Server {
+    inner: Arc<Inner>,
+    _watch: Option<FileWatch>,
+}
+
+/// A cheap handle for the admin API and the watcher.
+#[derive(Clone)]
+pub struct ServerHandle(Arc<Inner>);
+
+impl Server {
+    /// Starts workers, listeners and the admin listener for `config`.
+    /// Returns once every socket is bound.
+    pub fn start(config: Config, options: Options) -> Result<Self, StartError> {
+        let per_core = config.server.runtime == RuntimeMode::PerCore;
+        let slots = if per_core { config.server.workers } else { 1 };
+        let metrics = Arc::new(Metrics::new(slots));
+        let upstreams = build_upstreams(&config, &BTreeMap::new(), slots, &metrics);
+        let table = RouteTable::build(&config, &upstreams, &metrics);
+        let stop = CancellationToken::new();
+        let shared = Arc::new(Shared {
+            table: ArcSwap::from_pointee(table),
+            config: ArcSwap::from_pointee(config.clone()),
+            metrics,
+            access_log: config.server.access_log,
+            connections: Connections::default(),
+            drain: CancellationToken::new(),
+        });
+
+        let handles = if per_core {
+            (0..config.server.workers)
+                .map(|index| spawn_runtime(format!("weir-worker-{index}"), Some(index), None, stop.clone()))
+                .collect::<Result<Vec<_>, _>>()?
+        } else {
+            vec![spawn_runtime("weir-workers".into(), None, Some(config.server.workers), stop.clone())?]
+        };
+        let workers = handles
+            .into_iter()
+            .map(|handle| (handle, Arc::new(WorkerContext::new(Arc::clone(&shared), &config))))
+            .collect();
+        let control = spawn_runtime("weir-control".into(), None, None, stop.clone())?;
+        let admin_socket = match config.admin {
+            Some(address) => {
+                let mut sockets = listener::bind(address, 1).map_err(|source| StartError::Bind { address, source })?;
+                sockets.pop()
+            }
+            None => None,
+        };
+
+        let inner = Arc::new(Inner {
+            shared,
+            workers,
+            sockets_per_listener: slots,
+            listeners: Mutex::default(),
+            upstreams: Mutex::new(upstreams),
+            accepting: CancellationToken::new(),
+            stop,
+            admin: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            ready: AtomicBool::new(false),
+            last_reload_error: Mutex::default(),
+            reload_lock: Mutex::default(),
+        });
+        let mut server = Self { inner, _watch: None };
+        for address in &config.listeners {
+            let sockets = listener::bind(*address, slots).map_err(|source| StartError::Bind { address: *address, source })?;
+            server.inner.add_listener(*address, sockets);
+        }
+        if let Some(socket) = admin_socket {
+            control.spawn(crate::admin::serve(socket, server.handle(), server.inner.stop.clone()));
+        }
+        if options.watch_config {
+            let handle = ServerHandle(Arc::clone(&server.inner));
+            server._watch = Some(watch_file(&config.source, move || {
+                // Errors are logged and shown on the admin API by `reload`.
+                let _ = handle.reload();
+            })?);
+        }
+        server.inner.ready.store(true, Ordering::Release);
+        for (configured, active) in server.inner.listeners.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+            tracing::info!(listener = %configured, local = %active.local, "listening");
+        }
+        if let Some(admin) = server.inner.admin {
+            tracing::info!(%admin, "admin listening");
+        }
+        Ok(server)
+    }
+
+    /// A handle for reloads and inspection.
+    pub fn handle(&self) -> ServerHandle {
+        ServerHandle(Arc::clone(&self.inner))
+    }
+
+    /// The bound address of each configured listener (resolves port 0).
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.handle().listener_addrs()
+    }
+
+    /// The admin listener's bound address.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.inner.admin
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to the config's
+    /// drain timeout, then stops. Returns whether every connection closed.
+    pub async fn shutdown(&self) -> bool {
+        let limit = self.inner.shared.config.load().server.drain_timeout;
+        self.shutdown_within(limit).await
+    }
+
+    /// As [`Server::shutdown`] with an explicit drain limit.
+    pub async fn shutdown_within(&self, limit: Duration) -> bool {
+        let inner = &self.inner;
+        inner.ready.store(false, Ordering::Release);
+        inner.accepting.cancel();
+        inner.shared.drain.cancel();
+        let open = inner.shared.connections.active();
+        tracing::info!(open_connections = open, limit = ?limit, "draining");
+        let drained = inner.shared.connections.wait_closed(limit).await;
+        if !drained {
+            tracing::warn!(open_connections = inner.shared.connections.active(), "drain limit reached; closing");
+        }
+        inner.stop.cancel();
+        drained
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.inner.accepting.cancel();
+        self.inner.stop.cancel();
+    }
+}
+
+impl ServerHandle {
+    /// Re-reads the config file and applies it if it is valid; otherwise the
+    /// running config keeps serving and the error is logged and kept for
+    /// `/admin/config`.
+    pub fn reload(&self) -> Result<(), ReloadError> {
+        let inner = &self.0;
+        let _serial = inner.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let source = inner.shared.config.load().source.clone();
+        let result = Config::load(&source).map_err(ReloadError::from).and_then(|config| inner.apply(config));
+        let metrics = &inner.shared.metrics;
+        let mut last_error = inner.last_reload_error.lock().unwrap_or_else(PoisonError::into_inner);
+        match &result {
+            Ok(()) => {
+                metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
+                *last_error = None;
+                tracing::info!(config = %source.display(), "config reloaded");
+            }
+            Err(error) => {
+                metrics.reloads_refused.fetch_add(1, Ordering::Relaxed);
+                *last_error = Some(error.to_string());
+                for line in error.to_string().lines() {
+                    tracing::error!(config = %source.display(), "config refused, old config keeps serving: {line}");
+                }
+            }
+        }
+        result
+    }
+
+    /// The config being served.
+    pub fn config(&self) -> Arc<Config> {
+        self.0.shared.config.load_full()
+    }
+
+    /// The route table being served.
+    pub fn routes(&self) -> Arc<RouteTable> {
+        self.0.shared.table.load_full()
+    }
+
+    /// The proxy's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.shared.metrics
+    }
+
+    /// The error of the last refused reload, until one is applied.
+    pub fn last_reload_error(&self) -> Option<String> {
+        self.0.last_reload_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// Whether the proxy is serving and not draining.
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Acquire)
+    }
+
+    /// Client connections open now.
+    pub fn open_connections(&self) -> usize {
+        self.0.shared.connections.active()
+    }
+
+    /// The bound address of each configured listener.
+    pub fn listener_addrs(&self) -> Vec<SocketAddr> {
+        self.0.listeners.lock().unwrap_or_else(PoisonError::into_inner).values().map(|l| l.local).collect()
+    }
+}
+
+impl Inner {
+    fn add_listener(&self, configured: SocketAddr, sockets: Vec<std::net::TcpListener>) {
+        let local = sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(configured);
+        let stop = self.accepting.child_token();
+        for (socket, (handle, ctx)) in sockets.into_iter().zip(self.workers.iter().cycle()) {
+            handle.spawn(listener::accept_loop(socket, Arc::clone(ctx), stop.clone()));
+        }
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(configured, ActiveListener { local, stop });
+    }
+
+    /// Applies a validated config: all or nothing.
+    fn apply(&self, config: Config) -> Result<(), ReloadError> {
+        let old = self.shared.config.load_full();
+        // Bind new listeners first: if one fails, nothing has changed yet.
+        let current: Vec<SocketAddr> = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        let mut bound = Vec::new();
+        for address in config.listeners.iter().filter(|a| !current.contains(a)) {
+            let sockets = listener::bind(*address, self.sockets_per_listener).map_err(|source| ReloadError::Bind { address: *address, source })?;
+            bound.push((*address, sockets));
+        }
+        if old.server != config.server || old.admin != config.admin || old.limits != config.limits || old.timeouts.idle != config.timeouts.idle {
+            tracing::warn!("[server], [admin], [limits] and timeouts.idle apply at start-up only; restart to change them");
+        }
+        let upstreams = {
+            let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+            let next = build_upstreams(&config, &upstreams, self.sockets_per_listener, &self.shared.metrics);
+            *upstreams = next.clone();
+            next
+        };
+        let table = RouteTable::build(&config, &upstreams, &self.shared.metrics);
+        self.shared.table.store(Arc::new(table));
+        for (address, sockets) in bound {
+            self.add_listener(address, sockets);
+            tracing::info!(listener = %address, "listener added");
+        }
+        let mut listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner);
+        listeners.retain(|address, active| {
+            let keep = config.listeners.contains(address);
+            if !keep {
+                // Stops accepting; open connections finish on their own.
+                active.stop.cancel();
+                tracing::info!(listener = %address, "listener removed");
+            }
+            keep
+        });
+        self.shared.config.store(Arc::new(config));
+        Ok(())
+    }
+}
+
+/// Builds the upstreams of `config`, keeping (with their pools) those whose
+/// settings did not change.
+fn build_upstreams(
+    config: &Config,
+    previous: &BTreeMap<String, Arc<Upstream>>,
+    slots: usize,
+    metrics: &Metrics,
+) -> BTreeMap<String, Arc<Upstream>> {
+    config
+        .upstreams
+        .iter()
+        .map(|(name, spec)| {
+            let upstream = match previous.get(name) {
+                Some(existing) if existing.spec == *spec => Arc::clone(existing),
+                _ => Arc::new(Upstream::new(name, spec, slots, metrics)),
+            };
+            (name.clone(), upstream)
+        })
+        .collect()
+}
+
+/// Starts a thread running a tokio runtime until `stop` is cancelled.
+/// `worker` marks a per-core worker (its index selects its pools and metric
+/// shard); `threads` makes a multi-thread runtime of that many threads.
+fn spawn_runtime(name: String, worker: Option<usize>, threads: Option<usize>, stop: CancellationToken) -> Result<Handle, StartError> {
+    let what = if worker.is_some() { "worker" } else if threads.is_some() { "multi-thread" } else { "control" };
+    let runtime = match threads {
+        Some(threads) => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads.max(1))
+            .thread_name(name.clone())
+            .enable_all()
+            .build(),
+        None => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+    }
+    .map_err(|source| StartError::Runtime { what, source })?;
+    let handle = runtime.handle().clone();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            if let Some(index) = worker {
+                upstream::set_thread_worker(index);
+                metrics::set_thread_shard(index);
+            }
+            runtime.block_on(stop.cancelled());
+            runtime.shutdown_timeout(Duration::from_secs(1));
+        })
+        .map_err(|source| StartError::Runtime { what, source })?;
+    Ok(handle)
+}

@@ -1,0 +1,254 @@
+//! The proxy's own metrics, kept in atomics and rendered as Prometheus text.
+//!
+//! Counters on the request path are sharded per worker (one cache line each),
+//! so that workers on different cores never write the same line; `/metrics`
+//! sums the shards when it renders.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use crate::upstream::ErrorClass;
+
+/// Latency bucket upper bounds, in seconds.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+const STATUS_SLOTS: usize = 500; // statuses 100..=599
+
+thread_local! {
+    static SHARD: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
+/// Tells the metrics which shard this thread writes (its worker index).
+pub fn set_thread_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
+}
+
+fn shard_index(len: usize) -> usize {
+    SHARD.with(std::cell::Cell::get) % len.max(1)
+}
+
+/// One worker's counters for one route.
+#[repr(align(128))]
+struct RouteShard {
+    statuses: Box<[AtomicU64]>,
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    latency_micros_sum: AtomicU64,
+    count: AtomicU64,
+}
+
+impl RouteShard {
+    fn new() -> Self {
+        Self {
+            statuses: (0..STATUS_SLOTS).map(|_| AtomicU64::new(0)).collect(),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency_micros_sum: AtomicU64::new(0),
+            count: AtomicU64::new(0),
+        }
+    }
+}
+
+/// Requests by status and their latency, for one route.
+pub struct RouteMetrics {
+    shards: Box<[RouteShard]>,
+}
+
+impl RouteMetrics {
+    fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards.max(1)).map(|_| RouteShard::new()).collect(),
+        }
+    }
+
+    /// Records one answered request.
+    pub fn observe(&self, status: http::StatusCode, latency: Duration) {
+        let shard = &self.shards[shard_index(self.shards.len())];
+        let slot = usize::from(status.as_u16()).saturating_sub(100).min(STATUS_SLOTS - 1);
+        shard.statuses[slot].fetch_add(1, Relaxed);
+        let seconds = latency.as_secs_f64();
+        if let Some(bucket) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
+            shard.buckets[bucket].fetch_add(1, Relaxed);
+        }
+        let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+        shard.latency_micros_sum.fetch_add(micros, Relaxed);
+        shard.count.fetch_add(1, Relaxed);
+    }
+
+    /// Total requests recorded with `status`.
+    pub fn requests_with_status(&self, status: u16) -> u64 {
+        let slot = usize::from(status).saturating_sub(100).min(STATUS_SLOTS - 1);
+        self.shards.iter().map(|s| s.statuses[slot].load(Relaxed)).sum()
+    }
+}
+
+/// Upstream failures by class, for one upstream.
+pub struct UpstreamMetrics {
+    errors: [AtomicU64; ErrorClass::ALL.len()],
+}
+
+impl UpstreamMetrics {
+    /// Counts one failure.
+    pub fn error(&self, class: ErrorClass) {
+        self.errors[class as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Failures of `class` so far.
+    pub fn errors(&self, class: ErrorClass) -> u64 {
+        self.errors[class as usize].load(Relaxed)
+    }
+}
+
+/// Every metric the proxy keeps.
+pub struct Metrics {
+    shards: usize,
+    routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
+    upstreams: Mutex<BTreeMap<String, Arc<UpstreamMetrics>>>,
+    /// Client connections open now.
+    pub open_connections: AtomicI64,
+    /// Client connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Requests refused as malformed (400, 414, 431).
+    pub bad_requests: AtomicU64,
+    /// Requests that matched no route.
+    pub unrouted: AtomicU64,
+    /// Config reloads, applied and refused.
+    pub reloads_applied: AtomicU64,
+    pub reloads_refused: AtomicU64,
+}
+
+impl Metrics {
+    /// `shards` is the number of workers writing concurrently.
+    pub fn new(shards: usize) -> Self {
+        Self {
+            shards: shards.max(1),
+            routes: Mutex::default(),
+            upstreams: Mutex::default(),
+            open_connections: AtomicI64::new(0),
+            connections_total: AtomicU64::new(0),
+            bad_requests: AtomicU64::new(0),
+            unrouted: AtomicU64::new(0),
+            reloads_applied: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
+        }
+    }
+
+    /// The metrics of route `name`, created on first use and kept across
+    /// reloads so that counters never go backwards.
+    pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
+        let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(routes.entry(name.to_owned()).or_insert_with(|| Arc::new(RouteMetrics::new(self.shards))))
+    }
+
+    /// The metrics of upstream `name`, created on first use.
+    pub fn upstream(&self, name: &str) -> Arc<UpstreamMetrics> {
+        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(upstreams.entry(name.to_owned()).or_insert_with(|| {
+            Arc::new(UpstreamMetrics {
+                errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            })
+        }))
+    }
+
+    /// Renders everything in the Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner).clone();
+
+        out.push_str("# HELP weir_requests_total Requests answered, by route and status.\n# TYPE weir_requests_total counter\n");
+        for (name, route) in &routes {
+            for slot in 0..STATUS_SLOTS {
+                let n: u64 = route.shards.iter().map(|s| s.statuses[slot].load(Relaxed)).sum();
+                if n > 0 {
+                    let _ = writeln!(out, "weir_requests_total{{route=\"{}\",status=\"{}\"}} {n}", escape(name), slot + 100);
+                }
+            }
+        }
+        out.push_str("# HELP weir_request_duration_seconds Time from request to response head, by route.\n# TYPE weir_request_duration_seconds histogram\n");
+        for (name, route) in &routes {
+            let name = escape(name);
+            let mut cumulative = 0;
+            for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+                cumulative += route.shards.iter().map(|s| s.buckets[i].load(Relaxed)).sum::<u64>();
+                let _ = writeln!(out, "weir_request_duration_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}");
+            }
+            let count: u64 = route.shards.iter().map(|s| s.count.load(Relaxed)).sum();
+            let micros: u64 = route.shards.iter().map(|s| s.latency_micros_sum.load(Relaxed)).sum();
+            let _ = writeln!(out, "weir_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}");
+            let _ = writeln!(out, "weir_request_duration_seconds_sum{{route=\"{name}\"}} {}", micros as f64 / 1e6);
+            let _ = writeln!(out, "weir_request_duration_seconds_count{{route=\"{name}\"}} {count}");
+        }
+        out.push_str("# HELP weir_upstream_errors_total Upstream failures, by upstream and class.\n# TYPE weir_upstream_errors_total counter\n");
+        for (name, upstream) in &upstreams {
+            for class in ErrorClass::ALL {
+                let _ = writeln!(
+                    out,
+                    "weir_upstream_errors_total{{upstream=\"{}\",class=\"{}\"}} {}",
+                    escape(name),
+                    class.as_str(),
+                    upstream.errors(class)
+                );
+            }
+        }
+        let gauges = [
+            ("weir_open_connections", "gauge", "Client connections open now.", self.open_connections.load(Relaxed)),
+            ("weir_connections_total", "counter", "Client connections accepted.", to_i64(self.connections_total.load(Relaxed))),
+            ("weir_bad_requests_total", "counter", "Malformed requests refused.", to_i64(self.bad_requests.load(Relaxed))),
+            ("weir_unrouted_requests_total", "counter", "Requests that matched no route.", to_i64(self.unrouted.load(Relaxed))),
+            ("weir_config_reloads_total", "counter", "Config reloads applied.", to_i64(self.reloads_applied.load(Relaxed))),
+            ("weir_config_reloads_refused_total", "counter", "Config reloads refused as invalid.", to_i64(self.reloads_refused.load(Relaxed))),
+        ];
+        for (name, kind, help, value) in gauges {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}
+
+fn to_i64(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Escapes a label value for the Prometheus text format.
+fn escape(value: &str) -> String {
+    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counts_and_cumulative_buckets() {
+        let metrics = Metrics::new(2);
+        let route = metrics.route("api");
+        route.observe(http::StatusCode::OK, Duration::from_micros(700));
+        set_thread_shard(1);
+        route.observe(http::StatusCode::OK, Duration::from_millis(30));
+        route.observe(http::StatusCode::BAD_GATEWAY, Duration::from_millis(3));
+        metrics.upstream("backend").error(ErrorClass::ConnectRefused);
+        let text = metrics.render();
+        assert!(text.contains("weir_requests_total{route=\"api\",status=\"200\"} 2"), "{text}");
+        assert!(text.contains("weir_requests_total{route=\"api\",status=\"502\"} 1"), "{text}");
+        assert!(text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"0.001\"} 1"), "{text}");
+        assert!(text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"0.005\"} 2"), "{text}");
+        assert!(text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"+Inf\"} 3"), "{text}");
+        assert!(text.contains("weir_upstream_errors_total{upstream=\"backend\",class=\"connect_refused\"} 1"), "{text}");
+        assert_eq!(route.requests_with_status(200), 2);
+    }
+
+    #[test]
+    fn route_metrics_survive_lookup_again() {
+        let metrics = Metrics::new(1);
+        metrics.route("a").observe(http::StatusCode::OK, Duration::ZERO);
+        assert_eq!(metrics.route("a").requests_with_status(200), 1);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        assert_eq!(escape("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}
