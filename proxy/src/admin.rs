@@ -5,7 +5,6 @@
 
 use std::convert::Infallible;
 
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
@@ -20,7 +19,11 @@ use tokio_util::sync::CancellationToken;
 use crate::server::{ReloadError, ServerHandle};
 
 /// Serves the admin API on `socket` until `stop` is cancelled.
-pub(crate) async fn serve(socket: std::net::TcpListener, server: ServerHandle, stop: CancellationToken) {
+pub(crate) async fn serve(
+    socket: std::net::TcpListener,
+    server: ServerHandle,
+    stop: CancellationToken,
+) {
     let listener = match TcpListener::from_std(socket) {
         Ok(listener) => listener,
         Err(error) => {
@@ -46,7 +49,10 @@ pub(crate) async fn serve(socket: std::net::TcpListener, server: ServerHandle, s
                 let server = server.clone();
                 async move { Ok::<_, Infallible>(respond(&request, &server)) }
             });
-            if let Err(error) = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), service).await {
+            if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await
+            {
                 tracing::debug!(%error, "admin connection ended with an error");
             }
         });
@@ -62,9 +68,10 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         (&Method::GET, "/metrics") => {
             let mut response = text(StatusCode::OK, server.metrics().render());
-            response
-                .headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            );
             response
         }
         (&Method::GET, "/admin/config") => json_response(
@@ -79,17 +86,24 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
             Ok(()) => json_response(StatusCode::OK, &json!({ "status": "applied" })),
             Err(error) => {
                 let errors: Vec<String> = match &error {
-                    ReloadError::Config(config) if !config.diagnostics().is_empty() => {
-                        config.diagnostics().iter().map(ToString::to_string).collect()
-                    }
+                    ReloadError::Config(config) if !config.diagnostics().is_empty() => config
+                        .diagnostics()
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect(),
                     other => vec![other.to_string()],
                 };
-                json_response(StatusCode::BAD_REQUEST, &json!({ "status": "refused", "errors": errors }))
+                json_response(
+                    StatusCode::BAD_REQUEST,
+                    &json!({ "status": "refused", "errors": errors }),
+                )
             }
         },
-        (_, "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/routes" | "/admin/reload") => {
-            text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/routes"
+            | "/admin/reload",
+        ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
 }
@@ -123,19 +137,21 @@ fn routes_json(server: &ServerHandle) -> serde_json::Value {
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     response
 }
 
 fn json_response(status: StatusCode, value: &serde_json::Value) -> Response<Full<Bytes>> {
-    let body = serde_json::to_vec_pretty(value).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
+    let body = serde_json::to_vec_pretty(value)
+        .unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}").into_bytes());
     let mut response = Response::new(Full::new(Bytes::from(body)));
     *response.status_mut() = status;
-    response
-        .headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     response
 }
-

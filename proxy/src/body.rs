@@ -25,7 +25,9 @@ pin_project_lite::pin_project! {
 impl WeirBody {
     /// A body with exactly these bytes.
     pub fn full(bytes: impl Into<Bytes>) -> Self {
-        Self::Full { body: Full::new(bytes.into()) }
+        Self::Full {
+            body: Full::new(bytes.into()),
+        }
     }
 
     /// An empty body.
@@ -53,7 +55,10 @@ impl Body for WeirBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             WeirBodyProj::Streaming { body } => body.poll_frame(cx),
             WeirBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),

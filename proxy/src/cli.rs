@@ -45,7 +45,11 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
-        Command::Run { config, log_format, no_watch } => {
+        Command::Run {
+            config,
+            log_format,
+            no_watch,
+        } => {
             init_logging(log_format);
             match run(&config, !no_watch) {
                 Ok(()) => ExitCode::SUCCESS,

@@ -36,7 +36,11 @@ pub struct RouteTable {
 impl RouteTable {
     /// Builds the table for `config`. `upstreams` must hold every upstream the
     /// config names (validation guarantees the names exist).
-    pub fn build(config: &Config, upstreams: &BTreeMap<String, Arc<Upstream>>, metrics: &Metrics) -> Self {
+    pub fn build(
+        config: &Config,
+        upstreams: &BTreeMap<String, Arc<Upstream>>,
+        metrics: &Metrics,
+    ) -> Self {
         let mut routes: Vec<Arc<Route>> = config
             .routes
             .iter()
@@ -75,7 +79,9 @@ impl RouteTable {
                 (Some(want), Some(got)) => want.eq_ignore_ascii_case(got),
                 (Some(_), None) => false,
             };
-            host_ok && path.starts_with(spec.path_prefix.as_str()) && (spec.methods.is_empty() || spec.methods.contains(method))
+            host_ok
+                && path.starts_with(spec.path_prefix.as_str())
+                && (spec.methods.is_empty() || spec.methods.contains(method))
         })
     }
 }
@@ -109,7 +115,12 @@ mod tests {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|(name, spec)| (name.clone(), Arc::new(Upstream::new(name, spec, 1, &metrics))))
+            .map(|(name, spec)| {
+                (
+                    name.clone(),
+                    Arc::new(Upstream::new(name, spec, 1, &metrics)),
+                )
+            })
             .collect();
         RouteTable::build(&config, &upstreams, &metrics)
     }
@@ -142,7 +153,8 @@ mod tests {
     "#;
 
     fn name<'a>(t: &'a RouteTable, host: Option<&str>, path: &str, method: Method) -> &'a str {
-        t.find(host, path, &method).map_or("none", |r| r.spec.name.as_str())
+        t.find(host, path, &method)
+            .map_or("none", |r| r.spec.name.as_str())
     }
 
     #[test]
@@ -166,7 +178,10 @@ mod tests {
     #[test]
     fn named_host_beats_any_host_and_ignores_case() {
         let t = table(ROUTES);
-        assert_eq!(name(&t, Some("EXAMPLE.com"), "/api/x", Method::GET), "example-root");
+        assert_eq!(
+            name(&t, Some("EXAMPLE.com"), "/api/x", Method::GET),
+            "example-root"
+        );
         assert_eq!(name(&t, Some("other.org"), "/api/x", Method::GET), "api");
     }
 
@@ -188,11 +203,20 @@ mod tests {
 
     #[test]
     fn host_port_is_stripped() {
-        let request = http::Request::builder().header("host", "example.com:8080").body(()).unwrap();
+        let request = http::Request::builder()
+            .header("host", "example.com:8080")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&request), Some("example.com"));
-        let request = http::Request::builder().header("host", "[::1]:8080").body(()).unwrap();
+        let request = http::Request::builder()
+            .header("host", "[::1]:8080")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&request), Some("[::1]"));
-        let request = http::Request::builder().uri("http://h2.example/x").body(()).unwrap();
+        let request = http::Request::builder()
+            .uri("http://h2.example/x")
+            .body(())
+            .unwrap();
         assert_eq!(request_host(&request), Some("h2.example"));
     }
 }

@@ -1,1 +1,148 @@
-//! Shared helpers for the end-to-end tests.
+//! Shared helpers for the end-to-end tests: controllable upstream servers on
+//! ephemeral loopback ports, a proxy started from config text, an HTTP client
+//! and `assert_eventually` for convergence after reloads.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use weir_proxy::{Config, Options, Server};
+
+pub use upstream::TestUpstream;
+
+/// A proxy started in-process from config text, with its config file in a
+/// temporary directory (so reload tests can rewrite it).
+pub struct TestProxy {
+    pub server: Server,
+    pub addr: SocketAddr,
+    pub admin: SocketAddr,
+    pub config_path: PathBuf,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestProxy {
+    /// Starts a proxy; the text should use `127.0.0.1:0` for its listener
+    /// and admin addresses. One per-core worker unless the text says otherwise.
+    pub fn start(config_text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let config_path = dir.path().join("weir.toml");
+        std::fs::write(&config_path, config_text).unwrap();
+        let config =
+            Config::load(&config_path).unwrap_or_else(|e| panic!("test config refused:\n{e}"));
+        let server = Server::start(config, Options { watch_config: true }).unwrap();
+        let addr = server.listener_addrs()[0];
+        let admin = server.admin_addr().unwrap();
+        Self {
+            server,
+            addr,
+            admin,
+            config_path,
+            dir,
+        }
+    }
+
+    /// `http://ADDR` + path.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// `http://ADMIN` + path.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.admin)
+    }
+
+    /// Rewrites the config file atomically (write then rename).
+    pub fn write_config(&self, text: &str) {
+        let tmp = self.dir.path().join("weir.toml.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &self.config_path).unwrap();
+    }
+}
+
+/// The standard head of a test config: one listener and the admin API on
+/// ephemeral ports, one worker.
+pub fn config_head() -> String {
+    String::from(
+        "[server]\nworkers = 1\ndrain_timeout = \"5s\"\n[admin]\naddress = \"127.0.0.1:0\"\n[[listeners]]\naddress = \"127.0.0.1:0\"\n",
+    )
+}
+
+/// A plain HTTP/1.1 client with keep-alive.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// An HTTP/2 prior-knowledge (h2c) client.
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
+}
+
+/// A finished response.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub version: http::Version,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// Sends a request and reads the whole response.
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> anyhow::Result<Reply> {
+    let response = client.request(request).await?;
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Reply {
+        status: parts.status,
+        headers: parts.headers,
+        version: parts.version,
+        body,
+    })
+}
+
+/// `GET url` with a fresh client.
+pub async fn get(url: &str) -> anyhow::Result<Reply> {
+    send(&client(), Request::get(url).body(Full::default())?).await
+}
+
+/// Retries `check` until it passes or `within` runs out; then fails with the
+/// last message. For hot reloads and other convergence, instead of sleeps.
+pub async fn assert_eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        match check().await {
+            Ok(()) => return,
+            Err(message) if Instant::now() >= deadline => {
+                panic!("{what}: not true within {within:?}: {message}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}

@@ -7,10 +7,15 @@ use serde::{Deserialize, Deserializer, de::Error};
 /// Deserializes an optional human duration, refusing zero.
 pub(crate) fn optional<'de, D: Deserializer<'de>>(de: D) -> Result<Option<Duration>, D::Error> {
     let text = String::deserialize(de)?;
-    let duration = humantime::parse_duration(&text)
-        .map_err(|e| D::Error::custom(format!("invalid duration {text:?}: {e} (write e.g. \"250ms\", \"2s\", \"1m\")")))?;
+    let duration = humantime::parse_duration(&text).map_err(|e| {
+        D::Error::custom(format!(
+            "invalid duration {text:?}: {e} (write e.g. \"250ms\", \"2s\", \"1m\")"
+        ))
+    })?;
     if duration.is_zero() {
-        return Err(D::Error::custom(format!("duration {text:?} must be greater than zero")));
+        return Err(D::Error::custom(format!(
+            "duration {text:?} must be greater than zero"
+        )));
     }
     Ok(Some(duration))
 }

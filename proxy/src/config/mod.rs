@@ -16,8 +16,8 @@ use std::time::Duration;
 use http::uri::Authority;
 use serde::Serialize;
 
-pub use raw::{RuntimeMode, UpstreamProtocol};
 use raw::{RawConfig, RawEndpoint};
+pub use raw::{RuntimeMode, UpstreamProtocol};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -128,7 +128,14 @@ pub struct Diagnostic {
 
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}", self.file.display(), self.line, self.column, self.message)
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file.display(),
+            self.line,
+            self.column,
+            self.message
+        )
     }
 }
 
@@ -136,7 +143,10 @@ impl fmt::Display for Diagnostic {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read config file {}: {source}", path.display())]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{}", render(.0))]
     Invalid(Vec<Diagnostic>),
 }
@@ -227,27 +237,46 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     };
 
     let limits = Limits {
-        max_header_bytes: bounded(&mut errors, locate, raw.limits.max_header_bytes, 8192..=1 << 24, "limits.max_header_bytes")
-            .unwrap_or(defaults::MAX_HEADER_BYTES),
-        max_headers: bounded(&mut errors, locate, raw.limits.max_headers, 1..=10_000, "limits.max_headers")
-            .unwrap_or(defaults::MAX_HEADERS),
+        max_header_bytes: bounded(
+            &mut errors,
+            locate,
+            raw.limits.max_header_bytes,
+            8192..=1 << 24,
+            "limits.max_header_bytes",
+        )
+        .unwrap_or(defaults::MAX_HEADER_BYTES),
+        max_headers: bounded(
+            &mut errors,
+            locate,
+            raw.limits.max_headers,
+            1..=10_000,
+            "limits.max_headers",
+        )
+        .unwrap_or(defaults::MAX_HEADERS),
     };
 
     let mut listeners = Vec::new();
     let mut seen_listeners = HashSet::new();
     if raw.listeners.is_empty() {
-        errors.push(locate.at(0..0, "no listeners: add at least one [[listeners]] with an address"));
+        errors.push(locate.at(
+            0..0,
+            "no listeners: add at least one [[listeners]] with an address",
+        ));
     }
     for listener in &raw.listeners {
         let address = &listener.get_ref().address;
         match address.get_ref().parse::<SocketAddr>() {
             Ok(addr) if !seen_listeners.insert(addr) => {
-                errors.push(locate.at(address.span(), format!("duplicate listener address {addr}")));
+                errors
+                    .push(locate.at(address.span(), format!("duplicate listener address {addr}")));
             }
             Ok(addr) => listeners.push(addr),
             Err(_) => errors.push(locate.at(
                 address.span(),
-                format!("invalid listener address {:?}: expected ip:port, e.g. \"0.0.0.0:8080\"", address.get_ref()),
+                format!(
+                    "invalid listener address {:?}: expected ip:port, e.g. \"0.0.0.0:8080\"",
+                    address.get_ref()
+                ),
             )),
         }
     }
@@ -258,13 +287,22 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         match &raw.admin.address {
             None => defaults::ADMIN_ADDRESS.parse().ok(),
             Some(text) => match text.get_ref().parse::<SocketAddr>() {
-                Ok(addr) if seen_listeners.contains(&addr) => {
-                    errors.push(locate.at(text.span(), format!("admin address {addr} is also a proxy listener")));
+                Ok(addr) if addr.port() != 0 && seen_listeners.contains(&addr) => {
+                    errors.push(locate.at(
+                        text.span(),
+                        format!("admin address {addr} is also a proxy listener"),
+                    ));
                     None
                 }
                 Ok(addr) => Some(addr),
                 Err(_) => {
-                    errors.push(locate.at(text.span(), format!("invalid admin address {:?}: expected ip:port", text.get_ref())));
+                    errors.push(locate.at(
+                        text.span(),
+                        format!(
+                            "invalid admin address {:?}: expected ip:port",
+                            text.get_ref()
+                        ),
+                    ));
                     None
                 }
             },
@@ -275,7 +313,10 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     for (name, upstream) in &raw.upstreams {
         let spec = upstream.get_ref();
         if spec.endpoints.get_ref().is_empty() {
-            errors.push(locate.at(spec.endpoints.span(), format!("upstream {:?} has no endpoints", name.get_ref())));
+            errors.push(locate.at(
+                spec.endpoints.span(),
+                format!("upstream {:?} has no endpoints", name.get_ref()),
+            ));
         }
         let mut endpoints = Vec::new();
         for endpoint in spec.endpoints.get_ref() {
@@ -298,8 +339,12 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
                 endpoints,
                 protocol: spec.protocol.unwrap_or(UpstreamProtocol::Http1),
                 connect_timeout: spec.connect_timeout.unwrap_or(timeouts.connect),
-                pool_idle_timeout: spec.pool_idle_timeout.unwrap_or(defaults::POOL_IDLE_TIMEOUT),
-                pool_max_idle_per_endpoint: spec.pool_max_idle_per_endpoint.unwrap_or(defaults::POOL_MAX_IDLE_PER_ENDPOINT),
+                pool_idle_timeout: spec
+                    .pool_idle_timeout
+                    .unwrap_or(defaults::POOL_IDLE_TIMEOUT),
+                pool_max_idle_per_endpoint: spec
+                    .pool_max_idle_per_endpoint
+                    .unwrap_or(defaults::POOL_MAX_IDLE_PER_ENDPOINT),
             },
         );
     }
@@ -309,16 +354,27 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     let mut seen_names = HashSet::new();
     for (index, route) in raw.routes.iter().enumerate() {
         let r = route.get_ref();
-        if !raw.upstreams.keys().any(|k| k.get_ref() == r.upstream.get_ref()) {
+        if !raw
+            .upstreams
+            .keys()
+            .any(|k| k.get_ref() == r.upstream.get_ref())
+        {
             let known: Vec<&str> = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect();
             errors.push(locate.at(
                 r.upstream.span(),
-                format!("route points at unknown upstream {:?} (known: {})", r.upstream.get_ref(), list_or_none(&known)),
+                format!(
+                    "route points at unknown upstream {:?} (known: {})",
+                    r.upstream.get_ref(),
+                    list_or_none(&known)
+                ),
             ));
         }
         let path_prefix = match &r.path_prefix {
             Some(p) if !p.get_ref().starts_with('/') => {
-                errors.push(locate.at(p.span(), format!("path_prefix {:?} must start with '/'", p.get_ref())));
+                errors.push(locate.at(
+                    p.span(),
+                    format!("path_prefix {:?} must start with '/'", p.get_ref()),
+                ));
                 String::from("/")
             }
             Some(p) => p.get_ref().clone(),
@@ -326,8 +382,18 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         };
         let host = match &r.host {
             Some(h) if h.get_ref() == "*" => None,
-            Some(h) if h.get_ref().is_empty() || h.get_ref().parse::<Authority>().is_err() || h.get_ref().contains(':') => {
-                errors.push(locate.at(h.span(), format!("invalid host {:?}: expected a host name without port, or \"*\"", h.get_ref())));
+            Some(h)
+                if h.get_ref().is_empty()
+                    || h.get_ref().parse::<Authority>().is_err()
+                    || h.get_ref().contains(':') =>
+            {
+                errors.push(locate.at(
+                    h.span(),
+                    format!(
+                        "invalid host {:?}: expected a host name without port, or \"*\"",
+                        h.get_ref()
+                    ),
+                ));
                 None
             }
             Some(h) => Some(h.get_ref().to_ascii_lowercase()),
@@ -337,14 +403,22 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         for m in r.methods.iter().flatten() {
             match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
                 Ok(method) if !methods.contains(&method) => methods.push(method),
-                Ok(_) => errors.push(locate.at(m.span(), format!("method {:?} is listed twice", m.get_ref()))),
-                Err(_) => errors.push(locate.at(m.span(), format!("invalid method {:?}", m.get_ref()))),
+                Ok(_) => errors.push(locate.at(
+                    m.span(),
+                    format!("method {:?} is listed twice", m.get_ref()),
+                )),
+                Err(_) => {
+                    errors.push(locate.at(m.span(), format!("invalid method {:?}", m.get_ref())))
+                }
             }
         }
         methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         let key = (host.clone(), path_prefix.clone(), methods.clone());
         if !seen_routes.insert(key) {
-            errors.push(locate.at(route.span(), "duplicate route: another route has the same host, path_prefix and methods"));
+            errors.push(locate.at(
+                route.span(),
+                "duplicate route: another route has the same host, path_prefix and methods",
+            ));
         }
         let name = r.name.clone().unwrap_or_else(|| format!("route-{index}"));
         if !seen_names.insert(name.clone()) {
@@ -389,7 +463,12 @@ fn bounded(
     } else {
         errors.push(locate.at(
             value.span(),
-            format!("{what} = {} is out of range {}..={}", value.get_ref(), range.start(), range.end()),
+            format!(
+                "{what} = {} is out of range {}..={}",
+                value.get_ref(),
+                range.start(),
+                range.end()
+            ),
         ));
         None
     }
@@ -406,7 +485,11 @@ fn parse_endpoint(address: &str) -> Result<Authority, String> {
 }
 
 fn list_or_none(items: &[&str]) -> String {
-    if items.is_empty() { String::from("none") } else { items.join(", ") }
+    if items.is_empty() {
+        String::from("none")
+    } else {
+        items.join(", ")
+    }
 }
 
 mod duration_text {

@@ -68,10 +68,19 @@ host = "API.example.com"
     .unwrap();
     assert_eq!(config.server.workers, 3);
     assert_eq!(config.server.runtime, RuntimeMode::MultiThread);
-    assert_eq!(config.timeouts.connect, std::time::Duration::from_millis(250));
-    assert_eq!(config.upstreams["app"].connect_timeout, std::time::Duration::from_millis(250));
+    assert_eq!(
+        config.timeouts.connect,
+        std::time::Duration::from_millis(250)
+    );
+    assert_eq!(
+        config.upstreams["app"].connect_timeout,
+        std::time::Duration::from_millis(250)
+    );
     assert_eq!(config.routes[0].timeout, std::time::Duration::from_secs(3));
-    assert_eq!(config.routes[0].methods, vec![http::Method::GET, http::Method::POST]);
+    assert_eq!(
+        config.routes[0].methods,
+        vec![http::Method::GET, http::Method::POST]
+    );
     assert_eq!(config.routes[0].host.as_deref(), Some("api.example.com"));
 }
 
@@ -80,7 +89,10 @@ fn unknown_key_is_located() {
     let text = "[[listeners]]\naddress = \"127.0.0.1:1\"\nport = 3\n";
     let found = errors(text);
     assert_eq!(found.len(), 1);
-    assert!(found[0].starts_with("weir.toml:3:1: unknown field `port`"), "{found:?}");
+    assert!(
+        found[0].starts_with("weir.toml:3:1: unknown field `port`"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -104,8 +116,15 @@ upstream = "nope"
 "#;
     let found = errors(text);
     assert_eq!(found.len(), 2, "{found:?}");
-    assert!(found[0].starts_with("weir.toml:4:11: duplicate listener address 127.0.0.1:8080"), "{found:?}");
-    assert!(found[1].starts_with("weir.toml:8:12: route points at unknown upstream \"nope\" (known: app)"), "{found:?}");
+    assert!(
+        found[0].starts_with("weir.toml:4:11: duplicate listener address 127.0.0.1:8080"),
+        "{found:?}"
+    );
+    assert!(
+        found[1]
+            .starts_with("weir.toml:8:12: route points at unknown upstream \"nope\" (known: app)"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -141,7 +160,10 @@ host = "bad host:80"
         "weir.toml:10:12: invalid method",
         "weir.toml:11:8: invalid host",
     ] {
-        assert!(joined.contains(expected), "missing {expected:?} in\n{joined}");
+        assert!(
+            joined.contains(expected),
+            "missing {expected:?} in\n{joined}"
+        );
     }
 }
 
@@ -150,7 +172,10 @@ fn zero_duration_and_zero_workers_are_refused() {
     let found = errors("[timeouts]\nrequest = \"0s\"\n[[listeners]]\naddress = \"127.0.0.1:1\"\n");
     assert!(found[0].contains("must be greater than zero"), "{found:?}");
     let found = errors("[server]\nworkers = 0\n[[listeners]]\naddress = \"127.0.0.1:1\"\n");
-    assert!(found[0].starts_with("weir.toml:2:11: server.workers must be at least 1"), "{found:?}");
+    assert!(
+        found[0].starts_with("weir.toml:2:11: server.workers must be at least 1"),
+        "{found:?}"
+    );
 }
 
 #[test]
@@ -165,7 +190,10 @@ path_prefix = "/"
 "#;
     let joined = errors(text).join("\n");
     assert!(joined.contains("no listeners"), "{joined}");
-    assert!(joined.contains("weir.toml:5:1: duplicate route"), "{joined}");
+    assert!(
+        joined.contains("weir.toml:5:1: duplicate route"),
+        "{joined}"
+    );
 }
 
 #[test]
@@ -173,5 +201,8 @@ fn admin_can_be_disabled_or_moved_but_not_onto_a_listener() {
     let config = parse(&format!("[admin]\nenabled = false\n{MINIMAL}")).unwrap();
     assert_eq!(config.admin, None);
     let joined = errors(&format!("[admin]\naddress = \"127.0.0.1:8080\"\n{MINIMAL}")).join("\n");
-    assert!(joined.contains("weir.toml:2:11: admin address 127.0.0.1:8080 is also a proxy listener"), "{joined}");
+    assert!(
+        joined.contains("weir.toml:2:11: admin address 127.0.0.1:8080 is also a proxy listener"),
+        "{joined}"
+    );
 }

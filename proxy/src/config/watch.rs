@@ -19,7 +19,9 @@ pub struct FileWatch {
 /// Calls `on_change` (from the watcher's thread) whenever `file` changes.
 pub fn watch_file(file: &Path, on_change: impl Fn() + Send + 'static) -> notify::Result<FileWatch> {
     let file: PathBuf = std::path::absolute(file)?;
-    let dir = file.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+    let dir = file
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
     let target = file.clone();
     let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
         Ok(events) => {
@@ -29,6 +31,10 @@ pub fn watch_file(file: &Path, on_change: impl Fn() + Send + 'static) -> notify:
         }
         Err(error) => tracing::warn!(%error, file = %target.display(), "config watch error"),
     })?;
-    debouncer.watcher().watch(&dir, RecursiveMode::NonRecursive)?;
-    Ok(FileWatch { _debouncer: debouncer })
+    debouncer
+        .watcher()
+        .watch(&dir, RecursiveMode::NonRecursive)?;
+    Ok(FileWatch {
+        _debouncer: debouncer,
+    })
 }

@@ -38,7 +38,9 @@ impl WorkerContext {
         builder
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX));
+            .max_header_list_size(
+                u32::try_from(config.limits.max_header_bytes).unwrap_or(u32::MAX),
+            );
         Self {
             shared,
             builder,
@@ -64,7 +66,8 @@ impl Activity {
 
     /// When the connection became idle, if it is idle now.
     fn idle_since(&self) -> Option<Instant> {
-        (self.in_flight.load(Relaxed) == 0).then(|| self.epoch + Duration::from_millis(self.last_done_millis.load(Relaxed)))
+        (self.in_flight.load(Relaxed) == 0)
+            .then(|| self.epoch + Duration::from_millis(self.last_done_millis.load(Relaxed)))
     }
 }
 
@@ -97,7 +100,9 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<WorkerCo
             }
         })
     };
-    let connection = ctx.builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = ctx
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(stream), service);
     tokio::pin!(connection);
     let mut draining = false;
     let idle = tokio::time::sleep(ctx.idle_timeout);
@@ -128,7 +133,11 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<WorkerCo
     }
 }
 
-fn note_connection_error(shared: &Shared, peer: SocketAddr, error: &(dyn std::error::Error + Send + Sync + 'static)) {
+fn note_connection_error(
+    shared: &Shared,
+    peer: SocketAddr,
+    error: &(dyn std::error::Error + Send + Sync + 'static),
+) {
     match error.downcast_ref::<hyper::Error>() {
         Some(e) if e.is_parse() || e.is_parse_too_large() => {
             shared.metrics.bad_requests.fetch_add(1, Relaxed);

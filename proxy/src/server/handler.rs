@@ -20,21 +20,36 @@ use crate::upstream::{ErrorClass, UpstreamError};
 static PROXY_STATUS: header::HeaderName = header::HeaderName::from_static("proxy-status");
 
 /// Answers one client request.
-pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared: &Shared) -> Response<WeirBody> {
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    shared: &Shared,
+) -> Response<WeirBody> {
     let started = Instant::now();
     let route = {
         let table = shared.table.load();
-        table.find(request_host(&request), request.uri().path(), request.method()).cloned()
+        table
+            .find(
+                request_host(&request),
+                request.uri().path(),
+                request.method(),
+            )
+            .cloned()
     };
     let Some(route) = route else {
-        shared.metrics.unrouted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .metrics
+            .unrouted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         return local_answer(
             StatusCode::NOT_FOUND,
             "weir; error=destination_not_found; details=\"no route matches\"",
             "no route matches this request\n",
         );
     };
-    let method = shared.access_log.then(|| (request.method().clone(), request.uri().clone()));
+    let method = shared
+        .access_log
+        .then(|| (request.method().clone(), request.uri().clone()));
     let response = forward(request, peer, &route).await;
     let elapsed = started.elapsed();
     route.metrics.observe(response.status(), elapsed);
@@ -53,26 +68,42 @@ pub(crate) async fn handle(request: Request<Incoming>, peer: SocketAddr, shared:
     response
 }
 
-async fn forward(request: Request<Incoming>, peer: SocketAddr, route: &Route) -> Response<WeirBody> {
+async fn forward(
+    request: Request<Incoming>,
+    peer: SocketAddr,
+    route: &Route,
+) -> Response<WeirBody> {
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
     let upgrade = headers::is_upgrade_request(&parts.headers);
-    let client_upgrade = if upgrade { parts.extensions.remove::<hyper::upgrade::OnUpgrade>() } else { None };
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
     headers::prepare_request(&mut parts, peer, upgrade);
     let upstream = &route.upstream;
     let Some(endpoint) = upstream.pick() else {
-        let error = UpstreamError::new(ErrorClass::NoEndpoint, false, format!("upstream {} has no endpoints", upstream.name));
+        let error = UpstreamError::new(
+            ErrorClass::NoEndpoint,
+            false,
+            format!("upstream {} has no endpoints", upstream.name),
+        );
         return upstream_failure(route, &error);
     };
     let request = Request::from_parts(parts, WeirBody::from(body));
-    let outcome = match tokio::time::timeout(route.spec.timeout, upstream.send(endpoint, request)).await {
-        Ok(outcome) => outcome,
-        Err(_) => Err(UpstreamError::new(
-            ErrorClass::Timeout,
-            true,
-            format!("no response from {} within {:?}", endpoint.authority, route.spec.timeout),
-        )),
-    };
+    let outcome =
+        match tokio::time::timeout(route.spec.timeout, upstream.send(endpoint, request)).await {
+            Ok(outcome) => outcome,
+            Err(_) => Err(UpstreamError::new(
+                ErrorClass::Timeout,
+                true,
+                format!(
+                    "no response from {} within {:?}",
+                    endpoint.authority, route.spec.timeout
+                ),
+            )),
+        };
     let mut response = match outcome {
         Ok(response) => response,
         Err(error) => return upstream_failure(route, &error),
@@ -84,7 +115,11 @@ async fn forward(request: Request<Incoming>, peer: SocketAddr, route: &Route) ->
     *response.version_mut() = client_version;
     if switching {
         let Some(client_upgrade) = client_upgrade else {
-            let error = UpstreamError::new(ErrorClass::Protocol, true, "upstream switched protocols without an upgrade request");
+            let error = UpstreamError::new(
+                ErrorClass::Protocol,
+                true,
+                "upstream switched protocols without an upgrade request",
+            );
             return upstream_failure(route, &error);
         };
         let upstream_upgrade = hyper::upgrade::on(&mut response);
@@ -120,16 +155,27 @@ fn upstream_failure(route: &Route, error: &UpstreamError) -> Response<WeirBody> 
         "upstream failure"
     );
     let status = error.class.status();
-    let body = format!("{} {}\n", status.as_u16(), status.canonical_reason().unwrap_or("error"));
+    let body = format!(
+        "{} {}\n",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or("error")
+    );
     local_answer(status, &error.proxy_status(), body)
 }
 
 /// A response the proxy makes itself, with `Proxy-Status`.
-pub(crate) fn local_answer(status: StatusCode, proxy_status: &str, body: impl Into<bytes::Bytes>) -> Response<WeirBody> {
+pub(crate) fn local_answer(
+    status: StatusCode,
+    proxy_status: &str,
+    body: impl Into<bytes::Bytes>,
+) -> Response<WeirBody> {
     let mut response = Response::new(WeirBody::full(body));
     *response.status_mut() = status;
     let headers = response.headers_mut();
-    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if let Ok(value) = HeaderValue::from_str(proxy_status) {
         headers.insert(PROXY_STATUS.clone(), value);
     }

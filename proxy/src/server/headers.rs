@@ -7,8 +7,8 @@
 
 use std::net::SocketAddr;
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -102,7 +102,11 @@ pub fn prepare_request(parts: &mut http::request::Parts, peer: SocketAddr, keep_
 }
 
 /// Rewrites an upstream response's headers for the client.
-pub fn prepare_response(headers: &mut HeaderMap, upstream_version: Version, switching_protocols: bool) {
+pub fn prepare_response(
+    headers: &mut HeaderMap,
+    upstream_version: Version,
+    switching_protocols: bool,
+) {
     remove_hop_by_hop(headers, switching_protocols);
     headers.append(header::VIA, via_value(upstream_version));
 }
@@ -134,8 +138,18 @@ mod tests {
             ("x-keep", "yes"),
         ]);
         prepare_request(&mut parts, PEER.parse().unwrap(), false);
-        for gone in ["connection", "keep-alive", "x-secret", "te", "upgrade", "proxy-connection"] {
-            assert!(!parts.headers.contains_key(gone), "{gone} should be removed");
+        for gone in [
+            "connection",
+            "keep-alive",
+            "x-secret",
+            "te",
+            "upgrade",
+            "proxy-connection",
+        ] {
+            assert!(
+                !parts.headers.contains_key(gone),
+                "{gone} should be removed"
+            );
         }
         assert_eq!(parts.headers["x-keep"], "yes");
     }
@@ -149,7 +163,11 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_set_and_chained() {
-        let mut parts = request(&[("host", "example.com:8080"), ("x-forwarded-for", "192.0.2.1"), ("via", "1.0 edge")]);
+        let mut parts = request(&[
+            ("host", "example.com:8080"),
+            ("x-forwarded-for", "192.0.2.1"),
+            ("via", "1.0 edge"),
+        ]);
         prepare_request(&mut parts, PEER.parse().unwrap(), false);
         assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
         assert_eq!(parts.headers["x-forwarded-proto"], "http");

@@ -19,7 +19,11 @@ pub(crate) fn bind(address: SocketAddr, count: usize) -> io::Result<Vec<std::net
     let mut sockets = Vec::with_capacity(count);
     let mut target = address;
     for _ in 0..count.max(1) {
-        let socket = Socket::new(Domain::for_address(target), Type::STREAM, Some(Protocol::TCP))?;
+        let socket = Socket::new(
+            Domain::for_address(target),
+            Type::STREAM,
+            Some(Protocol::TCP),
+        )?;
         socket.set_reuse_address(true)?;
         if count > 1 {
             socket.set_reuse_port(true)?;
@@ -35,7 +39,11 @@ pub(crate) fn bind(address: SocketAddr, count: usize) -> io::Result<Vec<std::net
 }
 
 /// Accepts connections until `stop` is cancelled.
-pub(crate) async fn accept_loop(socket: std::net::TcpListener, ctx: Arc<WorkerContext>, stop: CancellationToken) {
+pub(crate) async fn accept_loop(
+    socket: std::net::TcpListener,
+    ctx: Arc<WorkerContext>,
+    stop: CancellationToken,
+) {
     let listener = match TcpListener::from_std(socket) {
         Ok(listener) => listener,
         Err(error) => {

@@ -31,7 +31,6 @@ use crate::telemetry::metrics::{self, Metrics};
 use crate::upstream::{self, Upstream};
 use conn::WorkerContext;
 
-
 /// What the request path reads; replaced piecewise on reload.
 pub(crate) struct Shared {
     pub table: ArcSwap<RouteTable>,
@@ -60,7 +59,10 @@ impl Connections {
         self.active.fetch_add(1, Ordering::AcqRel);
         metrics.open_connections.fetch_add(1, Ordering::Relaxed);
         metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        OpenConnection { connections: self, metrics }
+        OpenConnection {
+            connections: self,
+            metrics,
+        }
     }
 
     /// Client connections open now.
@@ -86,7 +88,9 @@ impl Connections {
 
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
-        self.metrics.open_connections.fetch_sub(1, Ordering::Relaxed);
+        self.metrics
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
         if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.connections.closed.notify_waiters();
         }
@@ -97,9 +101,15 @@ impl Drop for OpenConnection<'_> {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: io::Error },
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
     #[error("cannot start the {what} runtime: {source}")]
-    Runtime { what: &'static str, source: io::Error },
+    Runtime {
+        what: &'static str,
+        source: io::Error,
+    },
     #[error("cannot watch the config file: {0}")]
     Watch(#[from] notify::Error),
 }
@@ -110,7 +120,10 @@ pub enum ReloadError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error("cannot listen on {address}: {source}")]
-    Bind { address: SocketAddr, source: io::Error },
+    Bind {
+        address: SocketAddr,
+        source: io::Error,
+    },
 }
 
 /// Start-up options that are not part of the config file.
@@ -176,19 +189,37 @@ impl Server {
 
         let handles = if per_core {
             (0..config.server.workers)
-                .map(|index| spawn_runtime(format!("weir-worker-{index}"), Some(index), None, stop.clone()))
+                .map(|index| {
+                    spawn_runtime(
+                        format!("weir-worker-{index}"),
+                        Some(index),
+                        None,
+                        stop.clone(),
+                    )
+                })
                 .collect::<Result<Vec<_>, _>>()?
         } else {
-            vec![spawn_runtime("weir-workers".into(), None, Some(config.server.workers), stop.clone())?]
+            vec![spawn_runtime(
+                "weir-workers".into(),
+                None,
+                Some(config.server.workers),
+                stop.clone(),
+            )?]
         };
         let workers = handles
             .into_iter()
-            .map(|handle| (handle, Arc::new(WorkerContext::new(Arc::clone(&shared), &config))))
+            .map(|handle| {
+                (
+                    handle,
+                    Arc::new(WorkerContext::new(Arc::clone(&shared), &config)),
+                )
+            })
             .collect();
         let control = spawn_runtime("weir-control".into(), None, None, stop.clone())?;
         let admin_socket = match config.admin {
             Some(address) => {
-                let mut sockets = listener::bind(address, 1).map_err(|source| StartError::Bind { address, source })?;
+                let mut sockets = listener::bind(address, 1)
+                    .map_err(|source| StartError::Bind { address, source })?;
                 sockets.pop()
             }
             None => None,
@@ -207,13 +238,23 @@ impl Server {
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
         });
-        let mut server = Self { inner, _watch: None };
+        let mut server = Self {
+            inner,
+            _watch: None,
+        };
         for address in &config.listeners {
-            let sockets = listener::bind(*address, slots).map_err(|source| StartError::Bind { address: *address, source })?;
+            let sockets = listener::bind(*address, slots).map_err(|source| StartError::Bind {
+                address: *address,
+                source,
+            })?;
             server.inner.add_listener(*address, sockets);
         }
         if let Some(socket) = admin_socket {
-            control.spawn(crate::admin::serve(socket, server.handle(), server.inner.stop.clone()));
+            control.spawn(crate::admin::serve(
+                socket,
+                server.handle(),
+                server.inner.stop.clone(),
+            ));
         }
         if options.watch_config {
             let handle = ServerHandle(Arc::clone(&server.inner));
@@ -223,7 +264,13 @@ impl Server {
             })?);
         }
         server.inner.ready.store(true, Ordering::Release);
-        for (configured, active) in server.inner.listeners.lock().unwrap_or_else(PoisonError::into_inner).iter() {
+        for (configured, active) in server
+            .inner
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+        {
             tracing::info!(listener = %configured, local = %active.local, "listening");
         }
         if let Some(admin) = server.inner.admin {
@@ -264,7 +311,10 @@ impl Server {
         tracing::info!(open_connections = open, limit = ?limit, "draining");
         let drained = inner.shared.connections.wait_closed(limit).await;
         if !drained {
-            tracing::warn!(open_connections = inner.shared.connections.active(), "drain limit reached; closing");
+            tracing::warn!(
+                open_connections = inner.shared.connections.active(),
+                "drain limit reached; closing"
+            );
         }
         inner.stop.cancel();
         drained
@@ -284,11 +334,19 @@ impl ServerHandle {
     /// `/admin/config`.
     pub fn reload(&self) -> Result<(), ReloadError> {
         let inner = &self.0;
-        let _serial = inner.reload_lock.lock().unwrap_or_else(PoisonError::into_inner);
+        let _serial = inner
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let source = inner.shared.config.load().source.clone();
-        let result = Config::load(&source).map_err(ReloadError::from).and_then(|config| inner.apply(config));
+        let result = Config::load(&source)
+            .map_err(ReloadError::from)
+            .and_then(|config| inner.apply(config));
         let metrics = &inner.shared.metrics;
-        let mut last_error = inner.last_reload_error.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut last_error = inner
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         match &result {
             Ok(()) => {
                 metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
@@ -323,7 +381,11 @@ impl ServerHandle {
 
     /// The error of the last refused reload, until one is applied.
     pub fn last_reload_error(&self) -> Option<String> {
-        self.0.last_reload_error.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.0
+            .last_reload_error
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Whether the proxy is serving and not draining.
@@ -338,13 +400,22 @@ impl ServerHandle {
 
     /// The bound address of each configured listener.
     pub fn listener_addrs(&self) -> Vec<SocketAddr> {
-        self.0.listeners.lock().unwrap_or_else(PoisonError::into_inner).values().map(|l| l.local).collect()
+        self.0
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .values()
+            .map(|l| l.local)
+            .collect()
     }
 }
 
 impl Inner {
     fn add_listener(&self, configured: SocketAddr, sockets: Vec<std::net::TcpListener>) {
-        let local = sockets.first().and_then(|s| s.local_addr().ok()).unwrap_or(configured);
+        let local = sockets
+            .first()
+            .and_then(|s| s.local_addr().ok())
+            .unwrap_or(configured);
         let stop = self.accepting.child_token();
         for (socket, (handle, ctx)) in sockets.into_iter().zip(self.workers.iter().cycle()) {
             handle.spawn(listener::accept_loop(socket, Arc::clone(ctx), stop.clone()));
@@ -359,18 +430,44 @@ impl Inner {
     fn apply(&self, config: Config) -> Result<(), ReloadError> {
         let old = self.shared.config.load_full();
         // Bind new listeners first: if one fails, nothing has changed yet.
-        let current: Vec<SocketAddr> = self.listeners.lock().unwrap_or_else(PoisonError::into_inner).keys().copied().collect();
+        let current: Vec<SocketAddr> = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .keys()
+            .copied()
+            .collect();
         let mut bound = Vec::new();
         for address in config.listeners.iter().filter(|a| !current.contains(a)) {
-            let sockets = listener::bind(*address, self.sockets_per_listener).map_err(|source| ReloadError::Bind { address: *address, source })?;
+            let sockets =
+                listener::bind(*address, self.sockets_per_listener).map_err(|source| {
+                    ReloadError::Bind {
+                        address: *address,
+                        source,
+                    }
+                })?;
             bound.push((*address, sockets));
         }
-        if old.server != config.server || old.admin != config.admin || old.limits != config.limits || old.timeouts.idle != config.timeouts.idle {
-            tracing::warn!("[server], [admin], [limits] and timeouts.idle apply at start-up only; restart to change them");
+        if old.server != config.server
+            || old.admin != config.admin
+            || old.limits != config.limits
+            || old.timeouts.idle != config.timeouts.idle
+        {
+            tracing::warn!(
+                "[server], [admin], [limits] and timeouts.idle apply at start-up only; restart to change them"
+            );
         }
         let upstreams = {
-            let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
-            let next = build_upstreams(&config, &upstreams, self.sockets_per_listener, &self.shared.metrics);
+            let mut upstreams = self
+                .upstreams
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let next = build_upstreams(
+                &config,
+                &upstreams,
+                self.sockets_per_listener,
+                &self.shared.metrics,
+            );
             *upstreams = next.clone();
             next
         };
@@ -380,7 +477,10 @@ impl Inner {
             self.add_listener(address, sockets);
             tracing::info!(listener = %address, "listener added");
         }
-        let mut listeners = self.listeners.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         listeners.retain(|address, active| {
             let keep = config.listeners.contains(address);
             if !keep {
@@ -419,15 +519,28 @@ fn build_upstreams(
 /// Starts a thread running a tokio runtime until `stop` is cancelled.
 /// `worker` marks a per-core worker (its index selects its pools and metric
 /// shard); `threads` makes a multi-thread runtime of that many threads.
-fn spawn_runtime(name: String, worker: Option<usize>, threads: Option<usize>, stop: CancellationToken) -> Result<Handle, StartError> {
-    let what = if worker.is_some() { "worker" } else if threads.is_some() { "multi-thread" } else { "control" };
+fn spawn_runtime(
+    name: String,
+    worker: Option<usize>,
+    threads: Option<usize>,
+    stop: CancellationToken,
+) -> Result<Handle, StartError> {
+    let what = if worker.is_some() {
+        "worker"
+    } else if threads.is_some() {
+        "multi-thread"
+    } else {
+        "control"
+    };
     let runtime = match threads {
         Some(threads) => tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads.max(1))
             .thread_name(name.clone())
             .enable_all()
             .build(),
-        None => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+        None => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     }
     .map_err(|source| StartError::Runtime { what, source })?;
     let handle = runtime.handle().clone();

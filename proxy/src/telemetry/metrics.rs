@@ -66,7 +66,9 @@ impl RouteMetrics {
     /// Records one answered request.
     pub fn observe(&self, status: http::StatusCode, latency: Duration) {
         let shard = &self.shards[shard_index(self.shards.len())];
-        let slot = usize::from(status.as_u16()).saturating_sub(100).min(STATUS_SLOTS - 1);
+        let slot = usize::from(status.as_u16())
+            .saturating_sub(100)
+            .min(STATUS_SLOTS - 1);
         shard.statuses[slot].fetch_add(1, Relaxed);
         let seconds = latency.as_secs_f64();
         if let Some(bucket) = LATENCY_BUCKETS.iter().position(|le| seconds <= *le) {
@@ -79,8 +81,13 @@ impl RouteMetrics {
 
     /// Total requests recorded with `status`.
     pub fn requests_with_status(&self, status: u16) -> u64 {
-        let slot = usize::from(status).saturating_sub(100).min(STATUS_SLOTS - 1);
-        self.shards.iter().map(|s| s.statuses[slot].load(Relaxed)).sum()
+        let slot = usize::from(status)
+            .saturating_sub(100)
+            .min(STATUS_SLOTS - 1);
+        self.shards
+            .iter()
+            .map(|s| s.statuses[slot].load(Relaxed))
+            .sum()
     }
 }
 
@@ -139,12 +146,19 @@ impl Metrics {
     /// reloads so that counters never go backwards.
     pub fn route(&self, name: &str) -> Arc<RouteMetrics> {
         let mut routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner);
-        Arc::clone(routes.entry(name.to_owned()).or_insert_with(|| Arc::new(RouteMetrics::new(self.shards))))
+        Arc::clone(
+            routes
+                .entry(name.to_owned())
+                .or_insert_with(|| Arc::new(RouteMetrics::new(self.shards))),
+        )
     }
 
     /// The metrics of upstream `name`, created on first use.
     pub fn upstream(&self, name: &str) -> Arc<UpstreamMetrics> {
-        let mut upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut upstreams = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         Arc::clone(upstreams.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(UpstreamMetrics {
                 errors: std::array::from_fn(|_| AtomicU64::new(0)),
@@ -155,15 +169,32 @@ impl Metrics {
     /// Renders everything in the Prometheus text format.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let routes = self.routes.lock().unwrap_or_else(PoisonError::into_inner).clone();
-        let upstreams = self.upstreams.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let routes = self
+            .routes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let upstreams = self
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
 
         out.push_str("# HELP weir_requests_total Requests answered, by route and status.\n# TYPE weir_requests_total counter\n");
         for (name, route) in &routes {
             for slot in 0..STATUS_SLOTS {
-                let n: u64 = route.shards.iter().map(|s| s.statuses[slot].load(Relaxed)).sum();
+                let n: u64 = route
+                    .shards
+                    .iter()
+                    .map(|s| s.statuses[slot].load(Relaxed))
+                    .sum();
                 if n > 0 {
-                    let _ = writeln!(out, "weir_requests_total{{route=\"{}\",status=\"{}\"}} {n}", escape(name), slot + 100);
+                    let _ = writeln!(
+                        out,
+                        "weir_requests_total{{route=\"{}\",status=\"{}\"}} {n}",
+                        escape(name),
+                        slot + 100
+                    );
                 }
             }
         }
@@ -172,14 +203,35 @@ impl Metrics {
             let name = escape(name);
             let mut cumulative = 0;
             for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
-                cumulative += route.shards.iter().map(|s| s.buckets[i].load(Relaxed)).sum::<u64>();
-                let _ = writeln!(out, "weir_request_duration_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}");
+                cumulative += route
+                    .shards
+                    .iter()
+                    .map(|s| s.buckets[i].load(Relaxed))
+                    .sum::<u64>();
+                let _ = writeln!(
+                    out,
+                    "weir_request_duration_seconds_bucket{{route=\"{name}\",le=\"{le}\"}} {cumulative}"
+                );
             }
             let count: u64 = route.shards.iter().map(|s| s.count.load(Relaxed)).sum();
-            let micros: u64 = route.shards.iter().map(|s| s.latency_micros_sum.load(Relaxed)).sum();
-            let _ = writeln!(out, "weir_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}");
-            let _ = writeln!(out, "weir_request_duration_seconds_sum{{route=\"{name}\"}} {}", micros as f64 / 1e6);
-            let _ = writeln!(out, "weir_request_duration_seconds_count{{route=\"{name}\"}} {count}");
+            let micros: u64 = route
+                .shards
+                .iter()
+                .map(|s| s.latency_micros_sum.load(Relaxed))
+                .sum();
+            let _ = writeln!(
+                out,
+                "weir_request_duration_seconds_bucket{{route=\"{name}\",le=\"+Inf\"}} {count}"
+            );
+            let _ = writeln!(
+                out,
+                "weir_request_duration_seconds_sum{{route=\"{name}\"}} {}",
+                micros as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "weir_request_duration_seconds_count{{route=\"{name}\"}} {count}"
+            );
         }
         out.push_str("# HELP weir_upstream_errors_total Upstream failures, by upstream and class.\n# TYPE weir_upstream_errors_total counter\n");
         for (name, upstream) in &upstreams {
@@ -194,15 +246,48 @@ impl Metrics {
             }
         }
         let gauges = [
-            ("weir_open_connections", "gauge", "Client connections open now.", self.open_connections.load(Relaxed)),
-            ("weir_connections_total", "counter", "Client connections accepted.", to_i64(self.connections_total.load(Relaxed))),
-            ("weir_bad_requests_total", "counter", "Malformed requests refused.", to_i64(self.bad_requests.load(Relaxed))),
-            ("weir_unrouted_requests_total", "counter", "Requests that matched no route.", to_i64(self.unrouted.load(Relaxed))),
-            ("weir_config_reloads_total", "counter", "Config reloads applied.", to_i64(self.reloads_applied.load(Relaxed))),
-            ("weir_config_reloads_refused_total", "counter", "Config reloads refused as invalid.", to_i64(self.reloads_refused.load(Relaxed))),
+            (
+                "weir_open_connections",
+                "gauge",
+                "Client connections open now.",
+                self.open_connections.load(Relaxed),
+            ),
+            (
+                "weir_connections_total",
+                "counter",
+                "Client connections accepted.",
+                to_i64(self.connections_total.load(Relaxed)),
+            ),
+            (
+                "weir_bad_requests_total",
+                "counter",
+                "Malformed requests refused.",
+                to_i64(self.bad_requests.load(Relaxed)),
+            ),
+            (
+                "weir_unrouted_requests_total",
+                "counter",
+                "Requests that matched no route.",
+                to_i64(self.unrouted.load(Relaxed)),
+            ),
+            (
+                "weir_config_reloads_total",
+                "counter",
+                "Config reloads applied.",
+                to_i64(self.reloads_applied.load(Relaxed)),
+            ),
+            (
+                "weir_config_reloads_refused_total",
+                "counter",
+                "Config reloads refused as invalid.",
+                to_i64(self.reloads_refused.load(Relaxed)),
+            ),
         ];
         for (name, kind, help, value) in gauges {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}"
+            );
         }
         out
     }
@@ -214,7 +299,10 @@ fn to_i64(n: u64) -> i64 {
 
 /// Escapes a label value for the Prometheus text format.
 fn escape(value: &str) -> String {
-    value.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }
 
 #[cfg(test)]
@@ -229,21 +317,45 @@ mod tests {
         set_thread_shard(1);
         route.observe(http::StatusCode::OK, Duration::from_millis(30));
         route.observe(http::StatusCode::BAD_GATEWAY, Duration::from_millis(3));
-        metrics.upstream("backend").error(ErrorClass::ConnectRefused);
+        metrics
+            .upstream("backend")
+            .error(ErrorClass::ConnectRefused);
         let text = metrics.render();
-        assert!(text.contains("weir_requests_total{route=\"api\",status=\"200\"} 2"), "{text}");
-        assert!(text.contains("weir_requests_total{route=\"api\",status=\"502\"} 1"), "{text}");
-        assert!(text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"0.001\"} 1"), "{text}");
-        assert!(text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"0.005\"} 2"), "{text}");
-        assert!(text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"+Inf\"} 3"), "{text}");
-        assert!(text.contains("weir_upstream_errors_total{upstream=\"backend\",class=\"connect_refused\"} 1"), "{text}");
+        assert!(
+            text.contains("weir_requests_total{route=\"api\",status=\"200\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_requests_total{route=\"api\",status=\"502\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"0.001\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"0.005\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("weir_request_duration_seconds_bucket{route=\"api\",le=\"+Inf\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "weir_upstream_errors_total{upstream=\"backend\",class=\"connect_refused\"} 1"
+            ),
+            "{text}"
+        );
         assert_eq!(route.requests_with_status(200), 2);
     }
 
     #[test]
     fn route_metrics_survive_lookup_again() {
         let metrics = Metrics::new(1);
-        metrics.route("a").observe(http::StatusCode::OK, Duration::ZERO);
+        metrics
+            .route("a")
+            .observe(http::StatusCode::OK, Duration::ZERO);
         assert_eq!(metrics.route("a").requests_with_status(200), 1);
     }
 

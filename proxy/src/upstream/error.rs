@@ -109,7 +109,10 @@ impl UpstreamError {
             if hyper_error.is_timeout() {
                 return Self::new(ErrorClass::Timeout, true, detail);
             }
-            if hyper_error.is_parse() || hyper_error.is_parse_status() || hyper_error.is_parse_too_large() {
+            if hyper_error.is_parse()
+                || hyper_error.is_parse_status()
+                || hyper_error.is_parse_too_large()
+            {
                 return Self::new(ErrorClass::Protocol, true, detail);
             }
             if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
@@ -184,9 +187,15 @@ mod tests {
     #[test]
     fn statuses_follow_the_class() {
         assert_eq!(ErrorClass::ConnectRefused.status(), StatusCode::BAD_GATEWAY);
-        assert_eq!(ErrorClass::ConnectTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ErrorClass::ConnectTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(ErrorClass::Timeout.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ErrorClass::NoEndpoint.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            ErrorClass::NoEndpoint.status(),
+            StatusCode::SERVICE_UNAVAILABLE
+        );
     }
 
     #[test]

@@ -7,8 +7,8 @@
 mod error;
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 use http::uri::{Authority, Scheme};
 use http::{Request, Response, Uri};
@@ -61,7 +61,10 @@ pub struct Upstream {
 
 impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Upstream").field("name", &self.name).field("endpoints", &self.endpoints).finish()
+        f.debug_struct("Upstream")
+            .field("name", &self.name)
+            .field("endpoints", &self.endpoints)
+            .finish()
     }
 }
 
@@ -134,7 +137,11 @@ impl Upstream {
 
     /// Sends `request` to `endpoint` through this worker's pool. The request's
     /// URI is rewritten to point at the endpoint; its headers are sent as they are.
-    pub async fn send(&self, endpoint: &Endpoint, mut request: Request<WeirBody>) -> Result<Response<Incoming>, UpstreamError> {
+    pub async fn send(
+        &self,
+        endpoint: &Endpoint,
+        mut request: Request<WeirBody>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
         let mut parts = http::uri::Parts::default();
         parts.scheme = Some(Scheme::HTTP);
         parts.authority = Some(endpoint.authority.clone());
@@ -142,13 +149,22 @@ impl Upstream {
         if parts.path_and_query.is_none() {
             parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
         }
-        *request.uri_mut() = Uri::from_parts(parts)
-            .map_err(|e| UpstreamError::new(ErrorClass::Protocol, false, format!("cannot build upstream URI: {e}")))?;
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Protocol,
+                false,
+                format!("cannot build upstream URI: {e}"),
+            )
+        })?;
         *request.version_mut() = match self.spec.protocol {
             UpstreamProtocol::Http1 => http::Version::HTTP_11,
             UpstreamProtocol::H2c => http::Version::HTTP_2,
         };
-        self.slot().client.request(request).await.map_err(|e| UpstreamError::from_client(&e))
+        self.slot()
+            .client
+            .request(request)
+            .await
+            .map_err(|e| UpstreamError::from_client(&e))
     }
 }
 

@@ -1,0 +1,9 @@
+//! End-to-end tests of the host proxy: real sockets, in-process upstream
+//! servers on ephemeral ports, the real `Server`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod failures;
+mod protocols;
+mod reload;
+mod routing;
+mod streaming;

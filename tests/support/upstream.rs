@@ -1,0 +1,315 @@
+//! Upstream servers for the tests, each on its own ephemeral loopback port:
+//! a controllable HTTP server (HTTP/1.1 and h2c), and raw TCP peers that
+//! refuse, hang, reset or speak garbage, and a WebSocket echo server.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, StreamBody, combinators::BoxBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+type Body = BoxBody<Bytes, hyper::Error>;
+
+/// A controllable HTTP upstream. Paths:
+/// - `/status/N` answers status N; `/slow/MS` answers after MS milliseconds;
+/// - `/headers` answers the request's headers as JSON;
+/// - `/echo` streams the request body back; `/count` answers `LEN:SUM` of it;
+/// - `/big/N` streams N bytes; anything else answers the server's name.
+///
+/// Every answer carries `x-upstream: NAME`.
+pub struct TestUpstream {
+    pub addr: SocketAddr,
+    pub name: String,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+    task: JoinHandle<()>,
+}
+
+impl TestUpstream {
+    pub async fn start(name: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let requests = Arc::new(AtomicUsize::new(0));
+        let task = tokio::spawn(serve(
+            listener,
+            name.to_owned(),
+            Arc::clone(&connections),
+            Arc::clone(&requests),
+        ));
+        Self {
+            addr,
+            name: name.to_owned(),
+            connections,
+            requests,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Requests received so far.
+    pub fn requests(&self) -> usize {
+        self.requests.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for TestUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(
+    listener: TcpListener,
+    name: String,
+    connections: Arc<AtomicUsize>,
+    requests: Arc<AtomicUsize>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        connections.fetch_add(1, Ordering::SeqCst);
+        let name = name.clone();
+        let requests = Arc::clone(&requests);
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                requests.fetch_add(1, Ordering::SeqCst);
+                let name = name.clone();
+                async move { Ok::<_, Infallible>(answer(request, &name).await) }
+            });
+            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+    }
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+async fn answer(request: Request<Incoming>, name: &str) -> Response<Body> {
+    let path = request.uri().path().to_owned();
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    let (head, arg) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    let mut response = match head {
+        "status" => {
+            let status = arg
+                .parse()
+                .ok()
+                .and_then(|s| StatusCode::from_u16(s).ok())
+                .unwrap_or(StatusCode::BAD_REQUEST);
+            let mut r = Response::new(full(format!("status {status}")));
+            *r.status_mut() = status;
+            r
+        }
+        "slow" => {
+            tokio::time::sleep(Duration::from_millis(arg.parse().unwrap_or(100))).await;
+            Response::new(full(format!("slow {name}")))
+        }
+        "headers" => {
+            let mut map = serde_json::Map::new();
+            for (key, value) in request.headers() {
+                let entry = map
+                    .entry(key.as_str())
+                    .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+                if let serde_json::Value::Array(list) = entry {
+                    list.push(serde_json::Value::String(
+                        value.to_str().unwrap_or("").to_owned(),
+                    ));
+                }
+            }
+            map.insert("_version".into(), format!("{:?}", request.version()).into());
+            Response::new(full(serde_json::Value::Object(map).to_string()))
+        }
+        "echo" => Response::new(request.into_body().boxed()),
+        "count" => {
+            let mut body = request.into_body();
+            let (mut len, mut sum) = (0u64, 0u64);
+            while let Some(frame) = body.frame().await {
+                let Ok(frame) = frame else { break };
+                if let Some(data) = frame.data_ref() {
+                    len += data.len() as u64;
+                    sum = data.iter().fold(sum, |s, b| s.wrapping_add(u64::from(*b)));
+                }
+            }
+            Response::new(full(format!("{len}:{sum}")))
+        }
+        "big" => {
+            let total: usize = arg.parse().unwrap_or(0);
+            Response::new(pattern_body(total))
+        }
+        _ => Response::new(full(name.to_owned())),
+    };
+    response
+        .headers_mut()
+        .insert("x-upstream", name.parse().unwrap());
+    response
+}
+
+/// The byte at `offset` of the test pattern.
+pub fn pattern_byte(offset: usize) -> u8 {
+    (offset % 251) as u8
+}
+
+/// `total` bytes of the test pattern, streamed in 64 KiB chunks.
+fn pattern_body(total: usize) -> Body {
+    const CHUNK: usize = 64 * 1024;
+    let chunks = (0..total.div_ceil(CHUNK)).map(move |i| {
+        let start = i * CHUNK;
+        let end = (start + CHUNK).min(total);
+        Ok::<_, hyper::Error>(Frame::data(
+            (start..end).map(pattern_byte).collect::<Bytes>(),
+        ))
+    });
+    BodyExt::boxed(StreamBody::new(futures_util::stream::iter(chunks)))
+}
+
+/// An address on which nothing listens: connecting is refused.
+pub fn refused_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A raw TCP peer that misbehaves in one way after reading the request.
+pub struct RawPeer {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+/// How a [`RawPeer`] misbehaves.
+#[derive(Clone, Copy, Debug)]
+pub enum Misbehaviour {
+    /// Reads the request and never answers.
+    Hang,
+    /// Reads the request and resets the connection.
+    Reset,
+    /// Answers bytes that are not HTTP.
+    Garbage,
+}
+
+impl RawPeer {
+    pub async fn start(how: Misbehaviour) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let mut buf = [0u8; 4096];
+                let _ = stream.read(&mut buf).await;
+                match how {
+                    Misbehaviour::Hang => held.push(stream),
+                    Misbehaviour::Reset => {
+                        let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+                        drop(stream);
+                    }
+                    Misbehaviour::Garbage => {
+                        let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
+                        let _ = stream.shutdown().await;
+                    }
+                }
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for RawPeer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A listener whose accept queue is full, so new connections are never
+/// established: connecting to it times out.
+pub struct Unaccepting {
+    pub addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<std::net::TcpStream>,
+}
+
+impl Unaccepting {
+    pub fn start() -> Self {
+        use socket2::{Domain, Socket, Type};
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        listener
+            .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        // Fill the queue: once connects start timing out, it is full.
+        let mut fillers = Vec::new();
+        for _ in 0..16 {
+            match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                Ok(stream) => fillers.push(stream),
+                Err(_) => break,
+            }
+        }
+        Self {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
+}
+
+/// A WebSocket server that echoes every message.
+pub struct WebSocketEcho {
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl WebSocketEcho {
+    pub async fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let Ok(mut socket) = tokio_tungstenite::accept_async(stream).await else {
+                        return;
+                    };
+                    while let Some(Ok(message)) = socket.next().await {
+                        if message.is_close() {
+                            break;
+                        }
+                        if socket.send(message).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for WebSocketEcho {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
