@@ -1,0 +1,189 @@
+//! The real `weir` binary: `weir check`, `weir run` with SIGTERM draining,
+//! and a 1 GiB body each way through the process with its peak memory read
+//! from `/proc`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::{BodyExt, StreamBody};
+use hyper::body::Frame;
+use weir_tests::TestUpstream;
+
+const WEIR: &str = env!("CARGO_BIN_EXE_weir");
+
+fn check(text: &str) -> (bool, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(WEIR).args(["check", "--config"]).arg(&path).output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).replace(&path.display().to_string(), "weir.toml");
+    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "weir.toml");
+    (output.status.success(), stdout, stderr)
+}
+
+#[test]
+fn check_accepts_a_good_config() {
+    let (ok, stdout, stderr) = check(
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.app]\nendpoints = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n",
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(stdout.trim(), "weir.toml: ok (1 listeners, 1 upstreams, 1 routes)");
+}
+
+#[test]
+fn check_reports_every_error_with_its_position() {
+    let (ok, _, stderr) = check(
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.app]\nendpoints = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"missing\"\n",
+    );
+    assert!(!ok);
+    assert!(stderr.contains("error: weir.toml:4:11: duplicate listener address 127.0.0.1:8080"), "{stderr}");
+    assert!(stderr.contains("error: weir.toml:8:12: route points at unknown upstream \"missing\""), "{stderr}");
+    assert!(stderr.contains("2 error(s); config refused"), "{stderr}");
+
+    let (ok, _, stderr) = check("[[listeners]]\naddress = \"127.0.0.1:8080\"\ncolour = \"blue\"\n");
+    assert!(!ok);
+    assert!(stderr.contains("error: weir.toml:3:1: unknown field `colour`"), "{stderr}");
+
+    let (ok, _, stderr) = check("[[listeners]\n");
+    assert!(!ok);
+    assert!(stderr.contains("error: weir.toml:1:"), "{stderr}");
+}
+
+#[test]
+fn check_reports_a_missing_file() {
+    let output = Command::new(WEIR).args(["check", "--config", "/nonexistent/weir.toml"]).output().unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file /nonexistent/weir.toml"));
+}
+
+/// A `weir run` child process, killed on drop.
+struct Running {
+    child: Child,
+    addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+async fn run(upstream: SocketAddr, drain: &str) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let path = dir.path().join("weir.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[server]\nworkers = 2\ndrain_timeout = \"{drain}\"\n[admin]\nenabled = false\n[[listeners]]\naddress = \"127.0.0.1:{port}\"\n[upstreams.u]\nendpoints = [\"{upstream}\"]\n[[routes]]\nupstream = \"u\"\n"
+        ),
+    )
+    .unwrap();
+    let child = Command::new(WEIR)
+        .args(["run", "--log-format", "json", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(addr).await.is_err() {
+        assert!(Instant::now() < deadline, "weir did not start listening");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Running { child, addr, _dir: dir }
+}
+
+fn peak_resident_mib(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let kib: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+#[tokio::test]
+async fn sigterm_drains_the_in_flight_request_then_exits() {
+    let upstream = TestUpstream::start("u").await;
+    let mut running = run(upstream.addr, "10s").await;
+    let url = format!("http://{}/slow/700", running.addr);
+    let in_flight = tokio::spawn(async move { weir_tests::get(&url).await });
+    while upstream.requests() == 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let pid = running.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let reply = in_flight.await.unwrap().unwrap();
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.text(), "slow u");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = running.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "weir did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success());
+    let mut logs = String::new();
+    running.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    // JSON logs, one object per line.
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(logs.contains("\"drained\":true"), "{logs}");
+}
+
+const GIB: usize = 1 << 30;
+
+#[tokio::test]
+async fn a_gibibyte_each_way_passes_with_bounded_memory() {
+    let upstream = TestUpstream::start("u").await;
+    let running = run(upstream.addr, "1s").await;
+    let client = weir_tests::client();
+
+    // Download.
+    let response = client
+        .request(http::Request::get(format!("http://{}/big/{GIB}", running.addr)).body(Default::default()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut body = response.into_body();
+    let mut received = 0usize;
+    while let Some(frame) = body.frame().await {
+        if let Some(data) = frame.unwrap().data_ref() {
+            received += data.len();
+        }
+    }
+    assert_eq!(received, GIB);
+
+    // Upload.
+    const CHUNK: usize = 256 * 1024;
+    let chunk = Bytes::from(vec![7u8; CHUNK]);
+    let chunks = futures_util::stream::iter(0..GIB / CHUNK).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone())));
+    let upload_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let response = upload_client
+        .request(http::Request::post(format!("http://{}/count", running.addr)).body(StreamBody::new(chunks)).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let text = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(String::from_utf8_lossy(&text), format!("{GIB}:{}", 7 * GIB as u64));
+
+    let peak = peak_resident_mib(running.child.id());
+    assert!(peak < 64, "weir's peak resident memory was {peak} MiB for 1 GiB bodies");
+}
