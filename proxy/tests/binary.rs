@@ -20,9 +20,15 @@ fn check(text: &str) -> (bool, String, String) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("weir.toml");
     std::fs::write(&path, text).unwrap();
-    let output = Command::new(WEIR).args(["check", "--config"]).arg(&path).output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).replace(&path.display().to_string(), "weir.toml");
-    let stderr = String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "weir.toml");
+    let output = Command::new(WEIR)
+        .args(["check", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout =
+        String::from_utf8_lossy(&output.stdout).replace(&path.display().to_string(), "weir.toml");
+    let stderr =
+        String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "weir.toml");
     (output.status.success(), stdout, stderr)
 }
 
@@ -32,7 +38,10 @@ fn check_accepts_a_good_config() {
         "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.app]\nendpoints = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"app\"\n",
     );
     assert!(ok, "{stderr}");
-    assert_eq!(stdout.trim(), "weir.toml: ok (1 listeners, 1 upstreams, 1 routes)");
+    assert_eq!(
+        stdout.trim(),
+        "weir.toml: ok (1 listeners, 1 upstreams, 1 routes)"
+    );
 }
 
 #[test]
@@ -41,13 +50,22 @@ fn check_reports_every_error_with_its_position() {
         "[[listeners]]\naddress = \"127.0.0.1:8080\"\n[[listeners]]\naddress = \"127.0.0.1:8080\"\n[upstreams.app]\nendpoints = [\"127.0.0.1:3000\"]\n[[routes]]\nupstream = \"missing\"\n",
     );
     assert!(!ok);
-    assert!(stderr.contains("error: weir.toml:4:11: duplicate listener address 127.0.0.1:8080"), "{stderr}");
-    assert!(stderr.contains("error: weir.toml:8:12: route points at unknown upstream \"missing\""), "{stderr}");
+    assert!(
+        stderr.contains("error: weir.toml:4:11: duplicate listener address 127.0.0.1:8080"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("error: weir.toml:8:12: route points at unknown upstream \"missing\""),
+        "{stderr}"
+    );
     assert!(stderr.contains("2 error(s); config refused"), "{stderr}");
 
     let (ok, _, stderr) = check("[[listeners]]\naddress = \"127.0.0.1:8080\"\ncolour = \"blue\"\n");
     assert!(!ok);
-    assert!(stderr.contains("error: weir.toml:3:1: unknown field `colour`"), "{stderr}");
+    assert!(
+        stderr.contains("error: weir.toml:3:1: unknown field `colour`"),
+        "{stderr}"
+    );
 
     let (ok, _, stderr) = check("[[listeners]\n");
     assert!(!ok);
@@ -56,9 +74,15 @@ fn check_reports_every_error_with_its_position() {
 
 #[test]
 fn check_reports_a_missing_file() {
-    let output = Command::new(WEIR).args(["check", "--config", "/nonexistent/weir.toml"]).output().unwrap();
+    let output = Command::new(WEIR)
+        .args(["check", "--config", "/nonexistent/weir.toml"])
+        .output()
+        .unwrap();
     assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cannot read config file /nonexistent/weir.toml"));
+    assert!(
+        String::from_utf8_lossy(&output.stderr)
+            .contains("cannot read config file /nonexistent/weir.toml")
+    );
 }
 
 /// A `weir run` child process, killed on drop.
@@ -76,7 +100,11 @@ impl Drop for Running {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn run(upstream: SocketAddr, drain: &str) -> Running {
@@ -103,7 +131,11 @@ async fn run(upstream: SocketAddr, drain: &str) -> Running {
         assert!(Instant::now() < deadline, "weir did not start listening");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Running { child, addr, _dir: dir }
+    Running {
+        child,
+        addr,
+        _dir: dir,
+    }
 }
 
 fn peak_resident_mib(pid: u32) -> usize {
@@ -126,7 +158,13 @@ async fn sigterm_drains_the_in_flight_request_then_exits() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = running.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let reply = in_flight.await.unwrap().unwrap();
     assert_eq!(reply.status, 200);
     assert_eq!(reply.text(), "slow u");
@@ -135,15 +173,25 @@ async fn sigterm_drains_the_in_flight_request_then_exits() {
         if let Some(status) = running.child.try_wait().unwrap() {
             break status;
         }
-        assert!(Instant::now() < deadline, "weir did not exit after draining");
+        assert!(
+            Instant::now() < deadline,
+            "weir did not exit after draining"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success());
     let mut logs = String::new();
-    running.child.stderr.take().unwrap().read_to_string(&mut logs).unwrap();
+    running
+        .child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut logs)
+        .unwrap();
     // JSON logs, one object per line.
     for line in logs.lines() {
-        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
     assert!(logs.contains("\"drained\":true"), "{logs}");
 }
@@ -158,7 +206,11 @@ async fn a_gibibyte_each_way_passes_with_bounded_memory() {
 
     // Download.
     let response = client
-        .request(http::Request::get(format!("http://{}/big/{GIB}", running.addr)).body(Default::default()).unwrap())
+        .request(
+            http::Request::get(format!("http://{}/big/{GIB}", running.addr))
+                .body(Default::default())
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
@@ -174,16 +226,29 @@ async fn a_gibibyte_each_way_passes_with_bounded_memory() {
     // Upload.
     const CHUNK: usize = 256 * 1024;
     let chunk = Bytes::from(vec![7u8; CHUNK]);
-    let chunks = futures_util::stream::iter(0..GIB / CHUNK).map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone())));
-    let upload_client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let chunks = futures_util::stream::iter(0..GIB / CHUNK)
+        .map(move |_| Ok::<_, std::convert::Infallible>(Frame::data(chunk.clone())));
+    let upload_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http();
     let response = upload_client
-        .request(http::Request::post(format!("http://{}/count", running.addr)).body(StreamBody::new(chunks)).unwrap())
+        .request(
+            http::Request::post(format!("http://{}/count", running.addr))
+                .body(StreamBody::new(chunks))
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
     let text = response.into_body().collect().await.unwrap().to_bytes();
-    assert_eq!(String::from_utf8_lossy(&text), format!("{GIB}:{}", 7 * GIB as u64));
+    assert_eq!(
+        String::from_utf8_lossy(&text),
+        format!("{GIB}:{}", 7 * GIB as u64)
+    );
 
     let peak = peak_resident_mib(running.child.id());
-    assert!(peak < 64, "weir's peak resident memory was {peak} MiB for 1 GiB bodies");
+    assert!(
+        peak < 64,
+        "weir's peak resident memory was {peak} MiB for 1 GiB bodies"
+    );
 }
