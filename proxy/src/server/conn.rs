@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
+use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -79,27 +80,50 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// The client side of one connection, as the request path sees it.
+pub(crate) struct Peer {
+    pub addr: SocketAddr,
+    /// The client's IP as a header value, made once per connection for
+    /// `X-Forwarded-For`.
+    pub ip_header: HeaderValue,
+}
+
+/// What one connection's requests share.
+struct ConnectionState {
+    ctx: Arc<WorkerContext>,
+    peer: Peer,
+    activity: Activity,
+}
+
 /// Serves one accepted connection to its end.
-pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<WorkerContext>) {
-    let shared = &ctx.shared;
+pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, ctx: Arc<WorkerContext>) {
+    let shared = Arc::clone(&ctx.shared);
     let _open = shared.connections.open(&shared.metrics);
-    let activity = Arc::new(Activity {
-        epoch: Instant::now(),
-        in_flight: AtomicU32::new(0),
-        last_done_millis: AtomicU64::new(0),
+    let state = Arc::new(ConnectionState {
+        ctx: Arc::clone(&ctx),
+        peer: Peer {
+            addr,
+            ip_header: HeaderValue::from_str(&addr.ip().to_string())
+                .unwrap_or(HeaderValue::from_static("unknown")),
+        },
+        activity: Activity {
+            epoch: Instant::now(),
+            in_flight: AtomicU32::new(0),
+            last_done_millis: AtomicU64::new(0),
+        },
     });
     let service = {
-        let ctx = Arc::clone(&ctx);
-        let activity = Arc::clone(&activity);
+        let state = Arc::clone(&state);
         service_fn(move |request: hyper::Request<Incoming>| {
-            let ctx = Arc::clone(&ctx);
-            let activity = Arc::clone(&activity);
+            let state = Arc::clone(&state);
             async move {
-                let _in_flight = activity.begin();
-                Ok::<_, Infallible>(handler::handle(request, peer, &ctx.shared).await)
+                let _in_flight = state.activity.begin();
+                Ok::<_, Infallible>(handler::handle(request, &state.peer, &state.ctx.shared).await)
             }
         })
     };
+    let activity = &state.activity;
+    let peer = addr;
     let connection = ctx
         .builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service);
@@ -111,7 +135,7 @@ pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, ctx: Arc<WorkerCo
         tokio::select! {
             result = connection.as_mut() => {
                 if let Err(error) = result {
-                    note_connection_error(shared, peer, error.as_ref());
+                    note_connection_error(&shared, peer, error.as_ref());
                 }
                 return;
             }

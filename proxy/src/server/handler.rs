@@ -3,7 +3,6 @@
 //! nothing reaches the client as a dropped connection unless the client
 //! dropped it.
 
-use std::net::SocketAddr;
 use std::time::Instant;
 
 use http::header::{self, HeaderValue};
@@ -12,6 +11,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 
 use super::Shared;
+use super::conn::Peer;
 use super::headers;
 use crate::body::WeirBody;
 use crate::route::{Route, request_host};
@@ -22,7 +22,7 @@ static PROXY_STATUS: header::HeaderName = header::HeaderName::from_static("proxy
 /// Answers one client request.
 pub(crate) async fn handle(
     request: Request<Incoming>,
-    peer: SocketAddr,
+    peer: &Peer,
     shared: &Shared,
 ) -> Response<WeirBody> {
     let started = Instant::now();
@@ -57,7 +57,7 @@ pub(crate) async fn handle(
         tracing::info!(
             target: "weir::access",
             route = %route.spec.name,
-            %peer,
+            peer = %peer.addr,
             %method,
             %uri,
             status = response.status().as_u16(),
@@ -68,11 +68,7 @@ pub(crate) async fn handle(
     response
 }
 
-async fn forward(
-    request: Request<Incoming>,
-    peer: SocketAddr,
-    route: &Route,
-) -> Response<WeirBody> {
+async fn forward(request: Request<Incoming>, peer: &Peer, route: &Route) -> Response<WeirBody> {
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
     let upgrade = headers::is_upgrade_request(&parts.headers);
@@ -81,7 +77,7 @@ async fn forward(
     } else {
         None
     };
-    headers::prepare_request(&mut parts, peer, upgrade);
+    headers::prepare_request(&mut parts, &peer.ip_header, upgrade);
     let upstream = &route.upstream;
     let Some(endpoint) = upstream.pick() else {
         let error = UpstreamError::new(

@@ -5,8 +5,6 @@
 //! are set from what this hop saw, and the client address is appended to any
 //! `X-Forwarded-For` chain the client sent.
 
-use std::net::SocketAddr;
-
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -75,7 +73,11 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 }
 
 /// Rewrites a request's headers for the upstream.
-pub fn prepare_request(parts: &mut http::request::Parts, peer: SocketAddr, keep_upgrade: bool) {
+pub fn prepare_request(
+    parts: &mut http::request::Parts,
+    client_ip: &HeaderValue,
+    keep_upgrade: bool,
+) {
     let headers = &mut parts.headers;
     let host = match parts.uri.authority() {
         Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
@@ -89,14 +91,17 @@ pub fn prepare_request(parts: &mut http::request::Parts, peer: SocketAddr, keep_
         }
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    let client_ip = peer.ip().to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(chain) => format!("{chain}, {client_ip}"),
-        None => client_ip,
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
+        Some(chain) => {
+            let mut joined = Vec::with_capacity(chain.len() + 2 + client_ip.len());
+            joined.extend_from_slice(chain.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client_ip.as_bytes());
+            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+        }
+        None => client_ip.clone(),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
-        headers.insert(X_FORWARDED_FOR.clone(), value);
-    }
+    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     headers.append(header::VIA, via_value(parts.version));
 }
@@ -123,7 +128,9 @@ mod tests {
         builder.body(()).unwrap().into_parts().0
     }
 
-    const PEER: &str = "10.1.2.3:5555";
+    fn peer() -> HeaderValue {
+        HeaderValue::from_static("10.1.2.3")
+    }
 
     #[test]
     fn hop_by_hop_and_connection_listed_headers_are_removed() {
@@ -137,7 +144,7 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("x-keep", "yes"),
         ]);
-        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        prepare_request(&mut parts, &peer(), false);
         for gone in [
             "connection",
             "keep-alive",
@@ -157,7 +164,7 @@ mod tests {
     #[test]
     fn te_trailers_survives() {
         let mut parts = request(&[("te", "trailers")]);
-        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        prepare_request(&mut parts, &peer(), false);
         assert_eq!(parts.headers["te"], "trailers");
     }
 
@@ -168,7 +175,7 @@ mod tests {
             ("x-forwarded-for", "192.0.2.1"),
             ("via", "1.0 edge"),
         ]);
-        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        prepare_request(&mut parts, &peer(), false);
         assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
         assert_eq!(parts.headers["x-forwarded-proto"], "http");
         assert_eq!(parts.headers["x-forwarded-host"], "example.com:8080");
@@ -180,7 +187,7 @@ mod tests {
     fn upgrade_is_kept_when_switching() {
         let mut parts = request(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade_request(&parts.headers));
-        prepare_request(&mut parts, PEER.parse().unwrap(), true);
+        prepare_request(&mut parts, &peer(), true);
         assert_eq!(parts.headers["upgrade"], "websocket");
         assert_eq!(parts.headers["connection"], "upgrade");
     }
@@ -194,7 +201,7 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        prepare_request(&mut parts, PEER.parse().unwrap(), false);
+        prepare_request(&mut parts, &peer(), false);
         assert_eq!(parts.headers["host"], "example.com");
         assert_eq!(parts.headers["via"], "2 weir");
     }
