@@ -82,6 +82,9 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
             }),
         ),
         (&Method::GET, "/admin/routes") => json_response(StatusCode::OK, &routes_json(server)),
+        (&Method::GET, "/admin/upstreams") => {
+            json_response(StatusCode::OK, &upstreams_json(server))
+        }
         (&Method::POST, "/admin/reload") => match server.reload() {
             Ok(()) => json_response(StatusCode::OK, &json!({ "status": "applied" })),
             Err(error) => {
@@ -117,6 +120,7 @@ fn routes_json(server: &ServerHandle) -> serde_json::Value {
             let endpoints: Vec<_> = route
                 .upstream
                 .endpoints()
+                .all()
                 .iter()
                 .map(|e| json!({ "address": e.authority.as_str(), "weight": e.weight }))
                 .collect();
@@ -132,6 +136,37 @@ fn routes_json(server: &ServerHandle) -> serde_json::Value {
         })
         .collect();
     json!({ "routes": routes })
+}
+
+fn upstreams_json(server: &ServerHandle) -> serde_json::Value {
+    let upstreams: Vec<_> = server
+        .upstreams()
+        .iter()
+        .map(|(name, upstream)| {
+            let endpoints: Vec<_> = upstream
+                .endpoints()
+                .all()
+                .iter()
+                .map(|e| {
+                    json!({
+                        "id": e.id,
+                        "address": e.authority.as_str(),
+                        "weight": e.weight,
+                        "source": e.source,
+                        "healthy": e.stats.is_healthy(),
+                        "actively_healthy": e.stats.actively_healthy(),
+                        "ejected": e.stats.is_ejected(),
+                        "in_flight": e.stats.in_flight(),
+                        "latency_ewma_ms": e.stats.latency_ewma_micros() / 1000.0,
+                        "requests": e.stats.requests(),
+                        "failures": e.stats.failures(),
+                    })
+                })
+                .collect();
+            json!({ "name": name, "protocol": upstream.spec.protocol, "endpoints": endpoints })
+        })
+        .collect();
+    json!({ "upstreams": upstreams })
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -122,3 +122,35 @@ async fn request_and_response_headers_are_rewritten() {
     // The response gained a Via too.
     assert_eq!(reply.header("via"), Some("1.1 weir"));
 }
+
+#[tokio::test]
+async fn admin_upstreams_shows_endpoint_figures() {
+    let upstream = TestUpstream::start("u").await;
+    let dead = weir_tests::upstream::refused_addr();
+    let proxy = TestProxy::start(&format!(
+        "{}[upstreams.u]\nendpoints = [\"{}\", {{ address = \"{dead}\", weight = 2 }}]\n[[routes]]\nupstream = \"u\"\n",
+        config_head(),
+        upstream.addr
+    ));
+    for _ in 0..6 {
+        get(&proxy.url("/slow/5")).await.unwrap();
+    }
+    let json: serde_json::Value = serde_json::from_slice(
+        &get(&proxy.admin_url("/admin/upstreams"))
+            .await
+            .unwrap()
+            .body,
+    )
+    .unwrap();
+    let endpoints = json["upstreams"][0]["endpoints"].as_array().unwrap();
+    assert_eq!(endpoints.len(), 2);
+    let live = &endpoints[0];
+    assert_eq!(live["address"], upstream.addr.to_string());
+    assert_eq!(live["requests"], 2, "weights 1:2 over 6 requests: {json}");
+    assert_eq!(live["failures"], 0);
+    assert_eq!(live["in_flight"], 0);
+    assert!(live["latency_ewma_ms"].as_f64().unwrap() >= 5.0, "{json}");
+    assert_eq!(endpoints[1]["failures"], 4, "{json}");
+    assert_eq!(endpoints[1]["weight"], 2);
+    assert_eq!(endpoints[1]["source"], "static");
+}

@@ -15,7 +15,7 @@ use super::conn::Peer;
 use super::headers;
 use crate::body::WeirBody;
 use crate::route::{Route, request_host};
-use crate::upstream::{ErrorClass, UpstreamError};
+use crate::upstream::{ErrorClass, InFlight, UpstreamError};
 
 static PROXY_STATUS: header::HeaderName = header::HeaderName::from_static("proxy-status");
 
@@ -88,6 +88,8 @@ async fn forward(request: Request<Incoming>, peer: &Peer, route: &Route) -> Resp
         return upstream_failure(route, &error);
     };
     let request = Request::from_parts(parts, WeirBody::from(body));
+    let in_flight = InFlight::start(endpoint);
+    let endpoint = in_flight.endpoint();
     let outcome =
         match tokio::time::timeout(route.spec.timeout, upstream.send(endpoint, request)).await {
             Ok(outcome) => outcome,
@@ -100,6 +102,7 @@ async fn forward(request: Request<Incoming>, peer: &Peer, route: &Route) -> Resp
                 ),
             )),
         };
+    in_flight.finish(outcome.is_err());
     let mut response = match outcome {
         Ok(response) => response,
         Err(error) => return upstream_failure(route, &error),

@@ -374,6 +374,15 @@ impl ServerHandle {
         self.0.shared.table.load_full()
     }
 
+    /// The upstreams being served, by name.
+    pub fn upstreams(&self) -> BTreeMap<String, Arc<Upstream>> {
+        self.0
+            .upstreams
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     /// The proxy's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.0.shared.metrics

@@ -4,23 +4,26 @@
 //! Each worker has its own pool per upstream (like nginx's per-worker
 //! keepalive), so a connection is only ever used by the core that opened it.
 
+mod endpoint;
 mod error;
 
 use std::cell::Cell;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 
-use http::uri::{Authority, Scheme};
+use arc_swap::ArcSwap;
+use http::uri::Scheme;
 use http::{Request, Response, Uri};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+pub use endpoint::{Endpoint, EndpointStats, InFlight};
 pub use error::{ErrorClass, UpstreamError};
 
 use crate::body::WeirBody;
-use crate::config::{UpstreamProtocol, UpstreamSpec};
+use crate::config::{EndpointSpec, UpstreamProtocol, UpstreamSpec};
 use crate::telemetry::metrics::{Metrics, UpstreamMetrics};
 
 thread_local! {
@@ -32,15 +35,6 @@ pub fn set_thread_worker(index: usize) {
     WORKER.with(|w| w.set(index));
 }
 
-/// One endpoint of an upstream.
-#[derive(Debug)]
-pub struct Endpoint {
-    /// Stable within one upstream's endpoint list.
-    pub id: u32,
-    pub authority: Authority,
-    pub weight: u32,
-}
-
 /// One worker's view of an upstream: its own pool and round-robin cursor.
 #[repr(align(128))]
 struct WorkerSlot {
@@ -48,13 +42,56 @@ struct WorkerSlot {
     cursor: AtomicUsize,
 }
 
+/// The endpoints of an upstream at one moment; replaced whole on change.
+#[derive(Debug, Default)]
+pub struct EndpointSet {
+    endpoints: Vec<Arc<Endpoint>>,
+    /// Cumulative weights for weighted round robin; empty when all are 1.
+    cumulative_weights: Vec<u32>,
+}
+
+impl EndpointSet {
+    fn new(endpoints: Vec<Arc<Endpoint>>) -> Self {
+        let cumulative_weights = if endpoints.iter().all(|e| e.weight == 1) {
+            Vec::new()
+        } else {
+            endpoints
+                .iter()
+                .scan(0u32, |sum, e| {
+                    *sum = sum.saturating_add(e.weight.max(1));
+                    Some(*sum)
+                })
+                .collect()
+        };
+        Self {
+            endpoints,
+            cumulative_weights,
+        }
+    }
+
+    /// Every endpoint, healthy or not, in discovery order.
+    pub fn all(&self) -> &[Arc<Endpoint>] {
+        &self.endpoints
+    }
+
+    /// The endpoint whose turn `turn` is, by weight.
+    fn by_turn(&self, turn: usize) -> usize {
+        match self.cumulative_weights.last() {
+            None => turn % self.endpoints.len(),
+            Some(&total) => {
+                let point = u32::try_from(turn % total.max(1) as usize).unwrap_or(0);
+                self.cumulative_weights.partition_point(|&w| w <= point)
+            }
+        }
+    }
+}
+
 /// A named group of endpoints with its connection pools.
 pub struct Upstream {
     pub name: String,
     pub spec: UpstreamSpec,
-    endpoints: Box<[Endpoint]>,
-    /// Cumulative weights for weighted round robin; empty when all are 1.
-    cumulative_weights: Box<[u32]>,
+    endpoints: ArcSwap<EndpointSet>,
+    next_id: AtomicU32,
     slots: Box<[WorkerSlot]>,
     pub metrics: Arc<UpstreamMetrics>,
 }
@@ -63,7 +100,7 @@ impl std::fmt::Debug for Upstream {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Upstream")
             .field("name", &self.name)
-            .field("endpoints", &self.endpoints)
+            .field("endpoints", &self.endpoints.load().endpoints)
             .finish()
     }
 }
@@ -72,46 +109,54 @@ impl Upstream {
     /// Builds an upstream with one pool per worker. No connection is opened
     /// until the first request.
     pub fn new(name: &str, spec: &UpstreamSpec, workers: usize, metrics: &Metrics) -> Self {
-        let endpoints: Box<[Endpoint]> = spec
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Endpoint {
-                id: u32::try_from(i).unwrap_or(u32::MAX),
-                authority: e.address.clone(),
-                weight: e.weight,
-            })
-            .collect();
-        let cumulative_weights = if endpoints.iter().all(|e| e.weight == 1) {
-            Box::default()
-        } else {
-            endpoints
-                .iter()
-                .scan(0u32, |sum, e| {
-                    *sum = sum.saturating_add(e.weight);
-                    Some(*sum)
-                })
-                .collect()
-        };
         let slots = (0..workers.max(1))
             .map(|_| WorkerSlot {
                 client: build_client(spec),
                 cursor: AtomicUsize::new(0),
             })
             .collect();
-        Self {
+        let upstream = Self {
             name: name.to_owned(),
             spec: spec.clone(),
-            endpoints,
-            cumulative_weights,
+            endpoints: ArcSwap::default(),
+            next_id: AtomicU32::new(0),
             slots,
             metrics: metrics.upstream(name),
-        }
+        };
+        upstream.set_endpoints(&spec.endpoints, "static");
+        upstream
     }
 
-    /// The endpoints, in config order.
-    pub fn endpoints(&self) -> &[Endpoint] {
-        &self.endpoints
+    /// Replaces the endpoint set. Endpoints whose address stays keep their
+    /// id, figures and pooled connections; removed ones get no new requests
+    /// (their in-flight requests finish); new ones are used at once.
+    pub fn set_endpoints(&self, specs: &[EndpointSpec], source: &'static str) {
+        let current = self.endpoints.load();
+        let endpoints = specs
+            .iter()
+            .map(|spec| {
+                match current
+                    .endpoints
+                    .iter()
+                    .find(|e| e.authority == spec.address)
+                {
+                    Some(kept) if kept.weight == spec.weight => Arc::clone(kept),
+                    _ => Arc::new(Endpoint {
+                        id: self.next_id.fetch_add(1, Relaxed),
+                        authority: spec.address.clone(),
+                        weight: spec.weight,
+                        source,
+                        stats: EndpointStats::default(),
+                    }),
+                }
+            })
+            .collect();
+        self.endpoints.store(Arc::new(EndpointSet::new(endpoints)));
+    }
+
+    /// The endpoints now.
+    pub fn endpoints(&self) -> Arc<EndpointSet> {
+        self.endpoints.load_full()
     }
 
     fn slot(&self) -> &WorkerSlot {
@@ -119,20 +164,21 @@ impl Upstream {
         &self.slots[index % self.slots.len()]
     }
 
-    /// Picks the next endpoint by (weighted) round robin.
-    pub fn pick(&self) -> Option<&Endpoint> {
-        if self.endpoints.is_empty() {
+    /// Picks the next healthy endpoint by (weighted) round robin; if none is
+    /// healthy, any endpoint rather than none.
+    pub fn pick(&self) -> Option<Arc<Endpoint>> {
+        let set = self.endpoints.load();
+        let count = set.endpoints.len();
+        if count == 0 {
             return None;
         }
         let turn = self.slot().cursor.fetch_add(1, Relaxed);
-        let index = match self.cumulative_weights.last() {
-            None => turn % self.endpoints.len(),
-            Some(&total) => {
-                let point = u32::try_from(turn % total.max(1) as usize).unwrap_or(0);
-                self.cumulative_weights.partition_point(|&w| w <= point)
-            }
-        };
-        self.endpoints.get(index)
+        let first = set.by_turn(turn);
+        let chosen = (0..count)
+            .map(|step| (first + step) % count)
+            .find(|&i| set.endpoints[i].stats.is_healthy())
+            .unwrap_or(first);
+        set.endpoints.get(chosen).cloned()
     }
 
     /// Sends `request` to `endpoint` through this worker's pool. The request's
@@ -190,7 +236,6 @@ fn build_client(spec: &UpstreamSpec) -> Client<HttpConnector, WeirBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EndpointSpec;
 
     fn spec(weights: &[u32]) -> UpstreamSpec {
         UpstreamSpec {
@@ -213,6 +258,38 @@ mod tests {
         let metrics = Metrics::new(1);
         let upstream = Upstream::new("u", &spec(weights), 1, &metrics);
         (0..n).map(|_| upstream.pick().unwrap().id).collect()
+    }
+
+    #[test]
+    fn unhealthy_endpoints_are_skipped_unless_all_are() {
+        let metrics = Metrics::new(1);
+        let upstream = Upstream::new("u", &spec(&[1, 1, 1]), 1, &metrics);
+        let set = upstream.endpoints();
+        set.all()[1].stats.set_actively_healthy(false);
+        let ids: Vec<u32> = (0..6).map(|_| upstream.pick().unwrap().id).collect();
+        assert!(!ids.contains(&1), "{ids:?}");
+        for e in set.all() {
+            e.stats.eject_for(std::time::Duration::from_secs(60));
+        }
+        assert!(upstream.pick().is_some(), "all unhealthy: still pick one");
+    }
+
+    #[test]
+    fn endpoint_updates_keep_kept_endpoints() {
+        let metrics = Metrics::new(1);
+        let upstream = Upstream::new("u", &spec(&[1, 1]), 1, &metrics);
+        let before = upstream.endpoints();
+        let mut next = spec(&[1, 1, 1]).endpoints;
+        next.remove(0);
+        upstream.set_endpoints(&next, "file");
+        let after = upstream.endpoints();
+        assert_eq!(after.all().len(), 2);
+        assert!(
+            Arc::ptr_eq(&before.all()[1], &after.all()[0]),
+            "kept endpoint keeps its identity"
+        );
+        assert_eq!(after.all()[1].id, 2, "new endpoint gets a fresh id");
+        assert_eq!(after.all()[1].source, "file");
     }
 
     #[test]
