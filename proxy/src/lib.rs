@@ -1,1 +1,3 @@
 //! Weir's host: listener, routing, upstream client, admin API and CLI.
+
+pub mod plugin;
