@@ -10,7 +10,9 @@ impl Plugin for Deny {
     fn on_request(&mut self, _: &mut (), req: &mut Request) -> RequestAction {
         match req.header("x-deny") {
             Ok(Some(_)) => RequestAction::Answer(
-                Answer::new(403).header("x-denied-by", "answer").body("denied"),
+                Answer::new(403)
+                    .header("x-denied-by", "answer")
+                    .body("denied"),
             ),
             _ => RequestAction::Continue,
         }
