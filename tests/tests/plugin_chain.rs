@@ -1,5 +1,7 @@
 //! The onion executor with real plugins and a fake core: hook order, local
 //! answers, retries, balancer input, on_end guarantees and trap policies.
+// Helpers outside #[test] fns unwrap too: any failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
 use std::time::Duration;

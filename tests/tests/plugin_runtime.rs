@@ -1,5 +1,7 @@
 //! The real test plugins in the real host runtime: loading, the contract
 //! check, config, and containment of traps, loops and memory bombs.
+// Helpers outside #[test] fns unwrap too: any failure there is a test failure.
+#![allow(clippy::unwrap_used)]
 
 use std::time::{Duration, Instant};
 
