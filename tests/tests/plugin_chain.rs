@@ -93,7 +93,7 @@ impl Core<&'static str> for FakeCore {
 fn engine() -> PluginEngine {
     PluginEngine::new(EngineConfig {
         memory_limit: 8 << 20,
-        ..EngineConfig::default()
+        ..weir_tests::engine_config()
     })
     .unwrap()
 }

@@ -18,7 +18,7 @@ fn engine_with(config: EngineConfig) -> PluginEngine {
 fn engine() -> PluginEngine {
     engine_with(EngineConfig {
         memory_limit: 8 << 20,
-        ..EngineConfig::default()
+        ..weir_tests::engine_config()
     })
 }
 
@@ -176,7 +176,7 @@ fn request_headers_survive_a_trap() {
 fn repeated_traps_back_off() {
     let engine = engine_with(EngineConfig {
         trap_backoff: Duration::from_secs(60),
-        ..EngineConfig::default()
+        ..weir_tests::engine_config()
     });
     let p = instance(&engine, plugins::PANICKING, "");
     assert!(matches!(
@@ -199,7 +199,7 @@ fn compile_cache_is_used_and_survives_corruption() {
     let dir = tempfile::tempdir().unwrap();
     let config = EngineConfig {
         cache_dir: Some(dir.path().to_path_buf()),
-        ..EngineConfig::default()
+        ..weir_tests::engine_config()
     };
     let engine = engine_with(config.clone());
     engine.load_file(plugins::HELLO.as_ref()).unwrap();
