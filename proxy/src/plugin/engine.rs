@@ -11,7 +11,8 @@ use std::time::Duration;
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
-use super::host::{self, HostServices, HostState};
+use super::host::{self, HostState};
+use super::services::HostServices;
 
 /// How the engine and its instances are set up.
 #[derive(Debug, Clone)]

@@ -2,9 +2,8 @@
 //! they work on. Every function bounds-checks guest pointers and answers bad
 //! input with a status code: a plugin can never make the host trap or panic.
 
-use std::collections::HashMap;
 use std::ops::Range;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -13,70 +12,8 @@ use wasmtime::{Caller, Linker, Memory, StoreLimits};
 use weir_abi::{self as abi, Phase, imports, limits, status};
 
 use super::metrics::MetricsRegistry;
+use super::services::HostServices;
 use super::views::{EndpointInfo, LocalAnswer, RequestView};
-
-/// Services shared by every plugin instance of one engine: the cache store
-/// and the shared counters (in-process for now).
-/// Cache entries: key → (value, expiry).
-type CacheMap = HashMap<Box<[u8]>, (Bytes, Instant)>;
-
-#[derive(Debug)]
-pub struct HostServices {
-    origin: Instant,
-    cache: Mutex<CacheMap>,
-    counters: Mutex<HashMap<Box<str>, i64>>,
-}
-
-/// Most entries the in-memory cache store keeps before evicting.
-const CACHE_ENTRIES_MAX: usize = 10_000;
-
-impl Default for HostServices {
-    fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            cache: Mutex::default(),
-            counters: Mutex::default(),
-        }
-    }
-}
-
-impl HostServices {
-    fn cache_get(&self, key: &[u8]) -> Option<Bytes> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(_, exp)| *exp > Instant::now())
-            .map(|(v, _)| v.clone())
-    }
-
-    fn cache_put(&self, key: &[u8], value: Bytes, ttl: Duration) {
-        let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_ENTRIES_MAX && !cache.contains_key(key) {
-            cache.retain(|_, (_, exp)| *exp > now);
-            if cache.len() >= CACHE_ENTRIES_MAX {
-                // Still full of live entries: drop an arbitrary one. A real
-                // store (LRU, byte budget) replaces this with the cache plugin.
-                let victim = cache.keys().next().cloned();
-                if let Some(k) = victim {
-                    cache.remove(&k);
-                }
-            }
-        }
-        cache.insert(key.into(), (value, now + ttl));
-    }
-
-    /// Adds `delta` to a shared counter and returns the new value.
-    pub fn counter_add(&self, name: &str, delta: i64) -> i64 {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = counters.get_mut(name) {
-            *v = v.wrapping_add(delta);
-            return *v;
-        }
-        counters.insert(name.into(), delta);
-        delta
-    }
-}
 
 /// What a store holds: limits, the current phase, and the request data moved
 /// in for the current call.
@@ -213,7 +150,7 @@ fn arg(mem: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
     let m = abi::IMPORT_MODULE;
     linker.func_wrap(m, imports::CLOCK_NS, |c: Caller<'_, HostState>| -> i64 {
-        i64::try_from(c.data().services.origin.elapsed().as_nanos()).unwrap_or(i64::MAX)
+        i64::try_from(c.data().services.elapsed().as_nanos()).unwrap_or(i64::MAX)
     })?;
     linker.func_wrap(m, imports::RANDOM, |mut c: Caller<'_, HostState>| -> i64 {
         c.data_mut().next_random() as i64
@@ -632,16 +569,5 @@ mod tests {
         assert_eq!(copy_out(&mut mem, 0, 8, b"hello"), 5);
         assert_eq!(&mem[..5], b"hello");
         assert_eq!(copy_out(&mut mem, 4, 8, b"x"), status::BAD_ARGUMENT);
-    }
-
-    #[test]
-    fn cache_expires_and_counters_add() {
-        let s = HostServices::default();
-        s.cache_put(b"k", Bytes::from_static(b"v"), Duration::from_secs(60));
-        assert_eq!(s.cache_get(b"k").as_deref(), Some(&b"v"[..]));
-        s.cache_put(b"gone", Bytes::from_static(b"v"), Duration::ZERO);
-        assert_eq!(s.cache_get(b"gone"), None);
-        assert_eq!(s.counter_add("c", 2), 2);
-        assert_eq!(s.counter_add("c", -5), -3);
     }
 }

@@ -12,14 +12,15 @@ pub mod host;
 pub mod instance;
 pub mod loader;
 pub mod metrics;
+pub mod services;
 pub mod views;
 
 pub use chain::{Attempt, Chain, Core, TrapPolicy};
 pub use engine::{EngineConfig, EngineError, PluginEngine};
-pub use host::HostServices;
 pub use instance::{PluginError, PluginInstance, RequestVerdict, ResponseVerdict};
 pub use loader::{HookSet, LoadError, LoadedPlugin};
 pub use metrics::MetricSample;
+pub use services::HostServices;
 pub use views::{
     EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead, UpstreamError,
 };
