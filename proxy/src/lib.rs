@@ -8,6 +8,7 @@ pub mod admin;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod plugin;
 pub mod route;
 pub mod server;
 pub mod telemetry;

@@ -19,6 +19,22 @@ use weir_proxy::{Config, Options, Server};
 
 pub use upstream::TestUpstream;
 
+/// Paths of the test plugins' `.wasm` files, built by `tests/build.rs` from
+/// `tests/plugins/`, one constant per plugin (`HELLO`, `RETRY_ONCE`, …).
+pub mod plugins {
+    include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
+}
+
+/// The engine config tests start from: compiled plugins are cached in the
+/// build's target dir, so each test plugin is compiled once per build rather
+/// than once per test (Cranelift is slow in debug builds).
+pub fn engine_config() -> weir_proxy::plugin::EngineConfig {
+    weir_proxy::plugin::EngineConfig {
+        cache_dir: Some(concat!(env!("OUT_DIR"), "/compile-cache").into()),
+        ..Default::default()
+    }
+}
+
 /// A proxy started in-process from config text, with its config file in a
 /// temporary directory (so reload tests can rewrite it).
 pub struct TestProxy {

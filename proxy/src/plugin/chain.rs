@@ -1,0 +1,281 @@
+//! The onion executor of DESIGN.md "The request path", generic over the core
+//! step (endpoint choice and upstream call) so it does not depend on the HTTP
+//! server.
+//!
+//! `on_request` runs outer → inner; an answer skips the inner layers and the
+//! core. The route's balancer (the innermost layer exporting `select`) picks
+//! the endpoint. `on_response` runs inner → outer; a retry re-runs everything
+//! inside the retrying layer as a new attempt. `on_end` runs exactly once for
+//! every layer whose `on_request` ran, from a drop guard, so it also runs when
+//! the future is dropped (client gone) or a plugin trapped.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use super::instance::{PluginError, PluginInstance, RequestVerdict, ResponseVerdict};
+use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView};
+
+/// Most layers in one chain (the on_end bookkeeping is a 64-bit mask).
+pub const MAX_LAYERS: usize = 64;
+
+/// Most attempts per request, whatever the plugins ask: a plugin that always
+/// retries must not keep a request alive forever.
+pub const MAX_ATTEMPTS: u32 = 16;
+
+/// What a route does when one of its plugins traps (or is backing off after traps).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TrapPolicy {
+    /// Skip the plugin for the rest of this request.
+    #[default]
+    FailOpen,
+    /// Answer 503 at that point (outer layers still see it).
+    FailClosed,
+}
+
+/// One attempt, as handed to the core.
+#[derive(Debug)]
+pub struct Attempt<'a> {
+    /// 1 for the first attempt, 2 for the first retry, …
+    pub number: u32,
+    /// The shortest timeout the plugins set for this attempt.
+    pub timeout: Option<Duration>,
+    /// The endpoint the balancer plugin chose; `None`: the core chooses (round robin).
+    pub endpoint: Option<u32>,
+    /// Endpoints this request already tried, oldest first.
+    pub tried: &'a [u32],
+}
+
+/// The core step the chain wraps: endpoint list and upstream call.
+pub trait Core<B> {
+    /// Pushes the endpoints the balancer may choose from (the healthy ones,
+    /// or all if none is healthy). Called only when the chain has a balancer.
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>);
+
+    /// Sends one attempt upstream; returns the outcome and the endpoint used.
+    fn send(
+        &mut self,
+        req: &mut RequestView,
+        attempt: &Attempt<'_>,
+    ) -> impl Future<Output = (Outcome<B>, Option<u32>)>;
+}
+
+/// Request ids are unique per process; the SDK keys per-request state by them.
+static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
+
+/// A route's ordered plugin instances (first = outermost) and its trap policy.
+#[derive(Debug, Clone)]
+pub struct Chain {
+    layers: Vec<Arc<PluginInstance>>,
+    balancer: Option<usize>,
+    policy: TrapPolicy,
+}
+
+/// The chain cannot be built.
+#[derive(Debug, thiserror::Error)]
+#[error("a chain has at most {MAX_LAYERS} plugins, this one has {0}")]
+pub struct TooManyLayers(pub usize);
+
+impl Chain {
+    /// A chain over `layers`, outermost first.
+    pub fn new(
+        layers: Vec<Arc<PluginInstance>>,
+        policy: TrapPolicy,
+    ) -> Result<Self, TooManyLayers> {
+        if layers.len() > MAX_LAYERS {
+            return Err(TooManyLayers(layers.len()));
+        }
+        let balancer = layers.iter().rposition(|l| l.hooks().select);
+        Ok(Self {
+            layers,
+            balancer,
+            policy,
+        })
+    }
+
+    /// The layers, outermost first.
+    pub fn layers(&self) -> &[Arc<PluginInstance>] {
+        &self.layers
+    }
+
+    /// The trap policy.
+    pub fn policy(&self) -> TrapPolicy {
+        self.policy
+    }
+
+    /// A plugin call failed: log it and say what the request gets instead
+    /// (`None`: skip the plugin).
+    fn failed(&self, layer: usize, e: &PluginError) -> Option<LocalAnswer> {
+        let plugin = self.layers[layer].name();
+        tracing::warn!(plugin, policy = ?self.policy, error = %e, "plugin failed on the request path");
+        match self.policy {
+            TrapPolicy::FailOpen => None,
+            TrapPolicy::FailClosed => Some(LocalAnswer::plugin_failure(plugin)),
+        }
+    }
+
+    /// Runs the request through the chain around `core`; returns what goes to
+    /// the client. Dropping the future runs the pending `on_end`s.
+    pub async fn run<B, C: Core<B>>(&self, req: &mut RequestView, core: &mut C) -> Outcome<B> {
+        let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
+        let mut guard = EndGuard {
+            layers: &self.layers,
+            id,
+            entered: 0,
+            status: 0,
+            error: weir_abi::CANCELLED,
+        };
+        let n = self.layers.len();
+        // Layers skipped for the rest of the request (fail-open after a failure).
+        let mut skipped = 0u64;
+        let mut tried: Vec<u32> = Vec::new();
+        let mut endpoints: Vec<EndpointInfo> = Vec::new();
+        let mut start = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let began = Instant::now();
+            let mut timeout: Option<Duration> = None;
+            let mut early: Option<Outcome<B>> = None;
+            // on_response runs for layers [0, top).
+            let mut top = n;
+            for i in start..n {
+                let bit = 1u64 << i;
+                if skipped & bit != 0 {
+                    continue;
+                }
+                match self.layers[i].on_request(id, req, attempt) {
+                    Ok(RequestVerdict::Continue { timeout: t }) => {
+                        guard.entered |= bit;
+                        timeout = match (timeout, t) {
+                            (Some(a), Some(b)) => Some(a.min(b)),
+                            (a, b) => a.or(b),
+                        };
+                    }
+                    Ok(RequestVerdict::Answer(a)) => {
+                        guard.entered |= bit;
+                        early = Some(Outcome::Local(a));
+                        top = i;
+                        break;
+                    }
+                    Err(e) => {
+                        skipped |= bit;
+                        if let Some(a) = self.failed(i, &e) {
+                            early = Some(Outcome::Local(a));
+                            top = i;
+                            break;
+                        }
+                    }
+                }
+            }
+            let (mut outcome, endpoint) = match early {
+                Some(o) => (o, None),
+                None => {
+                    match self.select(id, req, attempt, &tried, core, &mut endpoints, skipped) {
+                        Err(answer) => (Outcome::Local(*answer), None),
+                        Ok(chosen) => {
+                            let a = Attempt {
+                                number: attempt,
+                                timeout,
+                                endpoint: chosen,
+                                tried: &tried,
+                            };
+                            let (o, used) = core.send(req, &a).await;
+                            tried.extend(used);
+                            (o, used)
+                        }
+                    }
+                }
+            };
+            let latency = began.elapsed();
+            let mut retry = None;
+            for i in (0..top).rev() {
+                if skipped & (1u64 << i) != 0 {
+                    continue;
+                }
+                match self.layers[i].on_response(id, req, attempt, &mut outcome, endpoint, latency)
+                {
+                    Ok(ResponseVerdict::Pass) => {}
+                    Ok(ResponseVerdict::Replace(a)) => outcome = Outcome::Local(a),
+                    Ok(ResponseVerdict::Retry(delay)) if attempt < MAX_ATTEMPTS => {
+                        retry = Some((i, delay));
+                        break;
+                    }
+                    Ok(ResponseVerdict::Retry(_)) => {
+                        tracing::debug!(
+                            plugin = self.layers[i].name(),
+                            "retry refused: attempt limit"
+                        );
+                    }
+                    Err(e) => {
+                        skipped |= 1u64 << i;
+                        if let Some(a) = self.failed(i, &e) {
+                            outcome = Outcome::Local(a);
+                        }
+                    }
+                }
+            }
+            match retry {
+                None => {
+                    (guard.status, guard.error) = outcome.scalars();
+                    return outcome;
+                }
+                Some((i, delay)) => {
+                    // The discarded outcome's body (if any) is dropped here.
+                    drop(outcome);
+                    if !delay.is_zero() {
+                        tokio::time::sleep(delay).await;
+                    }
+                    start = i + 1;
+                }
+            }
+        }
+    }
+
+    /// Asks the balancer (if any) for the attempt's endpoint. `Err` is the
+    /// fail-closed answer.
+    #[allow(clippy::too_many_arguments)]
+    fn select<B, C: Core<B>>(
+        &self,
+        id: u64,
+        req: &mut RequestView,
+        attempt: u32,
+        tried: &[u32],
+        core: &mut C,
+        endpoints: &mut Vec<EndpointInfo>,
+        skipped: u64,
+    ) -> Result<Option<u32>, Box<LocalAnswer>> {
+        let Some(b) = self.balancer.filter(|b| skipped & (1u64 << b) == 0) else {
+            return Ok(None);
+        };
+        endpoints.clear();
+        core.endpoints(endpoints);
+        match self.layers[b].select(id, req, attempt, endpoints, tried) {
+            Ok(chosen) => Ok(chosen),
+            Err(e) => self.failed(b, &e).map_or(Ok(None), |a| Err(Box::new(a))),
+        }
+    }
+}
+
+/// Calls `on_end` on every entered layer, inner → outer, when dropped: at the
+/// end of `run`, or when its future is dropped mid-way.
+struct EndGuard<'a> {
+    layers: &'a [Arc<PluginInstance>],
+    id: u64,
+    entered: u64,
+    status: i32,
+    error: i32,
+}
+
+impl Drop for EndGuard<'_> {
+    fn drop(&mut self) {
+        for (i, layer) in self.layers.iter().enumerate().rev() {
+            if self.entered & (1u64 << i) != 0
+                && let Err(e) = layer.on_end(self.id, self.status, self.error)
+            {
+                tracing::warn!(plugin = layer.name(), error = %e, "on_end failed");
+            }
+        }
+    }
+}

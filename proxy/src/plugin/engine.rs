@@ -1,0 +1,207 @@
+//! The one wasmtime [`Engine`] of the proxy: Cranelift, epoch interruption
+//! driven by a ticker thread, the host functions' [`Linker`], and an on-disk
+//! cache of compiled plugins so restarts skip compilation.
+
+use std::hash::Hasher;
+use std::path::PathBuf;
+use std::sync::{Arc, mpsc};
+use std::thread;
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, Linker, Module, OptLevel};
+
+use super::host::{self, HostState};
+use super::services::HostServices;
+
+/// How the engine and its instances are set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Where compiled plugins are cached (`None`: no cache).
+    pub cache_dir: Option<PathBuf>,
+    /// How often the epoch advances; the granularity of every deadline.
+    pub epoch_tick: Duration,
+    /// Longest a request-path hook may run before it traps.
+    pub call_deadline: Duration,
+    /// Longest `configure`, `restore`, `status` and `snapshot` may run.
+    pub init_deadline: Duration,
+    /// Most linear memory one instance may have, in bytes.
+    pub memory_limit: usize,
+    /// First wait before a trapped instance is rebuilt after repeated traps;
+    /// it doubles per consecutive trap up to `trap_backoff_max`.
+    pub trap_backoff: Duration,
+    /// Longest wait between rebuilds of a repeatedly trapping instance.
+    pub trap_backoff_max: Duration,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            cache_dir: None,
+            epoch_tick: Duration::from_millis(1),
+            call_deadline: Duration::from_millis(10),
+            init_deadline: Duration::from_secs(1),
+            memory_limit: 32 << 20,
+            trap_backoff: Duration::from_millis(10),
+            trap_backoff_max: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The engine could not be built.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot set up the wasm engine: {0}")]
+pub struct EngineError(String);
+
+/// The shared engine; cheap to clone.
+#[derive(Clone)]
+pub struct PluginEngine {
+    pub(crate) inner: Arc<EngineInner>,
+}
+
+impl std::fmt::Debug for PluginEngine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginEngine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(crate) struct EngineInner {
+    pub engine: Engine,
+    pub linker: Linker<HostState>,
+    pub config: EngineConfig,
+    pub services: Arc<HostServices>,
+    /// Dropping the sender stops the ticker thread.
+    _ticker: mpsc::Sender<()>,
+    compat: String,
+}
+
+impl PluginEngine {
+    /// Builds the engine and starts its epoch ticker.
+    pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        let mut wasm = Config::new();
+        wasm.epoch_interruption(true)
+            .cranelift_opt_level(OptLevel::Speed);
+        let engine = Engine::new(&wasm).map_err(|e| EngineError(format!("{e:#}")))?;
+        let mut linker = Linker::new(&engine);
+        host::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
+
+        let (tx, rx) = mpsc::channel::<()>();
+        let ticking = engine.clone();
+        let tick = config.epoch_tick;
+        thread::Builder::new()
+            .name("weir-epoch".into())
+            .spawn(move || {
+                // Ends when the engine (the sender) is dropped.
+                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
+                    ticking.increment_epoch();
+                }
+            })
+            .map_err(|e| EngineError(format!("cannot start the epoch ticker: {e}")))?;
+
+        // Artifacts are only valid for this wasmtime version and engine config.
+        let compat = {
+            let mut h = Sha256Hasher(Sha256::new());
+            std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
+            hex(&h.0.finalize()[..8])
+        };
+        let inner = EngineInner {
+            engine,
+            linker,
+            config,
+            services: Arc::new(HostServices::default()),
+            _ticker: tx,
+            compat,
+        };
+        Ok(Self {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// The configuration it was built with.
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// The shared host services (cache store, shared counters).
+    pub fn services(&self) -> &Arc<HostServices> {
+        &self.inner.services
+    }
+
+    /// Epoch ticks covering `d`, plus one because the next tick may come at once.
+    pub(crate) fn ticks(&self, d: Duration) -> u64 {
+        let tick = self.inner.config.epoch_tick.as_nanos().max(1);
+        u64::try_from(d.as_nanos().div_ceil(tick))
+            .unwrap_or(u64::MAX)
+            .saturating_add(1)
+    }
+
+    /// Compiles `wasm` (whose SHA-256 is `hash`), through the on-disk cache.
+    pub(crate) fn compile(&self, wasm: &[u8], hash: &[u8; 32]) -> wasmtime::Result<Module> {
+        let Some(dir) = &self.inner.config.cache_dir else {
+            return Module::new(&self.inner.engine, wasm);
+        };
+        let path = dir.join(format!("{}-{}.cwasm", hex(hash), self.inner.compat));
+        if let Some(module) = self.load_cached(&path) {
+            return Ok(module);
+        }
+        let module = Module::new(&self.inner.engine, wasm)?;
+        if let Err(e) = self.store_cached(&module, &path) {
+            // A cache that cannot be written costs speed, not correctness.
+            tracing::warn!(path = %path.display(), error = %e, "cannot write plugin compile cache");
+        }
+        Ok(module)
+    }
+
+    /// A cached artifact is `sha256(payload) ++ payload`; anything that does not
+    /// check out is ignored (and recompiled), never deserialized.
+    fn load_cached(&self, path: &std::path::Path) -> Option<Module> {
+        let file = std::fs::read(path).ok()?;
+        let (digest, payload) = file.split_at_checked(32)?;
+        if Sha256::digest(payload).as_slice() != digest {
+            tracing::warn!(path = %path.display(), "corrupt plugin compile cache entry, recompiling");
+            return None;
+        }
+        // SAFETY: `payload` was produced by `Module::serialize` of an engine
+        // with the same compatibility hash (it is in the file name) and is
+        // intact (its SHA-256 matches). The cache directory is the proxy's own.
+        unsafe { Module::deserialize(&self.inner.engine, payload) }.ok()
+    }
+
+    fn store_cached(&self, module: &Module, path: &std::path::Path) -> std::io::Result<()> {
+        let payload = module.serialize().map_err(std::io::Error::other)?;
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut file = Sha256::digest(&payload).to_vec();
+        file.extend_from_slice(&payload);
+        // Write then rename, so a crash never leaves a half-written entry.
+        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+        std::fs::write(&tmp, &file)?;
+        std::fs::rename(&tmp, path)
+    }
+}
+
+/// Feeds `Hash` impls into SHA-256 (for a stable, process-independent key).
+struct Sha256Hasher(Sha256);
+
+impl Hasher for Sha256Hasher {
+    fn finish(&self) -> u64 {
+        0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}

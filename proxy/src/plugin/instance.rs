@@ -1,0 +1,596 @@
+//! One long-lived instance per (route, plugin): its memory is the plugin's
+//! state. Calls are serialized by a mutex held only for the call, bounded by
+//! an epoch deadline, and request data is moved into the store for the call
+//! and back out after it. A trap discards the instance (its memory may be
+//! half-updated); the next call builds and configures a fresh one, and
+//! repeated traps back off.
+
+use std::mem;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wasmtime::{AsContextMut, Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
+use weir_abi::{self as abi, Phase, RequestDecision, ResponseDecision, exports, status};
+
+use super::host::HostState;
+use super::loader::{HookSet, LoadedPlugin};
+use super::metrics::{MetricSample, MetricsRegistry};
+use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, method_code};
+
+/// A plugin call failed. The chain applies the route's trap policy.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginError {
+    /// The plugin trapped (panic, out of memory, deadline); the instance was discarded.
+    #[error("plugin {plugin} trapped in {hook}: {message}")]
+    Trap {
+        /// The plugin's name.
+        plugin: String,
+        /// The hook.
+        hook: &'static str,
+        /// The trap.
+        message: String,
+    },
+    /// `configure` (or `restore`) refused.
+    #[error("plugin {plugin} rejected its {what}: {message}")]
+    Rejected {
+        /// The plugin's name.
+        plugin: String,
+        /// "config" or "snapshot".
+        what: &'static str,
+        /// The plugin's message.
+        message: String,
+    },
+    /// Trapped repeatedly; not rebuilt until the back-off ends.
+    #[error("plugin {plugin} is backing off after {traps} consecutive traps")]
+    BackingOff {
+        /// The plugin's name.
+        plugin: String,
+        /// Consecutive traps so far.
+        traps: u32,
+    },
+    /// A hook returned a value outside the ABI.
+    #[error("plugin {plugin} returned invalid value {value} from {hook}")]
+    BadReturn {
+        /// The plugin's name.
+        plugin: String,
+        /// The hook.
+        hook: &'static str,
+        /// What it returned.
+        value: i64,
+    },
+}
+
+/// What `on_request` decided.
+#[derive(Debug)]
+pub enum RequestVerdict {
+    /// Go on inwards, with the attempt timeout the plugin set, if any.
+    Continue {
+        /// The plugin's attempt timeout.
+        timeout: Option<Duration>,
+    },
+    /// Answer locally.
+    Answer(LocalAnswer),
+}
+
+/// What `on_response` decided.
+#[derive(Debug)]
+pub enum ResponseVerdict {
+    /// Pass the outcome on.
+    Pass,
+    /// Replace it with this answer.
+    Replace(LocalAnswer),
+    /// Run the inner layers again after this delay.
+    Retry(Duration),
+}
+
+type F<P, R> = Option<TypedFunc<P, R>>;
+
+/// The typed exports, looked up once per instantiation.
+pub(crate) struct Funcs {
+    configure: TypedFunc<i32, i32>,
+    on_request: F<(i64, i32, i32), i32>,
+    select: F<(i64, i32, i32, i32), i64>,
+    on_response: F<(i64, i32, i32, i32, i32, i64), i64>,
+    on_end: F<(i64, i32, i32), ()>,
+    status: F<(), i32>,
+    snapshot: F<(), i32>,
+    restore: F<i32, i32>,
+}
+
+impl Funcs {
+    /// Looks up every export; a hook that exists with the wrong type is an error.
+    pub(crate) fn new(
+        mut store: impl AsContextMut<Data = HostState>,
+        instance: &Instance,
+    ) -> Result<Self, String> {
+        let mut store = store.as_context_mut();
+        let memory = instance
+            .get_memory(&mut store, exports::MEMORY)
+            .ok_or_else(|| format!("missing export `{}`", exports::MEMORY))?;
+        store.data_mut().memory = Some(memory);
+        fn opt<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
+            store: &mut wasmtime::StoreContextMut<'_, HostState>,
+            instance: &Instance,
+            name: &str,
+        ) -> Result<F<P, R>, String> {
+            if instance.get_func(&mut *store, name).is_none() {
+                return Ok(None);
+            }
+            instance
+                .get_typed_func::<P, R>(&mut *store, name)
+                .map(Some)
+                .map_err(|e| format!("export `{name}` has the wrong type: {e:#}"))
+        }
+        Ok(Self {
+            configure: opt(&mut store, instance, exports::CONFIGURE)?
+                .ok_or_else(|| format!("missing export `{}`", exports::CONFIGURE))?,
+            on_request: opt(&mut store, instance, exports::ON_REQUEST)?,
+            select: opt(&mut store, instance, exports::SELECT)?,
+            on_response: opt(&mut store, instance, exports::ON_RESPONSE)?,
+            on_end: opt(&mut store, instance, exports::ON_END)?,
+            status: opt(&mut store, instance, exports::STATUS)?,
+            snapshot: opt(&mut store, instance, exports::SNAPSHOT)?,
+            restore: opt(&mut store, instance, exports::RESTORE)?,
+        })
+    }
+
+    pub(crate) fn hooks(&self) -> HookSet {
+        HookSet {
+            on_request: self.on_request.is_some(),
+            select: self.select.is_some(),
+            on_response: self.on_response.is_some(),
+            on_end: self.on_end.is_some(),
+            status: self.status.is_some(),
+            snapshot: self.snapshot.is_some(),
+            restore: self.restore.is_some(),
+        }
+    }
+}
+
+struct Live {
+    store: Store<HostState>,
+    funcs: Funcs,
+    init_ticks: u64,
+}
+
+struct Slot {
+    live: Option<Live>,
+    consecutive_traps: u32,
+    retry_at: Option<Instant>,
+    /// Metrics of a discarded instance, handed to its replacement.
+    metrics: MetricsRegistry,
+}
+
+/// A configured, long-lived instance of a plugin for one route.
+pub struct PluginInstance {
+    plugin: LoadedPlugin,
+    config: Bytes,
+    call_ticks: u64,
+    init_ticks: u64,
+    slot: Mutex<Slot>,
+    traps: AtomicU64,
+}
+
+impl std::fmt::Debug for PluginInstance {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginInstance")
+            .field("plugin", &self.plugin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn trap_message(e: &wasmtime::Error) -> String {
+    match e.downcast_ref::<Trap>() {
+        Some(Trap::Interrupt) => "deadline exceeded (epoch interruption)".into(),
+        Some(t) => t.to_string(),
+        None => format!("{e:#}"),
+    }
+}
+
+impl PluginInstance {
+    /// Instantiates `plugin` and runs `configure` with the route's settings
+    /// (`config_json`, empty for none). Fails if the plugin rejects the config.
+    pub fn new(plugin: &LoadedPlugin, config_json: impl Into<Bytes>) -> Result<Self, PluginError> {
+        let engine = &plugin.engine;
+        let this = Self {
+            plugin: plugin.clone(),
+            config: config_json.into(),
+            call_ticks: engine.ticks(engine.config().call_deadline),
+            init_ticks: engine.ticks(engine.config().init_deadline),
+            slot: Mutex::new(Slot {
+                live: None,
+                consecutive_traps: 0,
+                retry_at: None,
+                metrics: MetricsRegistry::default(),
+            }),
+            traps: AtomicU64::new(0),
+        };
+        let live = this.spawn(MetricsRegistry::default())?;
+        this.lock().live = Some(live);
+        Ok(this)
+    }
+
+    /// The plugin's name.
+    pub fn name(&self) -> &str {
+        &self.plugin.name
+    }
+
+    /// The loaded plugin this instance runs.
+    pub fn plugin(&self) -> &LoadedPlugin {
+        &self.plugin
+    }
+
+    /// The hooks it exports.
+    pub fn hooks(&self) -> HookSet {
+        self.plugin.hooks
+    }
+
+    /// How many times it trapped since it was created.
+    pub fn traps(&self) -> u64 {
+        self.traps.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Slot> {
+        // A panic while holding the lock cannot leave the slot inconsistent
+        // in a way that matters: at worst the instance is rebuilt.
+        self.slot.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn trap(&self, hook: &'static str, message: String) -> PluginError {
+        PluginError::Trap {
+            plugin: self.plugin.name.to_string(),
+            hook,
+            message,
+        }
+    }
+
+    /// A fresh, configured instance.
+    fn spawn(&self, metrics: MetricsRegistry) -> Result<Live, PluginError> {
+        let engine = &self.plugin.engine.inner;
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(engine.config.memory_limit)
+            .build();
+        let mut state = HostState::new(self.plugin.name.clone(), engine.services.clone(), limits);
+        state.metrics = metrics;
+        let mut store = Store::new(&engine.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.init_ticks);
+        let instance = self
+            .plugin
+            .pre
+            .instantiate(&mut store)
+            .map_err(|e| self.trap("instantiate", trap_message(&e)))?;
+        let funcs = Funcs::new(&mut store, &instance).map_err(|m| self.trap("instantiate", m))?;
+        let mut live = Live {
+            store,
+            funcs,
+            init_ticks: self.init_ticks,
+        };
+        let config = self.config.clone();
+        let len = i32::try_from(config.len()).unwrap_or(i32::MAX);
+        let code = live.init_call(Phase::Configure, config, |l| {
+            l.funcs.configure.call(&mut l.store, len)
+        });
+        match code {
+            Ok(status::OK) => Ok(live),
+            Ok(_) => Err(PluginError::Rejected {
+                plugin: self.plugin.name.to_string(),
+                what: "config",
+                message: String::from_utf8_lossy(&live.store.data().output).into_owned(),
+            }),
+            Err(e) => Err(self.trap("configure", trap_message(&e))),
+        }
+    }
+
+    /// Runs `f` on the live instance (rebuilding it first if a trap discarded
+    /// it). A trap discards the instance; repeated traps back off.
+    fn with_live<R>(
+        &self,
+        hook: &'static str,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        let mut slot = self.lock();
+        let slot = &mut *slot;
+        if slot.live.is_none() {
+            if slot.retry_at.is_some_and(|t| Instant::now() < t) {
+                return Err(PluginError::BackingOff {
+                    plugin: self.plugin.name.to_string(),
+                    traps: slot.consecutive_traps,
+                });
+            }
+            match self.spawn(mem::take(&mut slot.metrics)) {
+                Ok(live) => slot.live = Some(live),
+                Err(e) => {
+                    self.note_trap(slot);
+                    return Err(e);
+                }
+            }
+        }
+        let Some(live) = slot.live.as_mut() else {
+            return Err(self.trap(hook, "no instance".into()));
+        };
+        match f(live) {
+            Ok(r) => {
+                slot.consecutive_traps = 0;
+                Ok(r)
+            }
+            Err(e) => {
+                if let Some(dead) = slot.live.take() {
+                    slot.metrics = dead.store.into_data().metrics;
+                }
+                self.note_trap(slot);
+                tracing::warn!(plugin = %self.plugin.name, hook, error = %trap_message(&e), "plugin trapped; instance discarded");
+                Err(self.trap(hook, trap_message(&e)))
+            }
+        }
+    }
+
+    fn note_trap(&self, slot: &mut Slot) {
+        self.traps.fetch_add(1, Ordering::Relaxed);
+        slot.consecutive_traps = slot.consecutive_traps.saturating_add(1);
+        // The first trap is rebuilt at once; from the second on, wait.
+        slot.retry_at = (slot.consecutive_traps > 1).then(|| {
+            let cfg = self.plugin.engine.config();
+            let factor = 1u32 << (slot.consecutive_traps - 2).min(16);
+            Instant::now()
+                + cfg
+                    .trap_backoff
+                    .saturating_mul(factor)
+                    .min(cfg.trap_backoff_max)
+        });
+    }
+
+    /// `on_request`: `req` is moved into the store for the call and back.
+    pub fn on_request(
+        &self,
+        id: u64,
+        req: &mut RequestView,
+        attempt: u32,
+    ) -> Result<RequestVerdict, PluginError> {
+        if !self.plugin.hooks.on_request {
+            return Ok(RequestVerdict::Continue { timeout: None });
+        }
+        let method = method_code(&req.method);
+        let (code, answer, timeout) = self.with_live("on_request", |l| {
+            let Some(func) = &l.funcs.on_request else {
+                return Ok((0, None, None));
+            };
+            let st = l.store.data_mut();
+            st.phase = Phase::OnRequest;
+            mem::swap(&mut st.req, req);
+            l.store.set_epoch_deadline(self.call_ticks);
+            let r = func.call(&mut l.store, (id as i64, method, attempt as i32));
+            let st = l.store.data_mut();
+            mem::swap(&mut st.req, req);
+            st.phase = Phase::Idle;
+            Ok((r?, st.answer.take(), st.attempt_timeout.take()))
+        })?;
+        match (RequestDecision::from_code(code), answer) {
+            (Some(RequestDecision::Continue), _) => Ok(RequestVerdict::Continue { timeout }),
+            (Some(RequestDecision::Answer), Some(a)) => Ok(RequestVerdict::Answer(a)),
+            _ => Err(self.bad_return("on_request", i64::from(code))),
+        }
+    }
+
+    fn bad_return(&self, hook: &'static str, value: i64) -> PluginError {
+        PluginError::BadReturn {
+            plugin: self.plugin.name.to_string(),
+            hook,
+            value,
+        }
+    }
+
+    /// `select`: the endpoint id the plugin chose, or `None` for the default.
+    pub fn select(
+        &self,
+        id: u64,
+        req: &mut RequestView,
+        attempt: u32,
+        endpoints: &[EndpointInfo],
+        tried: &[u32],
+    ) -> Result<Option<u32>, PluginError> {
+        if !self.plugin.hooks.select {
+            return Ok(None);
+        }
+        let raw = self.with_live("select", |l| {
+            let Some(func) = &l.funcs.select else {
+                return Ok(abi::SELECT_DEFAULT);
+            };
+            let st = l.store.data_mut();
+            st.phase = Phase::Select;
+            mem::swap(&mut st.req, req);
+            // Reuses the vectors' capacity: no allocation once warmed up.
+            st.endpoints.clear();
+            st.endpoints.extend_from_slice(endpoints);
+            st.tried.clear();
+            st.tried.extend_from_slice(tried);
+            let n = |len: usize| i32::try_from(len).unwrap_or(i32::MAX);
+            l.store.set_epoch_deadline(self.call_ticks);
+            let r = func.call(
+                &mut l.store,
+                (
+                    id as i64,
+                    attempt as i32,
+                    n(endpoints.len()),
+                    n(tried.len()),
+                ),
+            );
+            let st = l.store.data_mut();
+            mem::swap(&mut st.req, req);
+            st.phase = Phase::Idle;
+            r
+        })?;
+        if raw == abi::SELECT_DEFAULT {
+            return Ok(None);
+        }
+        match u32::try_from(raw) {
+            Ok(chosen) if endpoints.iter().any(|e| e.id == chosen) => Ok(Some(chosen)),
+            _ => Err(self.bad_return("select", raw)),
+        }
+    }
+
+    /// `on_response`: the outcome's headers are moved into the store for the call.
+    pub fn on_response<B>(
+        &self,
+        id: u64,
+        req: &mut RequestView,
+        attempt: u32,
+        outcome: &mut Outcome<B>,
+        endpoint: Option<u32>,
+        latency: Duration,
+    ) -> Result<ResponseVerdict, PluginError> {
+        if !self.plugin.hooks.on_response {
+            return Ok(ResponseVerdict::Pass);
+        }
+        let (status_code, error) = outcome.scalars();
+        let endpoint = endpoint.and_then(|e| i32::try_from(e).ok()).unwrap_or(-1);
+        let latency_us = i64::try_from(latency.as_micros()).unwrap_or(i64::MAX);
+        let mut headers = outcome.headers_mut();
+        let (raw, answer) = self.with_live("on_response", |l| {
+            let Some(func) = &l.funcs.on_response else {
+                return Ok((0, None));
+            };
+            let st = l.store.data_mut();
+            st.phase = Phase::OnResponse;
+            st.answer = None;
+            mem::swap(&mut st.req, req);
+            if let Some(h) = &mut headers {
+                mem::swap(&mut st.resp, &mut **h);
+            }
+            st.has_resp = headers.is_some();
+            l.store.set_epoch_deadline(self.call_ticks);
+            let args = (
+                id as i64,
+                attempt as i32,
+                status_code,
+                error,
+                endpoint,
+                latency_us,
+            );
+            let r = func.call(&mut l.store, args);
+            let st = l.store.data_mut();
+            mem::swap(&mut st.req, req);
+            if let Some(h) = &mut headers {
+                mem::swap(&mut st.resp, &mut **h);
+            }
+            st.has_resp = false;
+            st.phase = Phase::Idle;
+            Ok((r?, st.answer.take()))
+        })?;
+        match (ResponseDecision::decode(raw), answer) {
+            (Some(ResponseDecision::Pass), _) => Ok(ResponseVerdict::Pass),
+            (Some(ResponseDecision::Replace), Some(a)) => Ok(ResponseVerdict::Replace(a)),
+            (Some(ResponseDecision::Retry { delay_ms }), _) => Ok(ResponseVerdict::Retry(
+                Duration::from_millis(u64::from(delay_ms)),
+            )),
+            _ => Err(self.bad_return("on_response", raw)),
+        }
+    }
+
+    /// `on_end`: `error` carries [`weir_abi::CANCELLED`] if the request was dropped.
+    pub fn on_end(&self, id: u64, status_code: i32, error: i32) -> Result<(), PluginError> {
+        if !self.plugin.hooks.on_end {
+            return Ok(());
+        }
+        self.with_live("on_end", |l| {
+            let Some(func) = &l.funcs.on_end else {
+                return Ok(());
+            };
+            l.store.data_mut().phase = Phase::OnEnd;
+            l.store.set_epoch_deadline(self.call_ticks);
+            let r = func.call(&mut l.store, (id as i64, status_code, error));
+            l.store.data_mut().phase = Phase::Idle;
+            r
+        })
+    }
+
+    /// The plugin's JSON status for `/admin/plugins` (`None` if it exports none).
+    pub fn status(&self) -> Result<Option<String>, PluginError> {
+        if !self.plugin.hooks.status {
+            return Ok(None);
+        }
+        let out = self.with_live("status", |l| {
+            // Cloned (an Arc bump) because `init_call` borrows all of `l`; not a hot path.
+            let Some(func) = l.funcs.status.clone() else {
+                return Ok(Vec::new());
+            };
+            l.init_call(Phase::Status, Bytes::new(), |l| func.call(&mut l.store, ()))?;
+            Ok(mem::take(&mut l.store.data_mut().output))
+        })?;
+        Ok(Some(String::from_utf8_lossy(&out).into_owned()))
+    }
+
+    /// The plugin's state for a hot reload (`None` if it exports no `snapshot`).
+    pub fn snapshot(&self) -> Result<Option<Vec<u8>>, PluginError> {
+        if !self.plugin.hooks.snapshot {
+            return Ok(None);
+        }
+        let out = self.with_live("snapshot", |l| {
+            // Cloned (an Arc bump) because `init_call` borrows all of `l`; not a hot path.
+            let Some(func) = l.funcs.snapshot.clone() else {
+                return Ok(Vec::new());
+            };
+            l.init_call(Phase::Snapshot, Bytes::new(), |l| {
+                func.call(&mut l.store, ())
+            })?;
+            Ok(mem::take(&mut l.store.data_mut().output))
+        })?;
+        Ok(Some(out))
+    }
+
+    /// Hands the previous version's snapshot to `restore` (no-op if not exported).
+    pub fn restore(&self, snapshot: Bytes) -> Result<(), PluginError> {
+        if !self.plugin.hooks.restore {
+            return Ok(());
+        }
+        let len = i32::try_from(snapshot.len()).unwrap_or(i32::MAX);
+        let (code, msg) = self.with_live("restore", |l| {
+            // Cloned (an Arc bump) because `init_call` borrows all of `l`; not a hot path.
+            let Some(func) = l.funcs.restore.clone() else {
+                return Ok((status::OK, Vec::new()));
+            };
+            let code = l.init_call(Phase::Restore, snapshot, |l| func.call(&mut l.store, len))?;
+            Ok((code, mem::take(&mut l.store.data_mut().output)))
+        })?;
+        if code == status::OK {
+            return Ok(());
+        }
+        Err(PluginError::Rejected {
+            plugin: self.plugin.name.to_string(),
+            what: "snapshot",
+            message: String::from_utf8_lossy(&msg).into_owned(),
+        })
+    }
+
+    /// The metrics the plugin defined, with their current values.
+    pub fn metrics(&self) -> Vec<MetricSample> {
+        let slot = self.lock();
+        match &slot.live {
+            Some(l) => l.store.data().metrics.samples(),
+            None => slot.metrics.samples(),
+        }
+    }
+}
+
+impl Live {
+    /// A call outside the request path: longer deadline, input bytes in the store.
+    fn init_call<R>(
+        &mut self,
+        phase: Phase,
+        input: Bytes,
+        f: impl FnOnce(&mut Self) -> wasmtime::Result<R>,
+    ) -> wasmtime::Result<R> {
+        let st = self.store.data_mut();
+        st.phase = phase;
+        st.input = input;
+        st.output.clear();
+        self.store.set_epoch_deadline(self.init_ticks);
+        let r = f(self);
+        let st = self.store.data_mut();
+        st.phase = Phase::Idle;
+        st.input = Bytes::new();
+        r
+    }
+}

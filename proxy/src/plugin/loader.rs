@@ -1,0 +1,218 @@
+//! Turns a `.wasm` file into a [`LoadedPlugin`]: read, hash, compile (through
+//! the engine's cache), and check the contract — the ABI version first, so a
+//! plugin for another ABI is refused with both versions named, then the
+//! imports, the required exports and every hook's signature.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use wasmtime::{InstancePre, Store, StoreLimitsBuilder};
+use weir_abi::{ABI_VERSION, exports};
+
+use super::engine::{PluginEngine, hex};
+use super::host::HostState;
+use super::instance::Funcs;
+
+/// Why a plugin could not be loaded. The old version (if any) keeps serving.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("cannot read plugin {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The bytes are not a WebAssembly module (garbage, empty, a component).
+    #[error("plugin {plugin} is not a WebAssembly module")]
+    NotWasm {
+        /// The plugin's name.
+        plugin: String,
+    },
+    /// The module does not compile (truncated, invalid).
+    #[error("plugin {plugin} does not compile: {message}")]
+    Compile {
+        /// The plugin's name.
+        plugin: String,
+        /// wasmtime's message.
+        message: String,
+    },
+    /// Built for another ABI version.
+    #[error(
+        "plugin {plugin} was built for Weir plugin ABI version {plugin_version}, \
+         but this proxy speaks ABI version {host_version}; rebuild it against a matching weir-sdk"
+    )]
+    AbiMismatch {
+        /// The plugin's name.
+        plugin: String,
+        /// The version the plugin exports.
+        plugin_version: u32,
+        /// The version this host implements.
+        host_version: u32,
+    },
+    /// The module breaks the contract: a missing or mistyped export, an
+    /// import the host does not provide.
+    #[error("plugin {plugin} does not follow the Weir plugin contract: {message}")]
+    Contract {
+        /// The plugin's name.
+        plugin: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Which optional hooks a plugin exports; the host calls only these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookSet {
+    /// `on_request`
+    pub on_request: bool,
+    /// `select`
+    pub select: bool,
+    /// `on_response`
+    pub on_response: bool,
+    /// `on_end`
+    pub on_end: bool,
+    /// `status`
+    pub status: bool,
+    /// `snapshot`
+    pub snapshot: bool,
+    /// `restore`
+    pub restore: bool,
+}
+
+/// A compiled plugin whose contract has been checked; instantiate it with
+/// [`super::PluginInstance::new`]. Cheap to clone.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    pub(crate) engine: PluginEngine,
+    pub(crate) name: Arc<str>,
+    pub(crate) hash: [u8; 32],
+    pub(crate) hooks: HookSet,
+    pub(crate) pre: InstancePre<HostState>,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin")
+            .field("name", &self.name)
+            .field("hash", &self.hash_hex())
+            .field("hooks", &self.hooks)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LoadedPlugin {
+    /// The plugin's name (its file's stem).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// SHA-256 of the `.wasm` file.
+    pub fn hash(&self) -> &[u8; 32] {
+        &self.hash
+    }
+
+    /// SHA-256 of the `.wasm` file, in hex (for `/admin/plugins`).
+    pub fn hash_hex(&self) -> String {
+        hex(&self.hash)
+    }
+
+    /// The hooks it exports.
+    pub fn hooks(&self) -> HookSet {
+        self.hooks
+    }
+}
+
+impl PluginEngine {
+    /// Loads the plugin at `path`; its name is the file's stem.
+    pub fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
+        let wasm = std::fs::read(path).map_err(|source| LoadError::Io {
+            path: path.into(),
+            source,
+        })?;
+        let name = path
+            .file_stem()
+            .map_or_else(|| "plugin".into(), |s| s.to_string_lossy());
+        self.load_bytes(&name, &wasm)
+    }
+
+    /// Loads a plugin from its bytes.
+    pub fn load_bytes(&self, name: &str, wasm: &[u8]) -> Result<LoadedPlugin, LoadError> {
+        let plugin = name.to_owned();
+        // Core modules are version 1; components and garbage are refused here
+        // with a clearer message than the compiler's.
+        if !wasm.starts_with(b"\0asm\x01\0\0\0") {
+            return Err(LoadError::NotWasm { plugin });
+        }
+        let hash: [u8; 32] = Sha256::digest(wasm).into();
+        let module = self.compile(wasm, &hash).map_err(|e| LoadError::Compile {
+            plugin: plugin.clone(),
+            message: format!("{e:#}"),
+        })?;
+        let contract = |message: String| LoadError::Contract {
+            plugin: plugin.clone(),
+            message,
+        };
+
+        // The version comes first: a plugin for another ABI may well import
+        // functions this host lacks, and the version is the useful message.
+        // Unknown imports trap in this scratch instance instead of failing it.
+        let mut scratch = self.inner.linker.clone();
+        scratch
+            .define_unknown_imports_as_traps(&module)
+            .map_err(|e| contract(format!("{e:#}")))?;
+        let mut store = self.scratch_store(name);
+        let instance = scratch
+            .instantiate(&mut store, &module)
+            .map_err(|e| contract(format!("cannot instantiate: {e:#}")))?;
+        let version = instance
+            .get_typed_func::<(), i32>(&mut store, exports::ABI_VERSION)
+            .map_err(|_| {
+                contract(format!(
+                    "missing export `{}: () -> i32`",
+                    exports::ABI_VERSION
+                ))
+            })?
+            .call(&mut store, ())
+            .map_err(|e| contract(format!("`{}` trapped: {e:#}", exports::ABI_VERSION)))?;
+        if version as u32 != ABI_VERSION {
+            return Err(LoadError::AbiMismatch {
+                plugin,
+                plugin_version: version as u32,
+                host_version: ABI_VERSION,
+            });
+        }
+
+        let pre = self
+            .inner
+            .linker
+            .instantiate_pre(&module)
+            .map_err(|e| contract(format!("{e:#}")))?;
+        // Signatures of every hook, checked once here rather than on a request.
+        let mut store = self.scratch_store(name);
+        let instance = pre
+            .instantiate(&mut store)
+            .map_err(|e| contract(format!("{e:#}")))?;
+        let funcs = Funcs::new(&mut store, &instance).map_err(contract)?;
+        Ok(LoadedPlugin {
+            engine: self.clone(),
+            name: name.into(),
+            hash,
+            hooks: funcs.hooks(),
+            pre,
+        })
+    }
+
+    fn scratch_store(&self, name: &str) -> Store<HostState> {
+        let limits = StoreLimitsBuilder::new()
+            .memory_size(self.inner.config.memory_limit)
+            .build();
+        let state = HostState::new(name.into(), self.inner.services.clone(), limits);
+        let mut store = Store::new(&self.inner.engine, state);
+        store.limiter(|s| &mut s.limits);
+        store.set_epoch_deadline(self.ticks(self.inner.config.init_deadline));
+        store
+    }
+}

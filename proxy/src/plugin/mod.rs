@@ -1,0 +1,26 @@
+//! The plugin runtime: one wasmtime engine ([`engine`]), the loader that
+//! checks a plugin's contract ([`loader`]), long-lived per-route instances
+//! ([`instance`]), the host functions they import ([`host`]), and the onion
+//! executor that runs a route's chain around the upstream call ([`chain`]).
+//!
+//! The request path uses only [`Chain`] and the views in [`views`]; loading
+//! and instantiating happen beside it and publish new chains.
+
+pub mod chain;
+pub mod engine;
+pub mod host;
+pub mod instance;
+pub mod loader;
+pub mod metrics;
+pub mod services;
+pub mod views;
+
+pub use chain::{Attempt, Chain, Core, TrapPolicy};
+pub use engine::{EngineConfig, EngineError, PluginEngine};
+pub use instance::{PluginError, PluginInstance, RequestVerdict, ResponseVerdict};
+pub use loader::{HookSet, LoadError, LoadedPlugin};
+pub use metrics::MetricSample;
+pub use services::HostServices;
+pub use views::{
+    EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead, UpstreamError,
+};

@@ -1,0 +1,138 @@
+//! Plain host-side views of a request and its outcome, as the plugin runtime
+//! sees them. The HTTP server adapts its types to these; the chain moves them
+//! into a plugin's store for a call and back out afterwards, never copying.
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+
+pub use weir_abi::{EndpointRecord as EndpointInfo, ErrorClass};
+
+/// The request head a chain works on.
+#[derive(Debug, Default)]
+pub struct RequestView {
+    /// The method.
+    pub method: Method,
+    /// The request target (path and query; authority if absolute-form).
+    pub uri: Uri,
+    /// The headers; plugins may edit them in `on_request`.
+    pub headers: HeaderMap,
+}
+
+/// A response head from the upstream; its body stays with the server.
+#[derive(Debug, Default)]
+pub struct ResponseHead {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers; plugins may edit them in `on_response`.
+    pub headers: HeaderMap,
+}
+
+/// A response made inside the proxy: by a plugin (throttle's 429, a cache
+/// hit, a fallback) or by the chain itself (fail-closed 503).
+#[derive(Debug, Clone, Default)]
+pub struct LocalAnswer {
+    /// The status.
+    pub status: StatusCode,
+    /// The headers.
+    pub headers: HeaderMap,
+    /// The (short) body.
+    pub body: Bytes,
+}
+
+impl LocalAnswer {
+    /// The chain's own 503 for a fail-closed route whose plugin failed, with
+    /// `Proxy-Status` (RFC 9209) naming the plugin.
+    pub fn plugin_failure(plugin: &str) -> Self {
+        let mut headers = HeaderMap::new();
+        let status =
+            format!("weir; error=proxy_internal_error; details=\"plugin {plugin} failed\"");
+        if let Ok(v) = HeaderValue::from_str(&status) {
+            headers.insert("proxy-status", v);
+        }
+        Self {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            headers,
+            body: Bytes::new(),
+        }
+    }
+}
+
+/// A classified upstream failure, the way retry and breaker policies need it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpstreamError {
+    /// What failed.
+    pub class: ErrorClass,
+    /// Whether anything reached the upstream (a retry may repeat an effect).
+    pub reached_upstream: bool,
+}
+
+/// The outcome of one attempt, or of the whole chain. `B` is the response
+/// body, which the chain never touches.
+#[derive(Debug)]
+pub enum Outcome<B> {
+    /// The upstream answered.
+    Response {
+        /// Status and headers.
+        head: ResponseHead,
+        /// The body, opaque to the chain.
+        body: B,
+    },
+    /// The attempt failed before a response head arrived.
+    Error(UpstreamError),
+    /// A local answer.
+    Local(LocalAnswer),
+}
+
+impl<B> Outcome<B> {
+    /// The status, if there is one.
+    pub fn status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Response { head, .. } => Some(head.status),
+            Self::Local(a) => Some(a.status),
+            Self::Error(_) => None,
+        }
+    }
+
+    /// The `(status, error)` scalars hooks receive (see `sdk/ABI.md`).
+    pub(crate) fn scalars(&self) -> (i32, i32) {
+        match self {
+            Self::Response { head, .. } => (i32::from(head.status.as_u16()), 0),
+            Self::Local(a) => (i32::from(a.status.as_u16()), weir_abi::LOCAL_ANSWER),
+            Self::Error(e) => {
+                let reached = if e.reached_upstream {
+                    weir_abi::REACHED_UPSTREAM
+                } else {
+                    0
+                };
+                (0, e.class.code() | reached)
+            }
+        }
+    }
+
+    /// The headers plugins see as "the response" in `on_response`.
+    pub(crate) fn headers_mut(&mut self) -> Option<&mut HeaderMap> {
+        match self {
+            Self::Response { head, .. } => Some(&mut head.headers),
+            Self::Local(a) => Some(&mut a.headers),
+            Self::Error(_) => None,
+        }
+    }
+}
+
+/// The `Method` scalar passed to `on_request`.
+pub(crate) fn method_code(m: &Method) -> i32 {
+    use weir_abi::Method as M;
+    let code = match *m {
+        Method::GET => M::Get,
+        Method::HEAD => M::Head,
+        Method::POST => M::Post,
+        Method::PUT => M::Put,
+        Method::DELETE => M::Delete,
+        Method::CONNECT => M::Connect,
+        Method::OPTIONS => M::Options,
+        Method::TRACE => M::Trace,
+        Method::PATCH => M::Patch,
+        _ => M::Other,
+    };
+    code.code()
+}

@@ -1,0 +1,358 @@
+//! The glue behind [`export!`](crate::export): turns raw ABI calls into trait
+//! calls, parses typed config, and keeps per-request state by request id so
+//! plugin authors never see ids.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use weir_abi::{self as abi, ErrorClass, Method, RequestDecision, ResponseDecision, status};
+
+use crate::hostcalls;
+use crate::types::{Answer, End, Request, RequestAction, Response, ResponseAction};
+use crate::{Endpoint, Plugin};
+
+/// The plugin and its per-request state; one per instance.
+#[doc(hidden)]
+pub struct Runtime<P: Plugin> {
+    plugin: P,
+    // Keyed by request id; empty when `Ctx` is zero-sized (nothing to keep).
+    ctxs: BTreeMap<u64, P::Ctx>,
+    endpoints: Vec<Endpoint>,
+    tried: Vec<u32>,
+}
+
+impl<P: Plugin> Default for Runtime<P> {
+    fn default() -> Self {
+        Self {
+            plugin: P::default(),
+            ctxs: BTreeMap::new(),
+            endpoints: Vec::new(),
+            tried: Vec::new(),
+        }
+    }
+}
+
+const fn stateless<C>() -> bool {
+    size_of::<C>() == 0
+}
+
+/// Whether `hooks` names `hook`; used by `export!` at compile time.
+#[doc(hidden)]
+pub const fn has_hook(hooks: &[&str], hook: &str) -> bool {
+    let mut i = 0;
+    while i < hooks.len() {
+        let (a, b) = (hooks[i].as_bytes(), hook.as_bytes());
+        if a.len() == b.len() {
+            let mut j = 0;
+            while j < a.len() && a[j] == b[j] {
+                j += 1;
+            }
+            if j == a.len() {
+                return true;
+            }
+        }
+        i += 1;
+    }
+    false
+}
+
+/// Parses the route's plugin settings; no settings means JSON `null` or `{}`,
+/// whichever the config type accepts (`()` takes the first, a struct with
+/// defaults the second).
+fn parse_config<C: serde::de::DeserializeOwned>(input: &[u8]) -> Result<C, String> {
+    if input.iter().all(u8::is_ascii_whitespace) {
+        return serde_json::from_slice(b"null")
+            .or_else(|_| serde_json::from_slice(b"{}"))
+            .map_err(|e| format!("missing config: {e}"));
+    }
+    serde_json::from_slice(input).map_err(|e| format!("invalid config: {e}"))
+}
+
+fn send_answer(a: &Answer) -> bool {
+    match hostcalls::answer(a.status, &a.headers, &a.body) {
+        Ok(()) => true,
+        Err(e) => {
+            let _ = hostcalls::log(abi::LogLevel::Error, &format!("answer refused: {e}"));
+            false
+        }
+    }
+}
+
+fn outcome_parts(status_code: i32, error: i32) -> (Option<u16>, Option<ErrorClass>) {
+    let status_code = u16::try_from(status_code).ok().filter(|s| *s != 0);
+    let error =
+        ErrorClass::from_code(error & abi::ERROR_CLASS_MASK).filter(|e| *e != ErrorClass::None);
+    (status_code, error)
+}
+
+impl<P: Plugin> Runtime<P> {
+    fn with_ctx<R>(&mut self, id: i64, f: impl FnOnce(&mut P, &mut P::Ctx) -> R) -> R {
+        if stateless::<P::Ctx>() {
+            return f(&mut self.plugin, &mut P::Ctx::default());
+        }
+        let ctx = self.ctxs.entry(id as u64).or_default();
+        f(&mut self.plugin, ctx)
+    }
+
+    pub fn configure(&mut self) -> i32 {
+        let result = hostcalls::input()
+            .map_err(|e| format!("cannot read config: {e}"))
+            .and_then(|input| parse_config::<P::Config>(&input))
+            .and_then(|config| self.plugin.configure(config));
+        match result {
+            Ok(()) => status::OK,
+            Err(msg) => {
+                let _ = hostcalls::output(msg.as_bytes());
+                status::REJECTED
+            }
+        }
+    }
+
+    pub fn on_request(&mut self, id: i64, method: i32, attempt: i32) -> i32 {
+        let method = Method::from_code(method).unwrap_or(Method::Other);
+        let mut req = Request {
+            method: Some(method),
+            attempt: attempt as u32,
+        };
+        match self.with_ctx(id, |p, ctx| p.on_request(ctx, &mut req)) {
+            RequestAction::Continue => RequestDecision::Continue.code(),
+            // If the host refused the answer, the host sees an answer without
+            // a body and treats it as the plugin's fault; log why.
+            RequestAction::Answer(a) => {
+                send_answer(&a);
+                RequestDecision::Answer.code()
+            }
+        }
+    }
+
+    pub fn select(&mut self, id: i64, attempt: i32, endpoints: i32, tried: i32) -> i64 {
+        let (mut eps, mut tr) = (
+            core::mem::take(&mut self.endpoints),
+            core::mem::take(&mut self.tried),
+        );
+        let read = hostcalls::endpoints_read(endpoints.max(0) as usize, &mut eps)
+            .and_then(|()| hostcalls::tried_read(tried.max(0) as usize, &mut tr));
+        let req = Request {
+            method: None,
+            attempt: attempt as u32,
+        };
+        let choice = match read {
+            Ok(()) => self.with_ctx(id, |p, ctx| p.select(ctx, &req, &eps, &tr)),
+            Err(_) => None,
+        };
+        // Keep the buffers' capacity for the next call.
+        (self.endpoints, self.tried) = (eps, tr);
+        choice.map_or(abi::SELECT_DEFAULT, i64::from)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub fn on_response(
+        &mut self,
+        id: i64,
+        attempt: i32,
+        status_code: i32,
+        error: i32,
+        endpoint: i32,
+        latency_us: i64,
+    ) -> i64 {
+        let (status_code, class) = outcome_parts(status_code, error);
+        let mut resp = Response {
+            attempt: attempt as u32,
+            status: status_code,
+            error: class,
+            reached_upstream: error & abi::REACHED_UPSTREAM != 0,
+            local: error & abi::LOCAL_ANSWER != 0,
+            endpoint: u32::try_from(endpoint).ok(),
+            latency: Duration::from_micros(latency_us.max(0) as u64),
+        };
+        let req = Request {
+            method: None,
+            attempt: attempt as u32,
+        };
+        let action = self.with_ctx(id, |p, ctx| p.on_response(ctx, &req, &mut resp));
+        let decision = match action {
+            ResponseAction::Pass => ResponseDecision::Pass,
+            ResponseAction::Replace(a) => {
+                send_answer(&a);
+                ResponseDecision::Replace
+            }
+            ResponseAction::Retry(d) => ResponseDecision::Retry {
+                delay_ms: u32::try_from(d.as_millis()).unwrap_or(u32::MAX),
+            },
+        };
+        decision.encode()
+    }
+
+    pub fn on_end(&mut self, id: i64, status_code: i32, error: i32) {
+        let (status_code, class) = outcome_parts(status_code, error);
+        let end = End {
+            status: status_code,
+            error: class,
+            cancelled: error & abi::CANCELLED != 0,
+        };
+        let ctx = if stateless::<P::Ctx>() {
+            P::Ctx::default()
+        } else {
+            self.ctxs.remove(&(id as u64)).unwrap_or_default()
+        };
+        self.plugin.on_end(ctx, &end);
+    }
+
+    pub fn status(&mut self) -> i32 {
+        let s = self.plugin.status();
+        hostcalls::output(s.as_bytes()).map_or_else(|e| e.0, |()| status::OK)
+    }
+
+    pub fn snapshot(&mut self) -> i32 {
+        let s = self.plugin.snapshot();
+        hostcalls::output(&s).map_or_else(|e| e.0, |()| status::OK)
+    }
+
+    pub fn restore(&mut self) -> i32 {
+        let result = hostcalls::input()
+            .map_err(|e| format!("cannot read snapshot: {e}"))
+            .and_then(|bytes| self.plugin.restore(&bytes));
+        match result {
+            Ok(()) => status::OK,
+            Err(msg) => {
+                let _ = hostcalls::output(msg.as_bytes());
+                status::REJECTED
+            }
+        }
+    }
+}
+
+/// Exports a [`Plugin`](crate::Plugin) to the host: the ABI version and
+/// `configure` always, plus exactly the hooks listed (the host calls nothing
+/// else, so an unlisted hook costs nothing per request).
+///
+/// ```ignore
+/// weir_sdk::export!(MyPlugin, hooks: [on_request, on_response, on_end]);
+/// ```
+///
+/// Hooks: `on_request`, `select`, `on_response`, `on_end`, `status`,
+/// `snapshot`, `restore`. A plugin whose `Ctx` holds data must list `on_end`,
+/// where that data is freed; forgetting it is a compile error.
+#[macro_export]
+macro_rules! export {
+    ($plugin:ty, hooks: [$($hook:ident),* $(,)?]) => {
+        const _: () = {
+            ::std::thread_local! {
+                static RUNTIME: ::core::cell::RefCell<$crate::__rt::Runtime<$plugin>> =
+                    ::core::cell::RefCell::new(::core::default::Default::default());
+            }
+            // Host calls never re-enter the guest, so the borrow is never contended.
+            fn with<R>(f: impl FnOnce(&mut $crate::__rt::Runtime<$plugin>) -> R) -> R {
+                RUNTIME.with(|rt| f(&mut rt.borrow_mut()))
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn weir_abi_version() -> i32 {
+                $crate::abi::ABI_VERSION as i32
+            }
+            #[unsafe(no_mangle)]
+            extern "C" fn weir_configure(_len: i32) -> i32 {
+                with(|rt| rt.configure())
+            }
+            $( $crate::__export_hook!($hook, with); )*
+            assert!(
+                ::core::mem::size_of::<<$plugin as $crate::Plugin>::Ctx>() == 0
+                    || $crate::__rt::has_hook(&[$(stringify!($hook)),*], "on_end"),
+                "weir_sdk::export!: this plugin keeps per-request state (Ctx), list `on_end` so it is freed"
+            );
+        };
+    };
+}
+
+/// One hook's export; the function names are the ABI's export names.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __export_hook {
+    (configure, $with:ident) => {};
+    (on_request, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_on_request(id: i64, method: i32, attempt: i32) -> i32 {
+            $with(|rt| rt.on_request(id, method, attempt))
+        }
+    };
+    (select, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_select(id: i64, attempt: i32, endpoints: i32, tried: i32) -> i64 {
+            $with(|rt| rt.select(id, attempt, endpoints, tried))
+        }
+    };
+    (on_response, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_on_response(
+            id: i64,
+            attempt: i32,
+            status: i32,
+            error: i32,
+            endpoint: i32,
+            latency_us: i64,
+        ) -> i64 {
+            $with(|rt| rt.on_response(id, attempt, status, error, endpoint, latency_us))
+        }
+    };
+    (on_end, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_on_end(id: i64, status: i32, error: i32) {
+            $with(|rt| rt.on_end(id, status, error))
+        }
+    };
+    (status, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_status() -> i32 {
+            $with(|rt| rt.status())
+        }
+    };
+    (snapshot, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_snapshot() -> i32 {
+            $with(|rt| rt.snapshot())
+        }
+    };
+    (restore, $with:ident) => {
+        #[unsafe(no_mangle)]
+        extern "C" fn weir_restore(_len: i32) -> i32 {
+            $with(|rt| rt.restore())
+        }
+    };
+    ($other:ident, $with:ident) => {
+        ::core::compile_error!(::core::concat!(
+            "weir_sdk::export!: unknown hook `",
+            ::core::stringify!($other),
+            "`; expected on_request, select, on_response, on_end, status, snapshot or restore"
+        ));
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn has_hook_matches_exactly() {
+        assert!(has_hook(&["on_request", "on_end"], "on_end"));
+        assert!(!has_hook(&["on_request"], "on_end"));
+        assert!(!has_hook(&["on_end_x"], "on_end"));
+    }
+
+    #[test]
+    fn empty_config_fits_unit_and_defaulted_structs() {
+        #[derive(serde::Deserialize, Default)]
+        #[serde(default)]
+        struct C {
+            #[allow(dead_code)]
+            n: u32,
+        }
+        assert!(parse_config::<()>(b"").is_ok());
+        assert!(parse_config::<C>(b" ").is_ok());
+        let err = parse_config::<C>(b"{\"n\": \"x\"}")
+            .err()
+            .unwrap_or_default();
+        assert!(err.starts_with("invalid config"), "{err}");
+    }
+}

@@ -1,0 +1,58 @@
+//! Counts `on_request` (first attempt only, via per-request state) and
+//! `on_end`, and reports both via `status`; also feeds a plugin metric and a
+//! shared counter.
+use weir_sdk::{End, Metric, Plugin, Request, RequestAction};
+
+#[derive(Default)]
+struct Counter {
+    requests: u64,
+    ends: u64,
+    cancelled: u64,
+    metric: Option<Metric>,
+}
+
+#[derive(Default)]
+struct Ctx {
+    counted: bool,
+}
+
+impl Plugin for Counter {
+    type Config = ();
+    type Ctx = Ctx;
+
+    fn configure(&mut self, _: ()) -> Result<(), String> {
+        self.metric = Metric::counter("requests_total").ok();
+        Ok(())
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx, _: &mut Request) -> RequestAction {
+        if !ctx.counted {
+            ctx.counted = true;
+            self.requests += 1;
+            if let Some(m) = &self.metric {
+                let _ = m.record(1.0);
+            }
+            let _ = weir_sdk::host::counter_add("counter.requests", 1);
+        }
+        RequestAction::Continue
+    }
+
+    fn on_end(&mut self, ctx: Ctx, end: &End) {
+        // A request ending without our on_request is a host bug the test catches.
+        if ctx.counted {
+            self.ends += 1;
+        }
+        if end.cancelled {
+            self.cancelled += 1;
+        }
+    }
+
+    fn status(&self) -> String {
+        format!(
+            r#"{{"requests":{},"ends":{},"cancelled":{}}}"#,
+            self.requests, self.ends, self.cancelled
+        )
+    }
+}
+
+weir_sdk::export!(Counter, hooks: [on_request, on_end, status]);

@@ -1,0 +1,237 @@
+//! The real test plugins in the real host runtime: loading, the contract
+//! check, config, and containment of traps, loops and memory bombs.
+// Helpers outside #[test] fns unwrap too: any failure there is a test failure.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+use weir_proxy::plugin::{
+    EngineConfig, LoadError, PluginEngine, PluginError, PluginInstance, RequestVerdict, RequestView,
+};
+use weir_tests::plugins;
+
+fn engine_with(config: EngineConfig) -> PluginEngine {
+    PluginEngine::new(config).unwrap()
+}
+
+fn engine() -> PluginEngine {
+    engine_with(EngineConfig {
+        memory_limit: 8 << 20,
+        ..weir_tests::engine_config()
+    })
+}
+
+fn instance(engine: &PluginEngine, path: &str, config: &str) -> PluginInstance {
+    let plugin = engine.load_file(path.as_ref()).unwrap();
+    PluginInstance::new(&plugin, config.as_bytes().to_vec()).unwrap()
+}
+
+fn request(header: Option<&'static str>) -> RequestView {
+    let mut req = RequestView {
+        uri: "/things?x=1".parse().unwrap(),
+        ..RequestView::default()
+    };
+    if let Some(h) = header {
+        req.headers.insert(h, HeaderValue::from_static("1"));
+    }
+    req
+}
+
+#[test]
+fn hello_exports_only_its_hook() {
+    let plugin = engine().load_file(plugins::HELLO.as_ref()).unwrap();
+    let hooks = plugin.hooks();
+    assert!(hooks.on_response);
+    assert!(!hooks.on_request && !hooks.on_end && !hooks.select && !hooks.status);
+    assert_eq!(plugin.name(), "weir_test_plugin_hello");
+    assert_eq!(plugin.hash_hex().len(), 64);
+}
+
+#[test]
+fn abi_mismatch_is_refused_naming_both_versions() {
+    let err = engine()
+        .load_file(plugins::ABI_MISMATCH.as_ref())
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LoadError::AbiMismatch {
+                plugin_version: 999,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("version 999"), "{msg}");
+    assert!(
+        msg.contains(&format!("version {}", weir_abi::ABI_VERSION)),
+        "{msg}"
+    );
+}
+
+#[test]
+fn garbage_truncated_and_missing_files_are_refused() {
+    let engine = engine();
+    let err = engine.load_bytes("junk", b"this is not wasm").unwrap_err();
+    assert!(matches!(err, LoadError::NotWasm { .. }), "{err:?}");
+    let err = engine.load_bytes("empty", b"").unwrap_err();
+    assert!(matches!(err, LoadError::NotWasm { .. }), "{err:?}");
+    let wasm = std::fs::read(plugins::HELLO).unwrap();
+    let err = engine
+        .load_bytes("half", &wasm[..wasm.len() / 2])
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Compile { .. }), "{err:?}");
+    let err = engine
+        .load_file("/nonexistent/plugin.wasm".as_ref())
+        .unwrap_err();
+    assert!(matches!(err, LoadError::Io { .. }), "{err:?}");
+}
+
+#[test]
+fn typed_config_is_checked_by_serde_and_by_the_plugin() {
+    let engine = engine();
+    let plugin = engine.load_file(plugins::CONFIG_REJECT.as_ref()).unwrap();
+    let err = PluginInstance::new(&plugin, &br#"{"limit":0}"#[..]).unwrap_err();
+    assert!(err.to_string().contains("limit must be positive"), "{err}");
+    let err = PluginInstance::new(&plugin, &br#"{"limit":1,"burst":2}"#[..]).unwrap_err();
+    assert!(matches!(err, PluginError::Rejected { .. }), "{err:?}");
+    assert!(err.to_string().contains("unknown field"), "{err}");
+    let err = PluginInstance::new(&plugin, &b""[..]).unwrap_err();
+    assert!(err.to_string().contains("missing config"), "{err}");
+    let ok = PluginInstance::new(&plugin, &br#"{"limit":5}"#[..]).unwrap();
+    assert_eq!(ok.status().unwrap().as_deref(), Some(r#"{"limit":5}"#));
+}
+
+#[test]
+fn infinite_loop_traps_within_the_deadline() {
+    let engine = engine();
+    let looping = instance(&engine, plugins::LOOPING, "");
+    let started = Instant::now();
+    let err = looping.on_request(1, &mut request(None), 1).unwrap_err();
+    // Generous bound (shared CI machine); the deadline is 10 ms.
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(err.to_string().contains("deadline"), "{err}");
+    assert_eq!(looping.traps(), 1);
+}
+
+#[test]
+fn memory_bomb_is_contained_by_the_memory_limit() {
+    let engine = engine();
+    let bomb = instance(&engine, plugins::MEMORY_BOMB, "");
+    let err = bomb.on_request(1, &mut request(None), 1).unwrap_err();
+    assert!(matches!(err, PluginError::Trap { .. }), "{err:?}");
+    // The proxy is fine and other instances still work.
+    let hello = instance(&engine, plugins::PANICKING, "");
+    assert!(hello.on_request(2, &mut request(None), 1).is_ok());
+}
+
+#[test]
+fn panic_is_contained_and_the_instance_replaced() {
+    let engine = engine();
+    let p = instance(&engine, plugins::PANICKING, "");
+    for id in 1..=3 {
+        assert!(matches!(
+            p.on_request(id, &mut request(None), 1),
+            Ok(RequestVerdict::Continue { .. })
+        ));
+    }
+    assert_eq!(p.status().unwrap().as_deref(), Some(r#"{"served":3}"#));
+    let err = p
+        .on_request(4, &mut request(Some("x-panic")), 1)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PluginError::Trap {
+                hook: "on_request",
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A fresh instance (state starts over) serves the next call.
+    assert_eq!(p.status().unwrap().as_deref(), Some(r#"{"served":0}"#));
+    assert!(p.on_request(5, &mut request(None), 1).is_ok());
+    assert_eq!(p.traps(), 1);
+}
+
+#[test]
+fn request_headers_survive_a_trap() {
+    let engine = engine();
+    let p = instance(&engine, plugins::PANICKING, "");
+    let mut req = request(Some("x-panic"));
+    req.headers.insert("x-keep", HeaderValue::from_static("me"));
+    assert!(p.on_request(1, &mut req, 1).is_err());
+    assert_eq!(req.headers.get("x-keep").unwrap(), "me");
+    assert_eq!(req.uri.path(), "/things");
+}
+
+#[test]
+fn repeated_traps_back_off() {
+    let engine = engine_with(EngineConfig {
+        trap_backoff: Duration::from_secs(60),
+        ..weir_tests::engine_config()
+    });
+    let p = instance(&engine, plugins::PANICKING, "");
+    assert!(matches!(
+        p.on_request(1, &mut request(Some("x-panic")), 1),
+        Err(PluginError::Trap { .. })
+    ));
+    assert!(matches!(
+        p.on_request(2, &mut request(Some("x-panic")), 1),
+        Err(PluginError::Trap { .. })
+    ));
+    let err = p.on_request(3, &mut request(None), 1).unwrap_err();
+    assert!(
+        matches!(err, PluginError::BackingOff { traps: 2, .. }),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn compile_cache_is_used_and_survives_corruption() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = EngineConfig {
+        cache_dir: Some(dir.path().to_path_buf()),
+        ..weir_tests::engine_config()
+    };
+    let engine = engine_with(config.clone());
+    engine.load_file(plugins::HELLO.as_ref()).unwrap();
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    // A second engine loads from the cache; a corrupt entry is recompiled.
+    let again = engine_with(config.clone());
+    let p = again.load_file(plugins::HELLO.as_ref()).unwrap();
+    assert!(p.hooks().on_response);
+    std::fs::write(&entries[0], b"garbage").unwrap();
+    let third = engine_with(config);
+    assert!(
+        third
+            .load_file(plugins::HELLO.as_ref())
+            .unwrap()
+            .hooks()
+            .on_response
+    );
+}
+
+#[test]
+fn plugin_metrics_and_shared_counters_work() {
+    let engine = engine();
+    let c = instance(&engine, plugins::COUNTER, "");
+    c.on_request(1, &mut request(None), 1).unwrap();
+    c.on_request(2, &mut request(None), 1).unwrap();
+    let metrics = c.metrics();
+    assert_eq!(metrics.len(), 1);
+    assert_eq!(metrics[0].name, "requests_total");
+    assert_eq!(metrics[0].value, 2.0);
+    assert_eq!(engine.services().counter_add("counter.requests", 0), 2);
+}
