@@ -28,7 +28,7 @@ WEIR_RUNTIME=${WEIR_RUNTIME:-per-core}
 BARE_RUNTIME=${BARE_RUNTIME:-$WEIR_RUNTIME}
 WEIR_CONFIG_EXTRA=${WEIR_CONFIG_EXTRA:-}
 WEIR_BIN=${WEIR_BIN:-}
-WEIR_ARGS=${WEIR_ARGS:-run --config {config}}
+WEIR_ARGS=${WEIR_ARGS:-'run --config {config}'}
 PIN=${PIN:-auto}
 SKIP_BUILD=${SKIP_BUILD:-0}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -78,6 +78,7 @@ done
 # ---------------------------------------------------------------- cleanup --
 
 PIDS=()   # every long-running process this script started
+WRK_PID=""  # the wrk run under way, if any
 TMP=""
 POLICY_RC_CREATED=0
 
@@ -107,7 +108,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     local victims=() pid
-    for pid in "${PIDS[@]}"; do
+    for pid in ${WRK_PID:+"$WRK_PID"} "${PIDS[@]}"; do
         # shellcheck disable=SC2207
         victims+=($(tree_of "$pid"))
     done
@@ -263,6 +264,7 @@ fi
 
 # One GET over a fresh connection; prints the raw response.
 http_get() {
+    # shellcheck disable=SC2016 # $0 and $1 expand in the inner bash
     timeout 3 bash -c '
         exec 3<>"/dev/tcp/127.0.0.1/$0" || exit 1
         printf "GET %s HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n" "$1" >&3
@@ -452,12 +454,16 @@ measure() {
     local p0 u0 p1 u1 rc=0
     p0=$(ticks "${pids[@]}")
     u0=$(ticks "$UP_PID")
-    out=$(timeout $((secs + 30)) "${LOAD_PIN[@]}" "$WRK" -t"$WRK_THREADS" -c"$CONNECTIONS" \
-        -d"${secs}s" --latency "http://127.0.0.1:$port/" 2>&1) || rc=$?
+    # In the background and waited for, so that a signal stops the run at once.
+    timeout $((secs + 30)) "${LOAD_PIN[@]}" "$WRK" -t"$WRK_THREADS" -c"$CONNECTIONS" \
+        -d"${secs}s" --latency "http://127.0.0.1:$port/" >"$TMP/wrk-$round-$target.txt" 2>&1 &
+    WRK_PID=$!
+    wait "$WRK_PID" || rc=$?
+    WRK_PID=""
     p1=$(ticks "${pids[@]}")
     u1=$(ticks "$UP_PID")
     if [[ $round == warmup ]]; then return 0; fi
-    printf '%s\n' "$out" >"$TMP/wrk-$round-$target.txt"
+    out=$(<"$TMP/wrk-$round-$target.txt")
     if ((rc != 0)); then
         echo "!! wrk against $target failed (exit $rc): $(tail -2 <<<"$out" | tr '\n' ' ')" >&2
     fi
