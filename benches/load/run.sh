@@ -550,7 +550,7 @@ for t in nginx bare weir; do
     if [[ -n ${SKIP_OF[$t]:-} ]]; then echo "   skipped $t: ${SKIP_OF[$t]}"; fi
 done
 est=$(( (ROUNDS * DURATION + WARMUP) * ${#TARGETS[@]} + 2 * ROUNDS * ${#TARGETS[@]} ))
-echo "   about ${est}s of measuring"
+echo "   about ${est}s of measuring; load average now: $(cut -d' ' -f1-3 /proc/loadavg)"
 
 if ((WARMUP > 0)); then
     for t in "${TARGETS[@]}"; do
@@ -605,4 +605,5 @@ echo "== ratios (req/s: higher is better for the left side; cpu µs/req: lower i
 if [[ -n ${SKIP_OF[weir]:-} ]]; then echo "  (Weir was skipped: ${SKIP_OF[weir]})"; fi
 echo
 echo "   note: if a proxy's cpu % stays well under 100 × WORKERS, the load side (wrk + upstream)"
-echo "   was the bottleneck and req/s understates the proxy: compare cpu µs/req instead."
+echo "   was the bottleneck, or other processes took the proxy's cpu (load average now:"
+echo "   $(cut -d' ' -f1-3 /proc/loadavg)); req/s then understates the proxy: compare cpu µs/req."
