@@ -64,14 +64,31 @@ pub fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+    let checked =
+        Config::load(path).and_then(|config| match crate::server::check_plugins(&config) {
+            Ok(_) => Ok(config),
+            Err(crate::server::StartError::Plugins(error)) => Err(error),
+            Err(other) => Err(ConfigError::Invalid(vec![crate::config::Diagnostic {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: other.to_string(),
+            }])),
+        });
+    match checked {
         Ok(config) => {
+            let plugins: std::collections::BTreeSet<&str> = config
+                .routes
+                .iter()
+                .flat_map(|r| r.plugins.iter().map(|p| p.name.as_str()))
+                .collect();
             println!(
-                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                "{}: ok ({} listeners, {} upstreams, {} routes, {} plugins)",
                 path.display(),
                 config.listeners.len(),
                 config.upstreams.len(),
-                config.routes.len()
+                config.routes.len(),
+                plugins.len()
             );
             ExitCode::SUCCESS
         }
@@ -102,7 +119,14 @@ fn run(path: &std::path::Path, watch_config: bool) -> anyhow::Result<()> {
             anyhow::bail!("invalid config {}", path.display());
         }
     };
-    let server = Server::start(config, Options { watch_config }).context("cannot start")?;
+    let server = match Server::start(config, Options { watch_config }) {
+        Ok(server) => server,
+        Err(crate::server::StartError::Plugins(error)) => {
+            report(&error);
+            anyhow::bail!("invalid config {}: plugins", path.display());
+        }
+        Err(other) => return Err(other).context("cannot start"),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -40,7 +40,7 @@ fn check_accepts_a_good_config() {
     assert!(ok, "{stderr}");
     assert_eq!(
         stdout.trim(),
-        "weir.toml: ok (1 listeners, 1 upstreams, 1 routes)"
+        "weir.toml: ok (1 listeners, 1 upstreams, 1 routes, 0 plugins)"
     );
 }
 
