@@ -3,6 +3,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod failures;
+mod plugin_faults;
+pub mod plugins;
 mod protocols;
 mod reload;
 mod routing;

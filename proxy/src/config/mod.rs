@@ -515,10 +515,11 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
                 ));
                 continue;
             }
-            let config = entry.get_ref().config.as_ref().map_or(
-                Ok(serde_json::Value::Object(serde_json::Map::new())),
-                serde_json::to_value,
-            );
+            let config = entry
+                .get_ref()
+                .config
+                .as_ref()
+                .map_or(Ok(serde_json::Value::Null), serde_json::to_value);
             match config {
                 Ok(config) => {
                     let at = locate.at(entry.span(), "");

@@ -172,6 +172,7 @@ impl PluginRegistry {
         route: &RouteSpec,
         previous: Option<(&RouteSpec, &Chain)>,
         candidate: Option<&LoadedPlugin>,
+        handovers: &mut Vec<Handover>,
     ) -> Result<Option<Arc<Chain>>, Diagnostic> {
         if route.plugins.is_empty() {
             return Ok(None);
@@ -200,8 +201,12 @@ impl PluginRegistry {
                 }
                 _ => {
                     all_kept = false;
-                    let settings =
-                        Bytes::from(serde_json::to_vec(&plugin.config).unwrap_or_default());
+                    // No settings given: empty input, which a plugin without
+                    // settings accepts and one with settings can default.
+                    let settings = match &plugin.config {
+                        serde_json::Value::Null => Bytes::new(),
+                        given => Bytes::from(serde_json::to_vec(given).unwrap_or_default()),
+                    };
                     let instance = PluginInstance::new(&loaded, settings).map_err(|e| {
                         plugin.diagnostic(
                             config_file,
@@ -211,12 +216,17 @@ impl PluginRegistry {
                             ),
                         )
                     })?;
+                    let instance = Arc::new(instance);
                     if let Some((old_ref, old)) = before
                         && old_ref == plugin
                     {
-                        hand_over(old, &instance, &route.name);
+                        handovers.push(Handover {
+                            route: route.name.clone(),
+                            old: Arc::clone(old),
+                            new: Arc::clone(&instance),
+                        });
                     }
-                    layers.push(Arc::new(instance));
+                    layers.push(instance);
                 }
             }
         }
@@ -238,21 +248,33 @@ impl PluginRegistry {
     }
 }
 
-/// Carries an old instance's state into its replacement (same plugin and
-/// settings, new code). A plugin that cannot restore starts fresh.
-fn hand_over(old: &PluginInstance, new: &PluginInstance, route: &str) {
-    if !old.hooks().snapshot || !new.hooks().restore {
-        return;
-    }
-    match old.snapshot() {
-        Ok(Some(state)) => {
-            if let Err(error) = new.restore(Bytes::from(state)) {
-                tracing::warn!(plugin = new.name(), route, %error, "new version refused the old state; starting fresh");
-            }
+/// An old instance whose state goes to its replacement (same plugin and
+/// settings, new code) just before the new chain is published, so that as
+/// little traffic as possible lands on the old one after its snapshot.
+#[derive(Debug)]
+pub struct Handover {
+    route: String,
+    old: Arc<PluginInstance>,
+    new: Arc<PluginInstance>,
+}
+
+impl Handover {
+    /// Carries the state over. A plugin that cannot restore starts fresh.
+    pub fn run(&self) {
+        let (old, new, route) = (&self.old, &self.new, self.route.as_str());
+        if !old.hooks().snapshot || !new.hooks().restore {
+            return;
         }
-        Ok(None) => {}
-        Err(error) => {
-            tracing::warn!(plugin = old.name(), route, %error, "snapshot failed; starting fresh")
+        match old.snapshot() {
+            Ok(Some(state)) => {
+                if let Err(error) = new.restore(Bytes::from(state)) {
+                    tracing::warn!(plugin = new.name(), route, %error, "new version refused the old state; starting fresh");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(plugin = old.name(), route, %error, "snapshot failed; starting fresh")
+            }
         }
     }
 }

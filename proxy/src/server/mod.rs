@@ -190,7 +190,7 @@ impl Server {
         let slots = if per_core { config.server.workers } else { 1 };
         let metrics = Arc::new(Metrics::new(slots));
         let plugins = PluginRegistry::new(&config.plugins)?;
-        let chains = plugins::build_chains(&plugins, &config, &RouteTable::default())?;
+        let (chains, _) = plugins::build_chains(&plugins, &config, &RouteTable::default())?;
         let upstreams = build_upstreams(&config, &BTreeMap::new(), slots, &metrics);
         let table = RouteTable::build(&config, &upstreams, &metrics, &chains);
         let stop = CancellationToken::new();
@@ -312,7 +312,8 @@ impl Server {
             .routes
             .iter()
             .any(|r| !r.plugins.is_empty());
-        if !dir.is_dir() && !(uses_plugins && std::fs::create_dir_all(&dir).is_ok()) {
+        let present = dir.is_dir() || (uses_plugins && std::fs::create_dir_all(&dir).is_ok());
+        if !present {
             tracing::info!(dir = %dir.display(), "no plugins directory; not watching for plugins");
             return None;
         }
@@ -507,7 +508,8 @@ impl Inner {
                 })?;
             bound.push((*address, sockets));
         }
-        let chains = plugins::build_chains(&self.plugins, &config, &self.shared.table.load())?;
+        let (chains, handovers) =
+            plugins::build_chains(&self.plugins, &config, &self.shared.table.load())?;
         if old.server != config.server
             || old.admin != config.admin
             || old.plugins != config.plugins
@@ -533,6 +535,9 @@ impl Inner {
             next
         };
         let table = RouteTable::build(&config, &upstreams, &self.shared.metrics, &chains);
+        handovers
+            .iter()
+            .for_each(crate::plugin::registry::Handover::run);
         self.shared.table.store(Arc::new(table));
         for (address, sockets) in bound {
             self.add_listener(address, sockets);

@@ -8,18 +8,25 @@ use std::path::Path;
 use std::sync::{Arc, PoisonError};
 
 use crate::config::{Config, ConfigError, Diagnostic};
+use crate::plugin::registry::Handover;
 use crate::plugin::{Chain, PluginRegistry};
 use crate::route::RouteTable;
 
 use super::ServerHandle;
 
+/// Route chains by route name, and the state handovers to run before they
+/// are published.
+pub(super) type BuiltChains = (BTreeMap<String, Arc<Chain>>, Vec<Handover>);
+
 /// The chains of every route of `config` that has plugins, keeping the
-/// instances (and state) of `previous` where nothing changed.
+/// instances (and state) of `previous` where nothing changed. Run the
+/// returned handovers right before publishing the chains.
 pub(super) fn build_chains(
     registry: &PluginRegistry,
     config: &Config,
     previous: &RouteTable,
-) -> Result<BTreeMap<String, Arc<Chain>>, ConfigError> {
+) -> Result<BuiltChains, ConfigError> {
+    let mut handovers = Vec::new();
     let mut errors: Vec<Diagnostic> = registry.ensure_loaded(config);
     let mut chains = BTreeMap::new();
     if errors.is_empty() {
@@ -27,7 +34,7 @@ pub(super) fn build_chains(
             let before = previous
                 .get(&route.name)
                 .and_then(|r| r.chain.as_ref().map(|c| (&r.spec, c.as_ref())));
-            match registry.build_chain(&config.source, route, before, None) {
+            match registry.build_chain(&config.source, route, before, None, &mut handovers) {
                 Ok(Some(chain)) => {
                     chains.insert(route.name.clone(), chain);
                 }
@@ -37,7 +44,7 @@ pub(super) fn build_chains(
         }
     }
     if errors.is_empty() {
-        Ok(chains)
+        Ok((chains, handovers))
     } else {
         errors.sort_by_key(|d| (d.line, d.column));
         Err(ConfigError::Invalid(errors))
@@ -112,9 +119,16 @@ impl ServerHandle {
         }
         let config = self.0.shared.config.load_full();
         let mut chains = BTreeMap::new();
+        let mut handovers = Vec::new();
         for route in &users {
             let before = route.chain.as_ref().map(|c| (&route.spec, c.as_ref()));
-            match registry.build_chain(&config.source, &route.spec, before, Some(&candidate)) {
+            match registry.build_chain(
+                &config.source,
+                &route.spec,
+                before,
+                Some(&candidate),
+                &mut handovers,
+            ) {
                 Ok(Some(chain)) => {
                     chains.insert(route.spec.name.clone(), chain);
                 }
@@ -123,10 +137,9 @@ impl ServerHandle {
             }
         }
         registry.commit(&candidate);
-        self.0
-            .shared
-            .table
-            .store(Arc::new(table.with_chains(&chains)));
+        let next = Arc::new(table.with_chains(&chains));
+        handovers.iter().for_each(Handover::run);
+        self.0.shared.table.store(next);
         self.0
             .shared
             .metrics
@@ -146,5 +159,7 @@ pub fn check_plugins(config: &Config) -> Result<usize, super::StartError> {
         return Ok(0);
     }
     let registry = PluginRegistry::new(&config.plugins)?;
-    Ok(build_chains(&registry, config, &RouteTable::default())?.len())
+    Ok(build_chains(&registry, config, &RouteTable::default())?
+        .0
+        .len())
 }
