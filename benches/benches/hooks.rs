@@ -28,7 +28,10 @@ fn request() -> RequestView {
         ("x-request-id", "5f0c6a7e-2b1d-4c1e-9d0e-6f1a2b3c4d5e"),
         ("cookie", "session=abcdef0123456789"),
         ("x-forwarded-for", "192.0.2.10"),
-        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
@@ -123,7 +126,16 @@ fn chain(c: &mut Criterion) {
     });
     for count in [1usize, 6] {
         let layers = (0..count)
-            .map(|i| instance(&engine, if i % 2 == 0 { plugins::REALISTIC } else { plugins::COUNTER }))
+            .map(|i| {
+                instance(
+                    &engine,
+                    if i % 2 == 0 {
+                        plugins::REALISTIC
+                    } else {
+                        plugins::COUNTER
+                    },
+                )
+            })
             .collect();
         let chain = match Chain::new(layers, TrapPolicy::FailOpen) {
             Ok(chain) => chain,

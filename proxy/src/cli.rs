@@ -32,11 +32,30 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Validate a config file; exits non-zero with file:line:column of each error.
+    /// Validate a config file and every plugin it names; exits non-zero with
+    /// file:line:column of each error.
     Check {
         /// The config file.
         #[arg(short, long, default_value = "weir.toml")]
         config: PathBuf,
+    },
+    /// Plugin tooling.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Scaffold a plugin crate that builds to a loadable `.wasm`.
+    New {
+        /// The plugin's name (its `.wasm` file's stem).
+        name: String,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Weir SDK's source directory (`sdk/` of a Weir checkout).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
     },
 }
 
@@ -45,6 +64,27 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Plugin(PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+        }) => {
+            let sdk = sdk_path.unwrap_or_else(crate::scaffold::default_sdk_path);
+            match crate::scaffold::new_plugin(&name, &dir, &sdk) {
+                Ok(root) => {
+                    println!("created {}; build it with:", root.display());
+                    println!(
+                        "  cd {} && cargo build --release --target wasm32-unknown-unknown",
+                        root.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             log_format,

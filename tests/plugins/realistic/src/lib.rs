@@ -14,7 +14,11 @@ impl Plugin for Realistic {
     fn on_request(&mut self, _: &mut (), req: &mut Request) -> RequestAction {
         if let Ok(Some(user)) = req.header_bytes("x-user") {
             self.tagged += 1;
-            let tenant = if user.starts_with(b"admin") { "ops" } else { "customers" };
+            let tenant = if user.starts_with(b"admin") {
+                "ops"
+            } else {
+                "customers"
+            };
             let _ = req.set_header("x-tenant", tenant);
         }
         RequestAction::Continue
