@@ -62,7 +62,10 @@ impl Drop for FlightGuard {
             .map
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        if map.get(&self.key).is_some_and(|(g, _)| *g == self.generation) {
+        if map
+            .get(&self.key)
+            .is_some_and(|(g, _)| *g == self.generation)
+        {
             map.remove(&self.key);
         }
     }

@@ -12,8 +12,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
 use super::host::{self, HostState};
-use crate::cache_store::CacheStoreConfig;
 use super::services::HostServices;
+use crate::cache_store::CacheStoreConfig;
 
 /// How the engine and its instances are set up.
 #[derive(Debug, Clone)]

@@ -90,7 +90,9 @@ pub(super) fn range(size: usize, ptr: i32, len: i32) -> Option<Range<usize>> {
 }
 
 /// Guest memory and host state, borrowed together.
-pub(super) fn parts<'a>(caller: &'a mut Caller<'_, HostState>) -> Option<(&'a mut [u8], &'a mut HostState)> {
+pub(super) fn parts<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Option<(&'a mut [u8], &'a mut HostState)> {
     let memory = caller.data().memory?;
     Some(memory.data_and_store_mut(caller))
 }

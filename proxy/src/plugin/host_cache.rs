@@ -233,13 +233,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     linker.func_wrap(
         m,
         imports::CACHE_STORE,
-        |mut c: Caller<'_, HostState>,
-         kp: i32,
-         kl: i32,
-         mp: i32,
-         ml: i32,
-         keep: i64,
-         max: i64| {
+        |mut c: Caller<'_, HostState>, kp: i32, kl: i32, mp: i32, ml: i32, keep: i64, max: i64| {
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
@@ -288,7 +282,10 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some(base) = entry_for(st, key) else {
                 return status::NOT_FOUND;
             };
-            let fresh = st.services.cache().freshen(key, &base, &st.resp, meta, keep);
+            let fresh = st
+                .services
+                .cache()
+                .freshen(key, &base, &st.resp, meta, keep);
             st.req.cache.pinned = Some((key.into(), fresh));
             status::OK
         },

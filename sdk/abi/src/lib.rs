@@ -424,8 +424,7 @@ pub mod cache {
             ms.copy_from_slice(&b[0..8]);
             Self {
                 resident_ms: u64::from_le_bytes(ms),
-                status: u16::try_from(u32::from_le_bytes([b[8], b[9], b[10], b[11]]))
-                    .unwrap_or(0),
+                status: u16::try_from(u32::from_le_bytes([b[8], b[9], b[10], b[11]])).unwrap_or(0),
                 body_len: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
             }
         }
