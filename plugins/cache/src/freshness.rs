@@ -261,7 +261,7 @@ pub fn reuse(m: &Meta, age: u64, req: &CacheControl) -> Reuse {
     {
         return Reuse::Fresh;
     }
-    if staleness <= m.swr && req.max_age.is_none() {
+    if m.swr > 0 && staleness <= m.swr && req.max_age.is_none() {
         return Reuse::StaleWhileRevalidate;
     }
     Reuse::Revalidate(false)
@@ -269,7 +269,7 @@ pub fn reuse(m: &Meta, age: u64, req: &CacheControl) -> Reuse {
 
 /// Whether a stale stored response may answer an error (RFC 5861 §4).
 pub fn stale_if_error(m: &Meta, age: u64) -> bool {
-    !m.must_revalidate && !m.no_cache && age.saturating_sub(m.lifetime) <= m.sie
+    m.sie > 0 && !m.must_revalidate && !m.no_cache && age.saturating_sub(m.lifetime) <= m.sie
 }
 
 #[cfg(test)]
