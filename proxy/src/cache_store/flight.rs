@@ -14,10 +14,13 @@ use tokio::sync::watch;
 
 use super::CacheStore;
 
-/// The fetches in flight: key → (generation, receiver of the leader's channel).
+/// A fetch in flight: its generation and a receiver of the leader's channel.
+type Flight = (u64, watch::Receiver<()>);
+
+/// The fetches in flight, by key.
 #[derive(Default)]
 pub(super) struct Flights {
-    map: Mutex<HashMap<Box<[u8]>, (u64, watch::Receiver<()>)>>,
+    map: Mutex<HashMap<Box<[u8]>, Flight>>,
     next: AtomicU64,
 }
 

@@ -156,19 +156,24 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     headers.remove("proxy-connection");
 }
 
+/// An entry's weight in bytes, as the byte budget counts it.
+fn weigh(key: &[u8], slot: &Slot) -> u32 {
+    let w = key.len()
+        + match slot {
+            Slot::Response(r) => r.weight(),
+            Slot::Value { value, .. } => value.len() + 64,
+        };
+    u32::try_from(w).unwrap_or(u32::MAX)
+}
+
 impl CacheStore {
     /// An empty store.
+    // moka's weigher takes `&K`, and `K` is `Box<[u8]>`.
+    #[allow(clippy::borrowed_box)]
     pub fn new(config: CacheStoreConfig) -> Self {
-        let cache = Cache::builder()
+        let cache: Cache<Box<[u8]>, Slot> = Cache::builder()
             .max_capacity(config.capacity_bytes)
-            .weigher(|k: &Box<[u8]>, v: &Slot| {
-                let w = k.len()
-                    + match v {
-                        Slot::Response(r) => r.weight(),
-                        Slot::Value { value, .. } => value.len() + 64,
-                    };
-                u32::try_from(w).unwrap_or(u32::MAX)
-            })
+            .weigher(|k: &Box<[u8]>, v: &Slot| weigh(k, v))
             .expire_after(KeepFor)
             .build();
         Self {

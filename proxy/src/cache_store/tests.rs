@@ -37,10 +37,10 @@ fn directive(s: &Arc<CacheStore>, key: &str) -> StoreDirective {
 }
 
 type Chunks = Vec<Result<Frame<Bytes>, Infallible>>;
+type ChunkBody =
+    StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>>;
 
-fn chunks(
-    parts: &[&'static str],
-) -> StreamBody<futures_util::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, Infallible>>>> {
+fn chunks(parts: &[&'static str]) -> ChunkBody {
     let frames: Chunks = parts
         .iter()
         .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
