@@ -39,6 +39,7 @@ fn request() -> RequestView {
         method: Method::GET,
         uri: "/v1/orders?limit=10".parse().unwrap_or_default(),
         headers,
+        ..RequestView::default()
     }
 }
 
@@ -114,6 +115,7 @@ fn chain(c: &mut Criterion) {
                 method: template.method.clone(),
                 uri: template.uri.clone(),
                 headers: template.headers.clone(),
+                ..RequestView::default()
             };
             let attempt = Attempt {
                 number: 1,
@@ -147,6 +149,7 @@ fn chain(c: &mut Criterion) {
                     method: template.method.clone(),
                     uri: template.uri.clone(),
                     headers: template.headers.clone(),
+                    ..RequestView::default()
                 };
                 let (outcome, end) = runtime.block_on(chain.run(&mut req, &mut ReadyCore));
                 drop(end);

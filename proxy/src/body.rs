@@ -11,6 +11,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::cache_store::TeeBody;
 use crate::plugin::EndToken;
 
 pin_project_lite::pin_project! {
@@ -21,6 +22,8 @@ pin_project_lite::pin_project! {
         Streaming { #[pin] body: Incoming },
         /// Made by the proxy (local answers, replayed request bodies).
         Full { #[pin] body: Full<Bytes> },
+        /// An upstream body also being copied into the cache store.
+        Tee { body: Pin<Box<TeeBody<WeirBody>>> },
     }
 }
 
@@ -49,6 +52,7 @@ impl std::fmt::Debug for WeirBody {
         match self {
             Self::Streaming { .. } => f.write_str("WeirBody::Streaming"),
             Self::Full { .. } => f.write_str("WeirBody::Full"),
+            Self::Tee { .. } => f.write_str("WeirBody::Tee"),
         }
     }
 }
@@ -64,6 +68,7 @@ impl Body for WeirBody {
         match self.project() {
             WeirBodyProj::Streaming { body } => body.poll_frame(cx),
             WeirBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
+            WeirBodyProj::Tee { body } => body.as_mut().poll_frame(cx),
         }
     }
 
@@ -71,6 +76,7 @@ impl Body for WeirBody {
         match self {
             Self::Streaming { body } => body.is_end_stream(),
             Self::Full { body } => body.is_end_stream(),
+            Self::Tee { body } => body.is_end_stream(),
         }
     }
 
@@ -78,6 +84,7 @@ impl Body for WeirBody {
         match self {
             Self::Streaming { body } => body.size_hint(),
             Self::Full { body } => body.size_hint(),
+            Self::Tee { body } => body.size_hint(),
         }
     }
 }

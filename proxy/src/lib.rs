@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod cache_store;
 pub mod cli;
 pub mod config;
 pub mod plugin;

@@ -125,6 +125,13 @@ impl<P: Plugin> Runtime<P> {
                 send_answer(&a);
                 RequestDecision::Answer.code()
             }
+            RequestAction::Serve(s) => match s.send() {
+                Ok(()) => RequestDecision::Answer.code(),
+                Err(e) => {
+                    let _ = hostcalls::log(abi::LogLevel::Warn, &format!("cache serve: {e}"));
+                    RequestDecision::Continue.code()
+                }
+            },
         }
     }
 
@@ -181,6 +188,13 @@ impl<P: Plugin> Runtime<P> {
             }
             ResponseAction::Retry(d) => ResponseDecision::Retry {
                 delay_ms: u32::try_from(d.as_millis()).unwrap_or(u32::MAX),
+            },
+            ResponseAction::Serve(s) => match s.send() {
+                Ok(()) => ResponseDecision::Replace,
+                Err(e) => {
+                    let _ = hostcalls::log(abi::LogLevel::Warn, &format!("cache serve: {e}"));
+                    ResponseDecision::Pass
+                }
             },
         };
         decision.encode()

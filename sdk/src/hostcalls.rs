@@ -50,6 +50,33 @@ mod raw {
             ttl_ms: i64,
         ) -> i32;
         pub fn counter_add(name_ptr: i32, name_len: i32, delta: i64, out_ptr: i32) -> i32;
+        pub fn time_unix_ms() -> i64;
+        pub fn cache_lookup(key_ptr: i32, key_len: i32, ptr: i32, cap: i32) -> i32;
+        pub fn cache_serve(
+            key_ptr: i32,
+            key_len: i32,
+            hdr_ptr: i32,
+            hdr_len: i32,
+            flags: i32,
+        ) -> i32;
+        pub fn cache_store(
+            key_ptr: i32,
+            key_len: i32,
+            meta_ptr: i32,
+            meta_len: i32,
+            keep_ms: i64,
+            max_bytes: i64,
+        ) -> i32;
+        pub fn cache_freshen(
+            key_ptr: i32,
+            key_len: i32,
+            meta_ptr: i32,
+            meta_len: i32,
+            keep_ms: i64,
+        ) -> i32;
+        pub fn cache_invalidate(key_ptr: i32, key_len: i32) -> i32;
+        pub fn cache_lock(key_ptr: i32, key_len: i32, wait_ms: i64) -> i32;
+        pub fn cache_stats(ptr: i32) -> i32;
     }
 }
 
@@ -113,6 +140,30 @@ mod raw {
         UNAVAILABLE
     }
     pub unsafe fn counter_add(_: i32, _: i32, _: i64, _: i32) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn time_unix_ms() -> i64 {
+        0
+    }
+    pub unsafe fn cache_lookup(_: i32, _: i32, _: i32, _: i32) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn cache_serve(_: i32, _: i32, _: i32, _: i32, _: i32) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn cache_store(_: i32, _: i32, _: i32, _: i32, _: i64, _: i64) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn cache_freshen(_: i32, _: i32, _: i32, _: i32, _: i64) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn cache_invalidate(_: i32, _: i32) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn cache_lock(_: i32, _: i32, _: i64) -> i32 {
+        UNAVAILABLE
+    }
+    pub unsafe fn cache_stats(_: i32) -> i32 {
         UNAVAILABLE
     }
 }
@@ -324,4 +375,72 @@ pub fn counter_add(name: &str, delta: i64) -> HostResult<i64> {
     // SAFETY: the host reads `name` and writes 8 bytes at `out`, which we own.
     check(unsafe { raw::counter_add(ptr(n), len(n), delta, mptr(&mut out)) })?;
     Ok(i64::from_le_bytes(out))
+}
+
+/// Wall-clock milliseconds since the Unix epoch (for HTTP dates; `0` off wasm).
+pub fn time_unix_ms() -> u64 {
+    // SAFETY: no arguments; the host only returns a value.
+    u64::try_from(unsafe { raw::time_unix_ms() }).unwrap_or(0)
+}
+
+fn ms(d: core::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// `cache_lookup`: the entry's info record and metadata, `None` on a miss.
+pub(crate) fn cache_lookup(key: &[u8]) -> HostResult<Option<Vec<u8>>> {
+    // SAFETY: the host reads `key` and writes at most `cap` bytes at `ptr`.
+    read_value(|p, c| unsafe { raw::cache_lookup(ptr(key), len(key), p, c) })
+}
+
+pub(crate) fn cache_serve(key: &[u8], headers: &[u8], flags: i32) -> HostResult<()> {
+    // SAFETY: the host only reads both buffers during the call.
+    let code = unsafe { raw::cache_serve(ptr(key), len(key), ptr(headers), len(headers), flags) };
+    check(code).map(drop)
+}
+
+pub(crate) fn cache_store(
+    key: &[u8],
+    meta: &[u8],
+    keep: core::time::Duration,
+    max_bytes: u64,
+) -> HostResult<()> {
+    let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
+    // SAFETY: the host copies both buffers during the call.
+    let code = unsafe { raw::cache_store(ptr(key), len(key), ptr(meta), len(meta), ms(keep), max) };
+    check(code).map(drop)
+}
+
+pub(crate) fn cache_freshen(key: &[u8], meta: &[u8], keep: core::time::Duration) -> HostResult<()> {
+    // SAFETY: the host copies both buffers during the call.
+    let code = unsafe { raw::cache_freshen(ptr(key), len(key), ptr(meta), len(meta), ms(keep)) };
+    check(code).map(drop)
+}
+
+/// `cache_invalidate`: `Ok(false)` if nothing was stored under `key`.
+pub(crate) fn cache_invalidate(key: &[u8]) -> HostResult<bool> {
+    // SAFETY: the host only reads `key` during the call.
+    match check(unsafe { raw::cache_invalidate(ptr(key), len(key)) }) {
+        Ok(_) => Ok(true),
+        Err(HostError(status::NOT_FOUND)) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub(crate) fn cache_lock(key: &[u8], wait: core::time::Duration) -> HostResult<abi::cache::Lock> {
+    // SAFETY: the host only reads `key` during the call.
+    let code = check(unsafe { raw::cache_lock(ptr(key), len(key), ms(wait)) })?;
+    abi::cache::Lock::from_code(code as i32).ok_or(HostError(status::BAD_ARGUMENT))
+}
+
+/// `cache_stats`: (entries, bytes) of the whole store.
+pub(crate) fn cache_stats() -> HostResult<(u64, u64)> {
+    let mut out = [0u8; 16];
+    // SAFETY: the host writes 16 bytes at `out`, which we own.
+    check(unsafe { raw::cache_stats(mptr(&mut out)) })?;
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&out[..8]);
+    b.copy_from_slice(&out[8..]);
+    Ok((u64::from_le_bytes(a), u64::from_le_bytes(b)))
 }

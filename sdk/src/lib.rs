@@ -64,10 +64,11 @@
 //! Everything a plugin asks of the host returns [`HostResult`]: header
 //! reads and writes on [`Request`] and [`Response`], [`Metric`]s, and the
 //! functions in [`host`] (clock, random, log, cache, shared counters, endpoint
-//! stats). None of them panics.
+//! stats) and [`cache`] (the HTTP cache store). None of them panics.
 
 extern crate alloc;
 
+pub mod cache;
 mod export;
 mod hostcalls;
 mod types;

@@ -235,6 +235,10 @@ pub enum RequestAction {
     /// Answer locally: inner plugins and the upstream are skipped, outer
     /// plugins see the answer in `on_response`.
     Answer(Answer),
+    /// Answer with a response from the host's cache store (like `Answer`;
+    /// the body comes from the store). If the entry is gone, the SDK logs
+    /// it and continues instead.
+    Serve(crate::cache::Serve),
 }
 
 /// What `on_response` decides.
@@ -246,6 +250,10 @@ pub enum ResponseAction {
     Replace(Answer),
     /// Run everything inside this plugin again as a new attempt after a delay.
     Retry(Duration),
+    /// Replace the outcome with a response from the host's cache store (a
+    /// revalidated entry after a 304, a stale one on an error). If the entry
+    /// is gone, the SDK logs it and passes the outcome instead.
+    Serve(crate::cache::Serve),
 }
 
 /// A plugin-defined metric, registered by name (usually in `configure`); it

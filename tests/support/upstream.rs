@@ -25,7 +25,10 @@ type Body = BoxBody<Bytes, hyper::Error>;
 /// - `/status/N` answers status N; `/slow/MS` answers after MS milliseconds;
 /// - `/headers` answers the request's headers as JSON;
 /// - `/echo` streams the request body back; `/count` answers `LEN:SUM` of it;
-/// - `/big/N` streams N bytes; anything else answers the server's name.
+/// - `/big/N` streams N bytes; anything else answers the server's name;
+/// - `/cacheable/SECONDS/BYTES` answers BYTES pattern bytes with
+///   `Cache-Control: max-age=SECONDS` and an `ETag` (304 to a matching
+///   `If-None-Match`).
 ///
 /// Every answer carries `x-upstream: NAME`.
 pub struct TestUpstream {
@@ -152,6 +155,33 @@ async fn answer(request: Request<Incoming>, name: &str) -> Response<Body> {
                 }
             }
             Response::new(full(format!("{len}:{sum}")))
+        }
+        "cacheable" => {
+            let mut args = arg.split('/');
+            let max_age: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(60);
+            let size: usize = args.next().and_then(|a| a.parse().ok()).unwrap_or(16);
+            let etag = "\"e1\"";
+            let fresh = request
+                .headers()
+                .get("if-none-match")
+                .is_some_and(|v| v == etag);
+            let mut r = if fresh {
+                let mut r = Response::new(full(Bytes::new()));
+                *r.status_mut() = StatusCode::NOT_MODIFIED;
+                r
+            } else {
+                Response::new(pattern_body(size))
+            };
+            let headers = r.headers_mut();
+            headers.insert(
+                "cache-control",
+                format!("max-age={max_age}").parse().unwrap(),
+            );
+            headers.insert("etag", etag.parse().unwrap());
+            if !fresh {
+                headers.insert("content-length", size.to_string().parse().unwrap());
+            }
+            r
         }
         "big" => {
             let total: usize = arg.parse().unwrap_or(0);

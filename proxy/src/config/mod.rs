@@ -83,6 +83,10 @@ pub struct PluginSettings {
     /// On routes whose plugins may retry, request bodies up to this size are
     /// kept for replay; larger ones are sent once and never retried.
     pub replay_buffer_bytes: usize,
+    /// The host cache store's size (bodies, heads, keys), shared by all routes.
+    pub cache_capacity_bytes: usize,
+    /// The largest body the cache store keeps.
+    pub cache_max_object_bytes: usize,
 }
 
 /// One plugin in a route's chain.
@@ -162,6 +166,8 @@ pub mod defaults {
     pub const CALL_DEADLINE: Duration = Duration::from_millis(10);
     pub const MEMORY_LIMIT_BYTES: usize = 32 << 20;
     pub const REPLAY_BUFFER_BYTES: usize = 64 << 10;
+    pub const CACHE_CAPACITY_BYTES: usize = 64 << 20;
+    pub const CACHE_MAX_OBJECT_BYTES: usize = 8 << 20;
 }
 
 /// One problem found in a config file, located by line and column (1-based).
@@ -331,6 +337,22 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             "plugins.replay_buffer_bytes",
         )
         .unwrap_or(defaults::REPLAY_BUFFER_BYTES),
+        cache_capacity_bytes: bounded(
+            &mut errors,
+            locate,
+            raw.plugins.cache_capacity_bytes,
+            0..=1 << 40,
+            "plugins.cache_capacity_bytes",
+        )
+        .unwrap_or(defaults::CACHE_CAPACITY_BYTES),
+        cache_max_object_bytes: bounded(
+            &mut errors,
+            locate,
+            raw.plugins.cache_max_object_bytes,
+            0..=1 << 32,
+            "plugins.cache_max_object_bytes",
+        )
+        .unwrap_or(defaults::CACHE_MAX_OBJECT_BYTES),
     };
 
     let mut listeners = Vec::new();

@@ -86,6 +86,8 @@ pub(crate) struct RawPlugins {
     pub call_deadline: Option<Duration>,
     pub memory_limit_bytes: Option<Spanned<usize>>,
     pub replay_buffer_bytes: Option<Spanned<usize>>,
+    pub cache_capacity_bytes: Option<Spanned<usize>>,
+    pub cache_max_object_bytes: Option<Spanned<usize>>,
 }
 
 /// What a route does when one of its plugins traps.

@@ -159,14 +159,25 @@ impl Chain {
             let mut early: Option<Outcome<B>> = None;
             // on_response runs for layers [0, top).
             let mut top = n;
-            for i in start..n {
+            let mut i = start;
+            while i < n {
                 let bit = 1u64 << i;
+                i += 1;
                 if skipped & bit != 0 {
                     continue;
                 }
-                match self.layers[i].on_request(id, req, attempt) {
+                let layer = i - 1;
+                match self.layers[layer].on_request(id, req, attempt) {
                     Ok(RequestVerdict::Continue { timeout: t }) => {
                         guard.entered |= bit;
+                        // A cache follower (`cache_lock`): wait for the fetch
+                        // in flight outside any plugin call, then run this
+                        // layer's on_request again (it waits at most once).
+                        if let Some(wait) = req.cache.take_wait() {
+                            wait.wait().await;
+                            i = layer;
+                            continue;
+                        }
                         timeout = match (timeout, t) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
@@ -174,15 +185,17 @@ impl Chain {
                     }
                     Ok(RequestVerdict::Answer(a)) => {
                         guard.entered |= bit;
+                        req.cache.take_wait();
                         early = Some(Outcome::Local(a));
-                        top = i;
+                        top = layer;
                         break;
                     }
                     Err(e) => {
                         skipped |= bit;
-                        if let Some(a) = self.failed(i, &e) {
+                        req.cache.take_wait();
+                        if let Some(a) = self.failed(layer, &e) {
                             early = Some(Outcome::Local(a));
-                            top = i;
+                            top = layer;
                             break;
                         }
                     }
@@ -244,11 +257,15 @@ impl Chain {
             match retry {
                 None => {
                     (guard.status, guard.error) = outcome.scalars();
+                    req.cache
+                        .settle(matches!(outcome, Outcome::Response { .. }));
                     return (outcome, guard);
                 }
                 Some((i, delay)) => {
-                    // The discarded outcome's body (if any) is dropped here.
+                    // The discarded outcome's body (if any) is dropped here,
+                    // and with it any order to store it.
                     drop(outcome);
+                    req.cache.discard_attempt();
                     if !delay.is_zero() {
                         tokio::time::sleep(delay).await;
                     }

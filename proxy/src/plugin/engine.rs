@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
 use super::host::{self, HostState};
 use super::services::HostServices;
+use crate::cache_store::CacheStoreConfig;
 
 /// How the engine and its instances are set up.
 #[derive(Debug, Clone)]
@@ -32,6 +33,8 @@ pub struct EngineConfig {
     pub trap_backoff: Duration,
     /// Longest wait between rebuilds of a repeatedly trapping instance.
     pub trap_backoff_max: Duration,
+    /// Size limits of the HTTP cache store the plugins share.
+    pub cache: CacheStoreConfig,
 }
 
 impl Default for EngineConfig {
@@ -44,6 +47,7 @@ impl Default for EngineConfig {
             memory_limit: 32 << 20,
             trap_backoff: Duration::from_millis(10),
             trap_backoff_max: Duration::from_secs(30),
+            cache: CacheStoreConfig::default(),
         }
     }
 }
@@ -106,11 +110,12 @@ impl PluginEngine {
             std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
             hex(&h.0.finalize()[..8])
         };
+        let services = Arc::new(HostServices::new(config.cache));
         let inner = EngineInner {
             engine,
             linker,
             config,
-            services: Arc::new(HostServices::default()),
+            services,
             _ticker: tx,
             compat,
         };

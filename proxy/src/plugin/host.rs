@@ -35,6 +35,9 @@ pub(crate) struct HostState {
     /// Input of `configure`/`restore`; output of `configure`/`status`/`snapshot`.
     pub input: Bytes,
     pub output: Vec<u8>,
+    /// The status of the upstream response `on_response` sees (`None` for
+    /// an error or a local answer); `cache_store` and `cache_freshen` need it.
+    pub upstream_status: Option<StatusCode>,
     /// Offered to `select`; kept for `endpoint_stats`.
     pub endpoints: Vec<EndpointInfo>,
     pub tried: Vec<u32>,
@@ -58,6 +61,7 @@ impl HostState {
             req: RequestView::default(),
             resp: HeaderMap::new(),
             has_resp: false,
+            upstream_status: None,
             answer: None,
             attempt_timeout: None,
             input: Bytes::new(),
@@ -79,21 +83,23 @@ impl HostState {
 }
 
 /// The range `ptr..ptr+len` if it lies inside memory of `size` bytes.
-fn range(size: usize, ptr: i32, len: i32) -> Option<Range<usize>> {
+pub(super) fn range(size: usize, ptr: i32, len: i32) -> Option<Range<usize>> {
     let start = usize::try_from(ptr as u32).ok()?;
     let end = start.checked_add(usize::try_from(len as u32).ok()?)?;
     (end <= size).then_some(start..end)
 }
 
 /// Guest memory and host state, borrowed together.
-fn parts<'a>(caller: &'a mut Caller<'_, HostState>) -> Option<(&'a mut [u8], &'a mut HostState)> {
+pub(super) fn parts<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Option<(&'a mut [u8], &'a mut HostState)> {
     let memory = caller.data().memory?;
     Some(memory.data_and_store_mut(caller))
 }
 
 /// Copies `value` to `ptr` if it fits in `cap`; returns its full length either
 /// way, so the guest can retry with a buffer that fits.
-fn copy_out(mem: &mut [u8], ptr: i32, cap: i32, value: &[u8]) -> i32 {
+pub(super) fn copy_out(mem: &mut [u8], ptr: i32, cap: i32, value: &[u8]) -> i32 {
     let Some(out) = range(mem.len(), ptr, cap) else {
         return status::BAD_ARGUMENT;
     };
@@ -106,11 +112,11 @@ fn copy_out(mem: &mut [u8], ptr: i32, cap: i32, value: &[u8]) -> i32 {
     n
 }
 
-fn phase_in(state: &HostState, allowed: &[Phase]) -> bool {
+pub(super) fn phase_in(state: &HostState, allowed: &[Phase]) -> bool {
     allowed.contains(&state.phase)
 }
 
-const REQUEST_READ: &[Phase] = &[Phase::OnRequest, Phase::Select, Phase::OnResponse];
+pub(super) const REQUEST_READ: &[Phase] = &[Phase::OnRequest, Phase::Select, Phase::OnResponse];
 
 /// The header map a `header_*` call addresses, if this phase may read it
 /// (`write`: may also change it).
@@ -137,17 +143,20 @@ fn header_map(state: &mut HostState, map: i32, write: bool) -> Result<&mut Heade
                 Ok(&mut state.resp)
             }
         }
+        // Read-only, and read through `header_get` alone.
+        Some(abi::HeaderMap::Cached) => Err(status::BAD_PHASE),
         None => Err(status::BAD_ARGUMENT),
     }
 }
 
 /// A name or key argument, borrowed from guest memory.
-fn arg(mem: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
+pub(super) fn arg(mem: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
     range(mem.len(), ptr, len).map(|r| &mem[r])
 }
 
 /// Registers every import of `sdk/ABI.md` in `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    super::host_cache::add_to_linker(linker)?;
     let m = abi::IMPORT_MODULE;
     linker.func_wrap(m, imports::CLOCK_NS, |c: Caller<'_, HostState>| -> i64 {
         i64::try_from(c.data().services.elapsed().as_nanos()).unwrap_or(i64::MAX)
@@ -265,9 +274,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let headers = match header_map(st, map, false) {
-                Ok(h) => h,
-                Err(code) => return code,
+            let headers: &HeaderMap = if map == abi::HeaderMap::Cached.code() {
+                match super::host_cache::cached_headers(st) {
+                    Ok(h) => h,
+                    Err(code) => return code,
+                }
+            } else {
+                match header_map(st, map, false) {
+                    Ok(h) => h,
+                    Err(code) => return code,
+                }
             };
             let Some(name) = arg(mem, np, nl) else {
                 return status::BAD_ARGUMENT;
@@ -483,46 +499,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         m,
         imports::METRIC_RECORD,
         |mut c: Caller<'_, HostState>, id: i32, v: f64| c.data_mut().metrics.record(id, v),
-    )?;
-    linker.func_wrap(
-        m,
-        imports::CACHE_GET,
-        |mut c: Caller<'_, HostState>, kp: i32, kl: i32, p: i32, cap: i32| {
-            let Some((mem, st)) = parts(&mut c) else {
-                return status::UNAVAILABLE;
-            };
-            let Some(key) = arg(mem, kp, kl) else {
-                return status::BAD_ARGUMENT;
-            };
-            match st.services.cache_get(key) {
-                Some(v) => copy_out(mem, p, cap, &v),
-                None => status::NOT_FOUND,
-            }
-        },
-    )?;
-    linker.func_wrap(
-        m,
-        imports::CACHE_PUT,
-        |mut c: Caller<'_, HostState>, kp: i32, kl: i32, vp: i32, vl: i32, ttl: i64| {
-            let Some((mem, st)) = parts(&mut c) else {
-                return status::UNAVAILABLE;
-            };
-            let (Some(key), Some(value)) = (arg(mem, kp, kl), arg(mem, vp, vl)) else {
-                return status::BAD_ARGUMENT;
-            };
-            let Ok(ttl) = u64::try_from(ttl) else {
-                return status::BAD_ARGUMENT;
-            };
-            if value.len() > limits::CACHE_VALUE_MAX {
-                return status::TOO_LARGE;
-            }
-            st.services.cache_put(
-                key,
-                Bytes::copy_from_slice(value),
-                Duration::from_millis(ttl),
-            );
-            status::OK
-        },
     )?;
     linker.func_wrap(
         m,

@@ -455,6 +455,7 @@ impl PluginInstance {
         let (status_code, error) = outcome.scalars();
         let endpoint = endpoint.and_then(|e| i32::try_from(e).ok()).unwrap_or(-1);
         let latency_us = i64::try_from(latency.as_micros()).unwrap_or(i64::MAX);
+        let upstream_status = outcome.upstream_status();
         let mut headers = outcome.headers_mut();
         let (raw, answer) = self.with_live("on_response", |l| {
             let Some(func) = &l.funcs.on_response else {
@@ -468,6 +469,7 @@ impl PluginInstance {
                 mem::swap(&mut st.resp, &mut **h);
             }
             st.has_resp = headers.is_some();
+            st.upstream_status = upstream_status;
             l.store.set_epoch_deadline(self.call_ticks);
             let args = (
                 id as i64,

@@ -53,6 +53,10 @@ impl PluginRegistry {
             cache_dir: Some(settings.compile_cache.clone()),
             call_deadline: settings.call_deadline,
             memory_limit: settings.memory_limit_bytes,
+            cache: crate::cache_store::CacheStoreConfig {
+                capacity_bytes: settings.cache_capacity_bytes as u64,
+                max_object_bytes: settings.cache_max_object_bytes as u64,
+            },
             ..EngineConfig::default()
         })?;
         Ok(Self {

@@ -1,67 +1,57 @@
 //! Services the host offers to every plugin instance of an engine: the
-//! cache store and the shared counters — in-process for now; a Redis-backed
-//! counter store for several proxies can replace them behind the same calls.
+//! cache store ([`crate::cache_store`]) and the shared counters —
+//! in-process for now; a Redis-backed counter store for several proxies can
+//! replace them behind the same calls.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::cache_store::{CacheStore, CacheStoreConfig};
+
 /// Services shared by every plugin instance of one engine: the cache store
 /// and the shared counters (in-process for now).
-/// Cache entries: key → (value, expiry).
-type CacheMap = HashMap<Box<[u8]>, (Bytes, Instant)>;
-
 #[derive(Debug)]
 pub struct HostServices {
     origin: Instant,
-    cache: Mutex<CacheMap>,
+    cache: Arc<CacheStore>,
     counters: Mutex<HashMap<Box<str>, i64>>,
 }
 
-/// Most entries the in-memory cache store keeps before evicting.
-const CACHE_ENTRIES_MAX: usize = 10_000;
-
 impl Default for HostServices {
     fn default() -> Self {
-        Self {
-            origin: Instant::now(),
-            cache: Mutex::default(),
-            counters: Mutex::default(),
-        }
+        Self::new(CacheStoreConfig::default())
     }
 }
 
 impl HostServices {
+    /// Services with a cache store of the given size.
+    pub fn new(cache: CacheStoreConfig) -> Self {
+        Self {
+            origin: Instant::now(),
+            cache: Arc::new(CacheStore::new(cache)),
+            counters: Mutex::default(),
+        }
+    }
+
     /// Time since the engine started (the plugins' monotonic clock).
     pub(crate) fn elapsed(&self) -> Duration {
         self.origin.elapsed()
     }
 
+    /// The HTTP cache store.
+    pub fn cache(&self) -> &Arc<CacheStore> {
+        &self.cache
+    }
+
     pub(crate) fn cache_get(&self, key: &[u8]) -> Option<Bytes> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(key)
-            .filter(|(_, exp)| *exp > Instant::now())
-            .map(|(v, _)| v.clone())
+        self.cache.get_value(key)
     }
 
     pub(crate) fn cache_put(&self, key: &[u8], value: Bytes, ttl: Duration) {
-        let now = Instant::now();
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        if cache.len() >= CACHE_ENTRIES_MAX && !cache.contains_key(key) {
-            cache.retain(|_, (_, exp)| *exp > now);
-            if cache.len() >= CACHE_ENTRIES_MAX {
-                // Still full of live entries: drop an arbitrary one. A real
-                // store (LRU, byte budget) replaces this with the cache plugin.
-                let victim = cache.keys().next().cloned();
-                if let Some(k) = victim {
-                    cache.remove(&k);
-                }
-            }
-        }
-        cache.insert(key.into(), (value, now + ttl));
+        self.cache.put_value(key, value, ttl);
     }
 
     /// Adds `delta` to a shared counter and returns the new value.

@@ -5,6 +5,8 @@
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
+use crate::cache_store::RequestCache;
+
 pub use weir_abi::{EndpointRecord as EndpointInfo, ErrorClass};
 
 /// The request head a chain works on.
@@ -16,6 +18,10 @@ pub struct RequestView {
     pub uri: Uri,
     /// The headers; plugins may edit them in `on_request`.
     pub headers: HeaderMap,
+    /// Cache state: what the cache plugin looked up, locked, or decided to
+    /// store. After the chain ran, the server takes the store directive with
+    /// [`RequestCache::take_store`].
+    pub cache: RequestCache,
 }
 
 /// A response head from the upstream; its body stays with the server.
@@ -90,6 +96,14 @@ impl<B> Outcome<B> {
             Self::Response { head, .. } => Some(head.status),
             Self::Local(a) => Some(a.status),
             Self::Error(_) => None,
+        }
+    }
+
+    /// The status of an upstream response (not of a local answer).
+    pub(crate) fn upstream_status(&self) -> Option<StatusCode> {
+        match self {
+            Self::Response { head, .. } => Some(head.status),
+            Self::Local(_) | Self::Error(_) => None,
         }
     }
 

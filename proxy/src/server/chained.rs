@@ -189,6 +189,7 @@ pub(super) async fn forward(
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
+        ..RequestView::default()
     };
     let mut core = HttpCore {
         route,
@@ -209,6 +210,14 @@ pub(super) async fn forward(
     };
     match outcome {
         Outcome::Response { head, body } => {
+            // The cache plugin asked to keep this response: copy it into the
+            // store while it streams to the client.
+            let body = match view.cache.take_store() {
+                Some(directive) => WeirBody::Tee {
+                    body: Box::pin(directive.tee(body)),
+                },
+                None => body,
+            };
             let mut response = Response::new(body);
             *response.status_mut() = head.status;
             *response.headers_mut() = head.headers;

@@ -87,6 +87,27 @@ pub mod imports {
     pub const CACHE_PUT: &str = "cache_put";
     /// `(name_ptr: i32, name_len: i32, delta: i64, out_ptr: i32) -> i32`: add to a shared counter.
     pub const COUNTER_ADD: &str = "counter_add";
+    /// `() -> i64`: wall-clock milliseconds since the Unix epoch (for HTTP dates).
+    pub const TIME_UNIX_MS: &str = "time_unix_ms";
+    /// `(key_ptr: i32, key_len: i32, ptr: i32, cap: i32) -> i32`: look up a stored
+    /// response; copies a [`crate::cache::EntryInfo`] and the plugin's metadata.
+    pub const CACHE_LOOKUP: &str = "cache_lookup";
+    /// `(key_ptr: i32, key_len: i32, headers_ptr: i32, headers_len: i32, flags: i32) -> i32`:
+    /// answer with a stored response.
+    pub const CACHE_SERVE: &str = "cache_serve";
+    /// `(key_ptr: i32, key_len: i32, meta_ptr: i32, meta_len: i32, keep_ms: i64, max_bytes: i64) -> i32`:
+    /// store this response (its body is teed by the host).
+    pub const CACHE_STORE: &str = "cache_store";
+    /// `(key_ptr: i32, key_len: i32, meta_ptr: i32, meta_len: i32, keep_ms: i64) -> i32`:
+    /// update a stored response from a 304's headers.
+    pub const CACHE_FRESHEN: &str = "cache_freshen";
+    /// `(key_ptr: i32, key_len: i32) -> i32`: remove a stored response or value.
+    pub const CACHE_INVALIDATE: &str = "cache_invalidate";
+    /// `(key_ptr: i32, key_len: i32, wait_ms: i64) -> i32`: one fetch per key in
+    /// flight; returns a [`crate::cache::Lock`] code.
+    pub const CACHE_LOCK: &str = "cache_lock";
+    /// `(ptr: i32) -> i32`: writes the store's entry count and weighted bytes (2 × `u64` LE).
+    pub const CACHE_STATS: &str = "cache_stats";
 }
 
 /// Status codes returned by host functions (and by `configure`/`restore`).
@@ -138,6 +159,12 @@ pub mod limits {
     pub const OUTPUT_MAX: usize = 1024 * 1024;
     /// Most metrics one instance may define.
     pub const METRICS_MAX: usize = 64;
+    /// Largest cache key, in bytes.
+    pub const CACHE_KEY_MAX: usize = 4 * 1024;
+    /// Largest plugin metadata attached to a stored response, in bytes.
+    pub const CACHE_META_MAX: usize = 4 * 1024;
+    /// Longest a coalesced request waits for the fetch in flight, in milliseconds.
+    pub const CACHE_WAIT_MAX_MS: u64 = 60_000;
 }
 
 /// Returned by `select` to let the host choose (round robin).
@@ -243,6 +270,9 @@ code_enum! {
         /// The response's headers (readable and writable in `on_response`;
         /// for a local answer, the answer's headers).
         Response = 1,
+        /// The headers of the stored response this request last looked up
+        /// with `cache_lookup` (read-only; `UNAVAILABLE` before a lookup).
+        Cached = 2,
     }
 }
 
@@ -353,6 +383,65 @@ impl ResponseDecision {
                 delay_ms: (raw >> 32) as u32,
             }),
             _ => None,
+        }
+    }
+}
+
+/// The cache store's part of the ABI: the record `cache_lookup` writes, the
+/// `cache_serve` flags and the `cache_lock` answers.
+pub mod cache {
+    /// Size in bytes of the fixed part of what `cache_lookup` writes.
+    pub const INFO_SIZE: usize = 16;
+
+    /// `cache_serve` flag: answer `304 Not Modified` with the stored headers
+    /// and no body (the client's own conditional request matched).
+    pub const SERVE_NOT_MODIFIED: i32 = 1;
+
+    /// What `cache_lookup` writes: this 16-byte record, little-endian
+    /// `resident_ms: u64, status: u32, body_len: u32`, followed by the
+    /// metadata the plugin attached when it stored the response.
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct EntryInfo {
+        /// Milliseconds since the response was stored (or last freshened).
+        pub resident_ms: u64,
+        /// The stored status.
+        pub status: u16,
+        /// Length of the stored body in bytes.
+        pub body_len: u32,
+    }
+
+    impl EntryInfo {
+        /// Writes the record in its wire layout.
+        pub fn encode(&self, out: &mut [u8; INFO_SIZE]) {
+            out[0..8].copy_from_slice(&self.resident_ms.to_le_bytes());
+            out[8..12].copy_from_slice(&u32::from(self.status).to_le_bytes());
+            out[12..16].copy_from_slice(&self.body_len.to_le_bytes());
+        }
+
+        /// Reads a record from its wire layout.
+        pub fn decode(b: &[u8; INFO_SIZE]) -> Self {
+            let mut ms = [0u8; 8];
+            ms.copy_from_slice(&b[0..8]);
+            Self {
+                resident_ms: u64::from_le_bytes(ms),
+                status: u16::try_from(u32::from_le_bytes([b[8], b[9], b[10], b[11]])).unwrap_or(0),
+                body_len: u32::from_le_bytes([b[12], b[13], b[14], b[15]]),
+            }
+        }
+    }
+
+    code_enum! {
+        /// What `cache_lock` answers.
+        Lock {
+            /// No fetch for this key is in flight: this request fetches it and
+            /// holds the lock until its response is stored or it ends.
+            Leader = 0,
+            /// Another request is fetching it. With `wait_ms > 0` the host
+            /// waits for that fetch after `on_request` returns `Continue`,
+            /// then runs `on_request` again for the same attempt.
+            Follower = 1,
+            /// This request already waited once: go upstream without the lock.
+            Pass = 2,
         }
     }
 }
