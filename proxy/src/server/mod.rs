@@ -155,6 +155,8 @@ struct Inner {
     last_reload_error: Mutex<Option<String>>,
     /// Serializes reloads (file watcher and admin API may race).
     reload_lock: Mutex<()>,
+    /// The control runtime: admin API, health checks, discovery.
+    control: Handle,
 }
 
 /// A running proxy. Dropping it stops everything at once; call
@@ -176,6 +178,7 @@ impl Server {
         let slots = if per_core { config.server.workers } else { 1 };
         let metrics = Arc::new(Metrics::new(slots));
         let upstreams = build_upstreams(&config, &BTreeMap::new(), slots, &metrics);
+        let server_upstreams = upstreams.clone();
         let table = RouteTable::build(&config, &upstreams, &metrics);
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -237,7 +240,9 @@ impl Server {
             ready: AtomicBool::new(false),
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
+            control: control.clone(),
         });
+        upstream::activate(&BTreeMap::new(), &server_upstreams, &control);
         let mut server = Self {
             inner,
             _watch: None,
@@ -477,6 +482,7 @@ impl Inner {
                 self.sockets_per_listener,
                 &self.shared.metrics,
             );
+            upstream::activate(&upstreams, &next, &self.control);
             *upstreams = next.clone();
             next
         };
