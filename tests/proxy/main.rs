@@ -2,7 +2,9 @@
 //! servers on ephemeral ports, the real `Server`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod discovery;
 mod failures;
+mod health;
 mod protocols;
 mod reload;
 mod routing;
