@@ -130,8 +130,15 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         },
         (
             _,
-            "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/routes"
-            | "/admin/reload" | "/admin/health" | "/admin/upstreams" | "/debug/pprof/profile",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/admin/config"
+            | "/admin/routes"
+            | "/admin/reload"
+            | "/admin/health"
+            | "/admin/upstreams"
+            | "/debug/pprof/profile",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }

@@ -22,21 +22,32 @@ async fn upstreams(proxy: &TestProxy) -> Value {
 
 /// Names of the upstreams that answered `n` requests to `path`.
 async fn names(proxy: &TestProxy, path: &str, n: usize) -> BTreeSet<String> {
+    try_names(proxy, path, n).await.unwrap()
+}
+
+/// As [`names`], or the first failure.
+async fn try_names(proxy: &TestProxy, path: &str, n: usize) -> Result<BTreeSet<String>, String> {
     let client = weir_tests::client();
     let mut seen = BTreeSet::new();
     for _ in 0..n {
-        let request = http::Request::get(proxy.url(path)).body(Full::default()).unwrap();
-        let reply = weir_tests::send(&client, request).await.unwrap();
-        assert_eq!(reply.status, 200, "{}", reply.text());
+        let request = http::Request::get(proxy.url(path))
+            .body(Full::default())
+            .unwrap();
+        let reply = weir_tests::send(&client, request)
+            .await
+            .map_err(|e| e.to_string())?;
+        if reply.status != 200 {
+            return Err(format!("{}: {}", reply.status, reply.text()));
+        }
         seen.insert(reply.header("x-upstream").unwrap_or_default().to_owned());
     }
-    seen
+    Ok(seen)
 }
 
 async fn eventually_served_by(proxy: &TestProxy, expected: &[&str]) {
     let expected: BTreeSet<String> = expected.iter().map(|s| (*s).to_owned()).collect();
     assert_eventually(WAIT, &format!("served by {expected:?}"), || async {
-        let seen = names(proxy, "/", 12).await;
+        let seen = try_names(proxy, "/", 12).await?;
         (seen == expected)
             .then_some(())
             .ok_or_else(|| format!("served by {seen:?}"))
@@ -59,7 +70,8 @@ impl Load {
         let failed = Arc::new(AtomicUsize::new(0));
         let tasks = (0..clients)
             .map(|_| {
-                let (stop, ok, failed, url) = (stop.clone(), ok.clone(), failed.clone(), url.clone());
+                let (stop, ok, failed, url) =
+                    (stop.clone(), ok.clone(), failed.clone(), url.clone());
                 tokio::spawn(async move {
                     let client = weir_tests::client();
                     while !stop.load(Ordering::SeqCst) {
@@ -86,7 +98,10 @@ impl Load {
         for task in self.tasks {
             task.await.unwrap();
         }
-        (self.ok.load(Ordering::SeqCst), self.failed.load(Ordering::SeqCst))
+        (
+            self.ok.load(Ordering::SeqCst),
+            self.failed.load(Ordering::SeqCst),
+        )
     }
 }
 
@@ -113,7 +128,10 @@ async fn file_discovery_reloads_and_drains_removed_endpoints() {
     assert_eq!(ready.status, 503);
     assert!(ready.text().contains("no endpoints"), "{}", ready.text());
     let report = upstreams(&proxy).await;
-    assert_eq!(report["upstreams"][0]["discovery"]["state"], "error", "{report}");
+    assert_eq!(
+        report["upstreams"][0]["discovery"]["state"], "error",
+        "{report}"
+    );
 
     write_atomically(
         &file,
@@ -153,18 +171,27 @@ async fn file_discovery_reloads_and_drains_removed_endpoints() {
     assert_eventually(WAIT, "error shown", || async {
         let report = upstreams(&proxy).await;
         let discovery = &report["upstreams"][0]["discovery"];
-        (discovery["state"] == "error" && discovery["last_error"].as_str().is_some_and(|e| e.contains("invalid")))
-            .then_some(())
-            .ok_or_else(|| report.to_string())
+        (discovery["state"] == "error"
+            && discovery["last_error"]
+                .as_str()
+                .is_some_and(|e| e.contains("invalid")))
+        .then_some(())
+        .ok_or_else(|| report.to_string())
     })
     .await;
-    assert_eq!(names(&proxy, "/", 4).await, BTreeSet::from(["b".to_owned()]));
+    assert_eq!(
+        names(&proxy, "/", 4).await,
+        BTreeSet::from(["b".to_owned()])
+    );
 
     // TOML works too.
     let toml_file = dir.path().join("endpoints.toml");
     write_atomically(
         &toml_file,
-        &format!("endpoints = [\"{}\", {{ address = \"{}\", weight = 2 }}]\n", a.addr, b.addr),
+        &format!(
+            "endpoints = [\"{}\", {{ address = \"{}\", weight = 2 }}]\n",
+            a.addr, b.addr
+        ),
     );
     proxy.write_config(&config.replace("endpoints.json", "endpoints.toml"));
     eventually_served_by(&proxy, &["a", "b"]).await;
@@ -177,7 +204,8 @@ async fn dns_discovery_follows_record_changes() {
         .await
         .unwrap();
     let port = two.addr.port();
-    let Ok(three) = TestUpstream::start_on("three", format!("127.0.0.3:{port}").parse().unwrap()).await
+    let Ok(three) =
+        TestUpstream::start_on("three", format!("127.0.0.3:{port}").parse().unwrap()).await
     else {
         panic!("port {port} is taken on 127.0.0.3");
     };
@@ -211,7 +239,10 @@ async fn dns_discovery_follows_record_changes() {
 }
 
 fn endpoint_json(upstream: &TestUpstream, weight: u32) -> String {
-    format!(r#"{{"address": "{}", "weight": {weight}, "zone": "z"}}"#, upstream.addr)
+    format!(
+        r#"{{"address": "{}", "weight": {weight}, "zone": "z"}}"#,
+        upstream.addr
+    )
 }
 
 #[tokio::test]
@@ -222,7 +253,8 @@ async fn etcd_discovery_follows_changes_without_failed_requests() {
     let prefix = "/weir/upstreams/app/";
     etcd.put(&format!("{prefix}a"), &endpoint_json(&a, 1)).await;
     // A key beside the prefix is not an endpoint.
-    etcd.put("/weir/upstreams/apple", &endpoint_json(&b, 1)).await;
+    etcd.put("/weir/upstreams/apple", &endpoint_json(&b, 1))
+        .await;
     let proxy = TestProxy::start(&format!(
         "{}[upstreams.app]\ndiscovery = {{ kind = \"etcd\", endpoints = [\"{}\"], prefix = \"{prefix}\" }}\n\
          [[routes]]\nupstream = \"app\"\n",
@@ -239,7 +271,10 @@ async fn etcd_discovery_follows_changes_without_failed_requests() {
     let a_addr = a.addr.to_string();
     assert_eventually(WAIT, "a's weight is 3", || async {
         let report = upstreams(&proxy).await;
-        let endpoints = report["upstreams"][0]["endpoints"].as_array().unwrap().clone();
+        let endpoints = report["upstreams"][0]["endpoints"]
+            .as_array()
+            .unwrap()
+            .clone();
         endpoints
             .iter()
             .any(|e| e["address"] == a_addr.as_str() && e["weight"] == 3 && e["source"] == "etcd")
@@ -263,7 +298,10 @@ async fn etcd_discovery_follows_changes_without_failed_requests() {
             .ok_or_else(|| report.to_string())
     })
     .await;
-    assert_eq!(names(&proxy, "/", 6).await, BTreeSet::from(["b".to_owned()]));
+    assert_eq!(
+        names(&proxy, "/", 6).await,
+        BTreeSet::from(["b".to_owned()])
+    );
     let health = get(&proxy.admin_url("/admin/health")).await.unwrap().text();
     assert!(health.contains("etcd at"), "{health}");
 }

@@ -105,7 +105,9 @@ async fn answers(proxy: &TestProxy, n: usize) -> Vec<String> {
     let client = weir_tests::client();
     let mut names = Vec::new();
     for _ in 0..n {
-        let request = http::Request::get(proxy.url("/")).body(Full::default()).unwrap();
+        let request = http::Request::get(proxy.url("/"))
+            .body(Full::default())
+            .unwrap();
         let reply = weir_tests::send(&client, request).await.unwrap();
         assert_eq!(reply.status, 200, "{}", reply.text());
         names.push(reply.text());
@@ -143,7 +145,10 @@ async fn active_checks_move_traffic_away_and_back_with_thresholds() {
     })
     .await;
     let failed_checks = b.failed.load(Ordering::SeqCst) - failed_before;
-    assert!(failed_checks >= 3, "unhealthy after {failed_checks} failed checks");
+    assert!(
+        failed_checks >= 3,
+        "unhealthy after {failed_checks} failed checks"
+    );
     let report = admin_json(&proxy, "/admin/upstreams").await;
     let e = endpoint(&report, "app", &b_addr);
     assert!(
@@ -151,7 +156,10 @@ async fn active_checks_move_traffic_away_and_back_with_thresholds() {
         "{e}"
     );
     let names = answers(&proxy, 20).await;
-    assert!(names.iter().all(|n| n == "a"), "traffic moved away: {names:?}");
+    assert!(
+        names.iter().all(|n| n == "a"),
+        "traffic moved away: {names:?}"
+    );
 
     let passed_before = b.passed.load(Ordering::SeqCst);
     b.set_health(200);
@@ -166,9 +174,15 @@ async fn active_checks_move_traffic_away_and_back_with_thresholds() {
     })
     .await;
     let passed_checks = b.passed.load(Ordering::SeqCst) - passed_before;
-    assert!(passed_checks >= 2, "healthy after {passed_checks} passed checks");
+    assert!(
+        passed_checks >= 2,
+        "healthy after {passed_checks} passed checks"
+    );
     let names = answers(&proxy, 20).await;
-    assert!(names.iter().any(|n| n == "b"), "traffic came back: {names:?}");
+    assert!(
+        names.iter().any(|n| n == "b"),
+        "traffic came back: {names:?}"
+    );
 
     let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
     for line in [
@@ -222,16 +236,26 @@ async fn passive_ejection_grows_and_is_capped() {
     let upstream = proxy.server.handle().upstreams()["app"].clone();
     let ids: Vec<u32> = upstream.endpoints().all().iter().map(|e| e.id).collect();
 
-    assert_eq!(upstream.eject(ids[0], "breaker open"), Ok(Duration::from_secs(10)));
+    assert_eq!(
+        upstream.eject(ids[0], "breaker open"),
+        Ok(Duration::from_secs(10))
+    );
     assert!(matches!(
         upstream.eject(ids[0], "again"),
         Err(weir_proxy::upstream::EjectError::AlreadyEjected { .. })
     ));
-    assert_eq!(upstream.eject(ids[1], "breaker open"), Ok(Duration::from_secs(10)));
+    assert_eq!(
+        upstream.eject(ids[1], "breaker open"),
+        Ok(Duration::from_secs(10))
+    );
     // 50 % of 4: a third ejection is refused.
     assert!(matches!(
         upstream.eject(ids[2], "breaker open"),
-        Err(weir_proxy::upstream::EjectError::CapReached { ejected: 2, allowed: 2, .. })
+        Err(weir_proxy::upstream::EjectError::CapReached {
+            ejected: 2,
+            allowed: 2,
+            ..
+        })
     ));
     let names = answers(&proxy, 20).await;
     assert!(
@@ -251,7 +275,10 @@ async fn passive_ejection_grows_and_is_capped() {
     assert!(upstream.uneject(ids[0]));
     assert!(upstream.uneject(ids[1]));
     let names = answers(&proxy, 8).await;
-    assert!(names.iter().any(|n| n == "u0"), "unejected serve again: {names:?}");
+    assert!(
+        names.iter().any(|n| n == "u0"),
+        "unejected serve again: {names:?}"
+    );
 
     let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
     assert!(
@@ -277,8 +304,13 @@ async fn health_report_figures_follow_generated_traffic() {
     ));
     let client = weir_tests::client();
     for _ in 0..100 {
-        let request = http::Request::get(proxy.url("/slow/20")).body(Full::default()).unwrap();
-        assert_eq!(weir_tests::send(&client, request).await.unwrap().status, 200);
+        let request = http::Request::get(proxy.url("/slow/20"))
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(
+            weir_tests::send(&client, request).await.unwrap().status,
+            200
+        );
     }
     let report = admin_json(&proxy, "/admin/health").await;
     let e = endpoint(&report, "app", &up.addr.to_string());
@@ -287,7 +319,10 @@ async fn health_report_figures_follow_generated_traffic() {
     let ewma = e["latency_ewma_ms"].as_f64().unwrap();
     // Each request sleeps 20 ms upstream; loopback and scheduling add a
     // little (generous upper bound for a loaded CI machine).
-    assert!((20.0..60.0).contains(&window), "windowed average {window} ms");
+    assert!(
+        (20.0..60.0).contains(&window),
+        "windowed average {window} ms"
+    );
     assert!((20.0..60.0).contains(&ewma), "EWMA {ewma} ms");
     let main = route(&report, "main");
     assert_eq!(main["window_requests"], 100, "{main}");
@@ -302,12 +337,22 @@ async fn health_report_figures_follow_generated_traffic() {
 
     // 10 upstream 5xx and 5 proxy 502s move the routes' bad-request averages.
     for _ in 0..10 {
-        let request = http::Request::get(proxy.url("/status/503")).body(Full::default()).unwrap();
-        assert_eq!(weir_tests::send(&client, request).await.unwrap().status, 503);
+        let request = http::Request::get(proxy.url("/status/503"))
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(
+            weir_tests::send(&client, request).await.unwrap().status,
+            503
+        );
     }
     for _ in 0..5 {
-        let request = http::Request::get(proxy.url("/broken")).body(Full::default()).unwrap();
-        assert_eq!(weir_tests::send(&client, request).await.unwrap().status, 502);
+        let request = http::Request::get(proxy.url("/broken"))
+            .body(Full::default())
+            .unwrap();
+        assert_eq!(
+            weir_tests::send(&client, request).await.unwrap().status,
+            502
+        );
     }
     let report = admin_json(&proxy, "/admin/health").await;
     let main = route(&report, "main");
@@ -338,7 +383,11 @@ async fn health_report_figures_follow_generated_traffic() {
         stream.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
         let mut reply = Vec::new();
         let _ = stream.read_to_end(&mut reply).await;
-        assert!(reply.starts_with(b"HTTP/1.1 400"), "{}", String::from_utf8_lossy(&reply));
+        assert!(
+            reply.starts_with(b"HTTP/1.1 400"),
+            "{}",
+            String::from_utf8_lossy(&reply)
+        );
     }
     let held = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     assert_eventually(WAIT, "figures move", || async {
@@ -412,9 +461,14 @@ async fn profile_endpoint_returns_parseable_profiles() {
     load.await.unwrap();
     assert_eq!(pb.status, 200, "{}", pb.text());
     let profile = pprof::protos::Profile::decode(pb.body.as_ref()).unwrap();
-    assert!(!profile.sample_type.is_empty(), "a CPU profile has a sample type");
+    assert!(
+        !profile.sample_type.is_empty(),
+        "a CPU profile has a sample type"
+    );
     assert!(!profile.string_table.is_empty());
     // Not on the proxy listener.
-    let reply = get(&proxy.url("/debug/pprof/profile?seconds=1")).await.unwrap();
+    let reply = get(&proxy.url("/debug/pprof/profile?seconds=1"))
+        .await
+        .unwrap();
     assert_ne!(reply.header("content-type"), Some("image/svg+xml"));
 }

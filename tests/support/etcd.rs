@@ -75,7 +75,12 @@ impl Etcd {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.to_owned())))?;
         let reply = crate::send(&crate::client(), request).await?;
-        anyhow::ensure!(reply.status == 200, "{path}: {} {}", reply.status, reply.text());
+        anyhow::ensure!(
+            reply.status == 200,
+            "{path}: {} {}",
+            reply.status,
+            reply.text()
+        );
         Ok(reply.text())
     }
 

@@ -22,7 +22,10 @@ pub const READY_CHECKS: &[ReadyCheck] = &[serving, routes_have_endpoints];
 
 /// Why the proxy is not ready; empty when it is.
 pub fn not_ready_reasons(server: &ServerHandle) -> Vec<String> {
-    READY_CHECKS.iter().filter_map(|check| check(server)).collect()
+    READY_CHECKS
+        .iter()
+        .filter_map(|check| check(server))
+        .collect()
 }
 
 fn serving(server: &ServerHandle) -> Option<String> {
@@ -35,7 +38,12 @@ fn routes_have_endpoints(server: &ServerHandle) -> Option<String> {
         .routes()
         .iter()
         .filter(|route| route.upstream.endpoints().all().is_empty())
-        .map(|route| format!("route {} (upstream {})", route.spec.name, route.upstream.name))
+        .map(|route| {
+            format!(
+                "route {} (upstream {})",
+                route.spec.name, route.upstream.name
+            )
+        })
         .collect();
     (!empty.is_empty()).then(|| format!("no endpoints for {}", empty.join(", ")))
 }

@@ -149,7 +149,14 @@ mod tests {
             parse_query(Some("seconds=2&format=pb")),
             Ok((Duration::from_secs(2), Format::Protobuf))
         );
-        for bad in ["seconds=0", "seconds=61", "seconds=x", "seconds=-1", "format=gif", "x=1"] {
+        for bad in [
+            "seconds=0",
+            "seconds=61",
+            "seconds=x",
+            "seconds=-1",
+            "format=gif",
+            "x=1",
+        ] {
             assert!(parse_query(Some(bad)).is_err(), "{bad}");
         }
     }

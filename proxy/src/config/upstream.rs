@@ -83,24 +83,26 @@ pub(crate) struct RawPassive {
     pub max_ejected_percent: Option<Spanned<u8>>,
 }
 
+/// Discovery settings as written. serde's internally tagged enums buffer
+/// their content, which loses spans, so errors point at the whole table.
 #[derive(Debug, Deserialize)]
 #[serde(tag = "kind", rename_all = "kebab-case", deny_unknown_fields)]
 pub(crate) enum RawDiscovery {
     Static,
     Dns {
-        name: Spanned<String>,
+        name: String,
         port: u16,
         #[serde(default, deserialize_with = "super::duration::optional")]
         interval: Option<Duration>,
         #[serde(default)]
-        nameservers: Vec<Spanned<String>>,
+        nameservers: Vec<String>,
     },
     File {
         path: String,
     },
     Etcd {
-        endpoints: Spanned<Vec<Spanned<String>>>,
-        prefix: Spanned<String>,
+        endpoints: Vec<String>,
+        prefix: String,
     },
 }
 
@@ -338,9 +340,9 @@ pub(crate) fn validate_upstream(
         endpoints,
         discovery,
         health_check: raw.health_check.map(|h| health_check(h, locate, errors)),
-        passive: raw.passive.map_or_else(PassiveSpec::default, |p| {
-            passive(p, locate, errors)
-        }),
+        passive: raw
+            .passive
+            .map_or_else(PassiveSpec::default, |p| passive(p, locate, errors)),
     }
 }
 
@@ -357,30 +359,26 @@ fn discovery(
             interval,
             nameservers,
         } => {
-            if name.get_ref().is_empty() || name.get_ref().parse::<Authority>().is_err() {
-                errors.push(locate.at(
-                    name.span(),
-                    format!("invalid DNS name {:?}", name.get_ref()),
-                ));
+            if name.is_empty() || name.parse::<Authority>().is_err() || name.contains(':') {
+                errors.push(locate.at(raw.span(), format!("invalid DNS name {name:?}")));
             }
             if *port == 0 {
                 errors.push(locate.at(raw.span(), "discovery port must not be 0"));
             }
             let mut servers = Vec::new();
             for server in nameservers {
-                match server.get_ref().parse::<SocketAddr>() {
+                match server.parse::<SocketAddr>() {
                     Ok(addr) => servers.push(addr),
                     Err(_) => errors.push(locate.at(
-                        server.span(),
+                        raw.span(),
                         format!(
-                            "invalid nameserver {:?}: expected ip:port, e.g. \"127.0.0.1:53\"",
-                            server.get_ref()
+                            "invalid nameserver {server:?}: expected ip:port, e.g. \"127.0.0.1:53\""
                         ),
                     )),
                 }
             }
             Discovery::Dns {
-                name: name.get_ref().clone(),
+                name: name.clone(),
                 port: *port,
                 interval: interval.unwrap_or(defaults::DNS_INTERVAL),
                 nameservers: servers,
@@ -395,22 +393,22 @@ fn discovery(
             }
         }
         RawDiscovery::Etcd { endpoints, prefix } => {
-            if endpoints.get_ref().is_empty() {
-                errors.push(locate.at(endpoints.span(), "etcd discovery needs at least one endpoint"));
+            if endpoints.is_empty() {
+                errors.push(locate.at(raw.span(), "etcd discovery needs at least one endpoint"));
             }
             let mut list = Vec::new();
-            for endpoint in endpoints.get_ref() {
-                match super::parse_endpoint(endpoint.get_ref()) {
+            for endpoint in endpoints {
+                match super::parse_endpoint(endpoint) {
                     Ok(a) => list.push(a),
-                    Err(message) => errors.push(locate.at(endpoint.span(), message)),
+                    Err(message) => errors.push(locate.at(raw.span(), message)),
                 }
             }
-            if prefix.get_ref().is_empty() {
-                errors.push(locate.at(prefix.span(), "etcd prefix must not be empty"));
+            if prefix.is_empty() {
+                errors.push(locate.at(raw.span(), "etcd prefix must not be empty"));
             }
             Discovery::Etcd {
                 endpoints: list,
-                prefix: prefix.get_ref().clone(),
+                prefix: prefix.clone(),
             }
         }
     }
@@ -441,8 +439,9 @@ fn health_check(
             }),
     };
     let path = match &h.path {
-        Some(p) if !p.get_ref().starts_with('/')
-            || p.get_ref().parse::<http::uri::PathAndQuery>().is_err() =>
+        Some(p)
+            if !p.get_ref().starts_with('/')
+                || p.get_ref().parse::<http::uri::PathAndQuery>().is_err() =>
         {
             errors.push(locate.at(
                 p.span(),
@@ -482,11 +481,14 @@ fn health_check(
             "health_check.timeout must not be longer than its interval",
         ));
     }
-    let threshold = |value: &Option<Spanned<u32>>, default: u32, what: &str| match value {
+    let mut threshold = |value: &Option<Spanned<u32>>, default: u32, what: &str| match value {
         Some(v) if !(1..=100).contains(v.get_ref()) => {
             errors.push(locate.at(
                 v.span(),
-                format!("health_check.{what} = {} is out of range 1..=100", v.get_ref()),
+                format!(
+                    "health_check.{what} = {} is out of range 1..=100",
+                    v.get_ref()
+                ),
             ));
             default
         }

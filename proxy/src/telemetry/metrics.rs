@@ -344,13 +344,23 @@ fn render_upstream_events(out: &mut String, upstreams: &BTreeMap<String, Arc<Ups
             "weir_health_checks_total",
             "Active health checks, by upstream and result.",
             "result",
-            |m| [("passed", &m.health_checks_passed), ("failed", &m.health_checks_failed)],
+            |m| {
+                [
+                    ("passed", &m.health_checks_passed),
+                    ("failed", &m.health_checks_failed),
+                ]
+            },
         ),
         (
             "weir_health_transitions_total",
             "Endpoints that became healthy or unhealthy by active checks.",
             "to",
-            |m| [("healthy", &m.became_healthy), ("unhealthy", &m.became_unhealthy)],
+            |m| {
+                [
+                    ("healthy", &m.became_healthy),
+                    ("unhealthy", &m.became_unhealthy),
+                ]
+            },
         ),
         (
             "weir_ejections_total",

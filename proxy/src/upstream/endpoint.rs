@@ -132,7 +132,10 @@ impl EndpointStats {
 
     /// Why the endpoint is or was unhealthy.
     pub fn note(&self) -> HealthNote {
-        self.note.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.note
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// Changes the health note under its lock.

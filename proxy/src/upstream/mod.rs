@@ -26,8 +26,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
-pub use connector::{ConnectFailure, ConnectionState};
 use connector::CountingConnector;
+pub use connector::{ConnectFailure, ConnectionState};
 pub use discovery::DiscoveryStatus;
 pub use endpoint::{Endpoint, EndpointStats, HealthNote, InFlight};
 pub use error::{ErrorClass, UpstreamError};
@@ -193,14 +193,16 @@ impl Upstream {
         let current = self.endpoints.load();
         let endpoints: Vec<Arc<Endpoint>> = specs
             .iter()
-            .map(|spec| match current.endpoints.iter().find(|e| e.matches(spec)) {
-                Some(kept) => Arc::clone(kept),
-                None => Arc::new(Endpoint::new(
-                    self.next_id.fetch_add(1, Relaxed),
-                    spec,
-                    source,
-                )),
-            })
+            .map(
+                |spec| match current.endpoints.iter().find(|e| e.matches(spec)) {
+                    Some(kept) => Arc::clone(kept),
+                    None => Arc::new(Endpoint::new(
+                        self.next_id.fetch_add(1, Relaxed),
+                        spec,
+                        source,
+                    )),
+                },
+            )
             .collect();
         let added = endpoints
             .iter()

@@ -84,10 +84,14 @@ impl Upstream {
         let duration = endpoint.stats.update_note(|note| {
             // An endpoint that stayed in for a whole max_ejection_time since
             // its last ejection ended starts over at the base time.
-            let calm = note
-                .ejection_ends
-                .is_none_or(|ended| now.saturating_duration_since(ended) >= passive.max_ejection_time);
-            note.ejections = if calm { 1 } else { note.ejections.saturating_add(1) };
+            let calm = note.ejection_ends.is_none_or(|ended| {
+                now.saturating_duration_since(ended) >= passive.max_ejection_time
+            });
+            note.ejections = if calm {
+                1
+            } else {
+                note.ejections.saturating_add(1)
+            };
             let duration = passive
                 .base_ejection_time
                 .saturating_mul(note.ejections)

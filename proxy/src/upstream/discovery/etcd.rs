@@ -22,8 +22,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, Publisher};
-use crate::upstream::error::error_chain;
 use crate::config::{EndpointSpec, parse_endpoint_json};
+use crate::upstream::error::error_chain;
 
 /// Longest wait for a range request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -147,7 +147,8 @@ async fn sync(
                 String::from_utf8_lossy(&bytes)
             ));
         }
-        serde_json::from_slice::<RangeResponse>(&bytes).map_err(|e| format!("bad range answer: {e}"))
+        serde_json::from_slice::<RangeResponse>(&bytes)
+            .map_err(|e| format!("bad range answer: {e}"))
     };
     let range = tokio::time::timeout(REQUEST_TIMEOUT, exchange)
         .await
@@ -258,7 +259,11 @@ async fn watch(
     Err(String::from("watch stream ended"))
 }
 
-fn post(etcd: &Authority, path: &str, body: &serde_json::Value) -> Result<Request<Full<Bytes>>, String> {
+fn post(
+    etcd: &Authority,
+    path: &str,
+    body: &serde_json::Value,
+) -> Result<Request<Full<Bytes>>, String> {
     Request::post(format!("http://{etcd}{path}"))
         .header(http::header::CONTENT_TYPE, "application/json")
         .body(Full::new(Bytes::from(body.to_string())))
@@ -280,9 +285,10 @@ fn prefix_end(prefix: &[u8]) -> Vec<u8> {
 }
 
 fn decode(key: &str) -> String {
-    BASE64
-        .decode(key)
-        .map_or_else(|_| key.to_owned(), |k| String::from_utf8_lossy(&k).into_owned())
+    BASE64.decode(key).map_or_else(
+        |_| key.to_owned(),
+        |k| String::from_utf8_lossy(&k).into_owned(),
+    )
 }
 
 #[cfg(test)]

@@ -11,8 +11,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, Publisher};
-use crate::config::{EndpointSpec, parse_endpoint_list};
 use crate::config::watch::watch_file;
+use crate::config::{EndpointSpec, parse_endpoint_list};
 
 /// The safety-net re-read period.
 const REREAD: Duration = Duration::from_secs(5);

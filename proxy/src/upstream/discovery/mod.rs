@@ -61,10 +61,7 @@ pub enum DiscoveryError {
     #[error("etcd at {endpoint}: {message}")]
     Etcd { endpoint: String, message: String },
     #[error("cannot watch {path}: {source}")]
-    Watch {
-        path: String,
-        source: notify::Error,
-    },
+    Watch { path: String, source: notify::Error },
 }
 
 /// How a discovery task reaches its upstream without keeping it alive.
