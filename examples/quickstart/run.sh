@@ -9,6 +9,15 @@ cd "$(dirname "$0")/../.."
 
 cargo build --release -p weir-proxy -p weir-examples
 
+# The example plugin, built to wasm and dropped into the plugins directory.
+if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
+    rustup target add wasm32-unknown-unknown
+fi
+cargo build -p weir-example-hello-plugin --target wasm32-unknown-unknown --profile plugin
+mkdir -p examples/quickstart/plugins
+cp target/wasm32-unknown-unknown/plugin/weir_example_hello_plugin.wasm examples/quickstart/plugins/.hello.wasm.tmp
+mv examples/quickstart/plugins/.hello.wasm.tmp examples/quickstart/plugins/hello.wasm
+
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -25,6 +34,7 @@ Weir is starting on http://127.0.0.1:8080 — try:
   curl -i http://127.0.0.1:8080/hello
   curl http://127.0.0.1:9901/admin/routes
   curl http://127.0.0.1:9901/metrics
+  curl http://127.0.0.1:9901/admin/plugins     # the hello plugin's state
 Edit examples/quickstart/weir.toml while it runs: valid changes apply at once.
 
 MSG

@@ -93,6 +93,7 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         (&Method::GET, "/metrics") => {
             let mut body = server.metrics().render();
             body.push_str(&health::render_upstream_gauges(server));
+            render_plugin_metrics(server, &mut body);
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
@@ -111,6 +112,7 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         (&Method::GET, "/admin/upstreams") => {
             json_response(StatusCode::OK, &health::upstreams_json(server))
         }
+        (&Method::GET, "/admin/plugins") => json_response(StatusCode::OK, &plugins_json(server)),
         (&Method::POST, "/admin/reload") => match server.reload() {
             Ok(()) => json_response(StatusCode::OK, &json!({ "status": "applied" })),
             Err(error) => {
@@ -138,6 +140,7 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
             | "/admin/reload"
             | "/admin/health"
             | "/admin/upstreams"
+            | "/admin/plugins"
             | "/debug/pprof/profile",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
@@ -169,6 +172,139 @@ fn routes_json(server: &ServerHandle) -> serde_json::Value {
         })
         .collect();
     json!({ "routes": routes })
+}
+
+fn plugins_json(server: &ServerHandle) -> serde_json::Value {
+    let table = server.routes();
+    let plugins: Vec<_> = server
+        .plugins()
+        .records()
+        .into_iter()
+        .map(|(name, record)| {
+            let mut routes = Vec::new();
+            let mut instances = Vec::new();
+            for route in table.routes() {
+                let Some(chain) = &route.chain else { continue };
+                for (position, instance) in chain.layers().iter().enumerate() {
+                    if instance.name() != name {
+                        continue;
+                    }
+                    routes.push(route.spec.name.clone());
+                    let status = match instance.status() {
+                        Ok(Some(text)) => serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text)),
+                        Ok(None) => serde_json::Value::Null,
+                        Err(error) => json!({ "error": error.to_string() }),
+                    };
+                    instances.push(json!({
+                        "route": route.spec.name,
+                        "position": position,
+                        "hash": instance.plugin().hash_hex(),
+                        "calls": instance.calls(),
+                        "traps": instance.traps(),
+                        "status": status,
+                    }));
+                }
+            }
+            let loaded = record.loaded.as_ref();
+            json!({
+                "name": name,
+                "file": server.plugins().path_of(&name).display().to_string(),
+                "file_present": record.file_present,
+                "hash": loaded.map(|p| p.hash_hex()),
+                "abi_version": loaded.map(|_| weir_abi::ABI_VERSION),
+                "versions_loaded": record.versions,
+                "loaded_at": record.loaded_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
+                "last_error": record.last_error,
+                "routes": routes,
+                "instances": instances,
+            })
+        })
+        .collect();
+    json!({ "plugins": plugins })
+}
+
+/// Appends per-plugin call and trap counts and the plugins' own metrics,
+/// labelled with route and plugin.
+fn render_plugin_metrics(server: &ServerHandle, out: &mut String) {
+    use std::fmt::Write as _;
+    let table = server.routes();
+    let layers: Vec<_> = table
+        .routes()
+        .iter()
+        .filter_map(|r| {
+            r.chain
+                .as_ref()
+                .map(|c| (r.spec.name.as_str(), c.layers().to_vec()))
+        })
+        .collect();
+    out.push_str("# HELP weir_plugin_calls_total Hook calls into a plugin instance.\n# TYPE weir_plugin_calls_total counter\n");
+    for (route, instances) in &layers {
+        for instance in instances {
+            let _ = writeln!(
+                out,
+                "weir_plugin_calls_total{{route=\"{route}\",plugin=\"{}\"}} {}",
+                instance.name(),
+                instance.calls()
+            );
+        }
+    }
+    out.push_str("# HELP weir_plugin_traps_total Traps of a plugin instance.\n# TYPE weir_plugin_traps_total counter\n");
+    for (route, instances) in &layers {
+        for instance in instances {
+            let _ = writeln!(
+                out,
+                "weir_plugin_traps_total{{route=\"{route}\",plugin=\"{}\"}} {}",
+                instance.name(),
+                instance.traps()
+            );
+        }
+    }
+    for (route, instances) in &layers {
+        for instance in instances {
+            let plugin = instance.name();
+            for sample in instance.metrics() {
+                let name = format!("weir_plugin_{}", sample.name);
+                let labels = format!("route=\"{route}\",plugin=\"{plugin}\"");
+                match sample.kind {
+                    weir_abi::MetricKind::Counter => {
+                        let _ = writeln!(
+                            out,
+                            "# TYPE {name} counter\n{name}{{{labels}}} {}",
+                            sample.value
+                        );
+                    }
+                    weir_abi::MetricKind::Gauge => {
+                        let _ = writeln!(
+                            out,
+                            "# TYPE {name} gauge\n{name}{{{labels}}} {}",
+                            sample.value
+                        );
+                    }
+                    weir_abi::MetricKind::Histogram => {
+                        let _ = writeln!(out, "# TYPE {name} histogram");
+                        let mut cumulative = 0;
+                        for (bound, count) in crate::plugin::metrics::HISTOGRAM_BOUNDS
+                            .iter()
+                            .zip(&sample.buckets)
+                        {
+                            cumulative += count;
+                            let _ = writeln!(
+                                out,
+                                "{name}_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                            );
+                        }
+                        let total: u64 = sample.buckets.iter().sum();
+                        let _ = writeln!(out, "{name}_bucket{{{labels},le=\"+Inf\"}} {total}");
+                        let _ = writeln!(
+                            out,
+                            "{name}_sum{{{labels}}} {}\n{name}_count{{{labels}}} {total}",
+                            sample.value
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

@@ -11,6 +11,8 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::Full;
 use hyper::body::Incoming;
 
+use crate::plugin::EndToken;
+
 pin_project_lite::pin_project! {
     /// A request or response body.
     #[project = WeirBodyProj]
@@ -77,5 +79,102 @@ impl Body for WeirBody {
             Self::Streaming { body } => body.size_hint(),
             Self::Full { body } => body.size_hint(),
         }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body on its way to the client. It holds the plugin chain's
+    /// [`EndToken`] (if the route has plugins) until the body has been sent,
+    /// so `on_end` runs after the last byte, or flagged cancelled if the
+    /// client went away or the upstream's body failed first.
+    pub struct ResponseBody {
+        #[pin]
+        inner: WeirBody,
+        end: EndOnDrop,
+    }
+}
+
+/// Runs the chain's `on_end`s when dropped; flags them cancelled unless the
+/// body finished.
+#[derive(Debug)]
+struct EndOnDrop {
+    token: Option<EndToken>,
+    finished: bool,
+}
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut token) = self.token.take()
+            && !self.finished
+        {
+            token.mark_cancelled();
+        }
+    }
+}
+
+impl ResponseBody {
+    /// A body with no chain to end.
+    pub fn new(inner: WeirBody) -> Self {
+        Self {
+            inner,
+            end: EndOnDrop {
+                token: None,
+                finished: false,
+            },
+        }
+    }
+
+    /// A body that ends the chain when it is done.
+    pub fn with_end(inner: WeirBody, token: EndToken) -> Self {
+        Self {
+            inner,
+            end: EndOnDrop {
+                token: Some(token),
+                finished: false,
+            },
+        }
+    }
+}
+
+impl std::fmt::Debug for ResponseBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResponseBody")
+            .field("inner", &self.inner)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                this.end.finished = true;
+                this.end.token = None;
+            }
+            Poll::Ready(Some(Err(_))) => {
+                this.end.token = this.end.token.take().map(|mut t| {
+                    t.mark_cancelled();
+                    t
+                })
+            }
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -32,11 +32,30 @@ enum Command {
         #[arg(long)]
         no_watch: bool,
     },
-    /// Validate a config file; exits non-zero with file:line:column of each error.
+    /// Validate a config file and every plugin it names; exits non-zero with
+    /// file:line:column of each error.
     Check {
         /// The config file.
         #[arg(short, long, default_value = "weir.toml")]
         config: PathBuf,
+    },
+    /// Plugin tooling.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Scaffold a plugin crate that builds to a loadable `.wasm`.
+    New {
+        /// The plugin's name (its `.wasm` file's stem).
+        name: String,
+        /// Where to create the crate's directory.
+        #[arg(long, default_value = ".")]
+        dir: PathBuf,
+        /// The Weir SDK's source directory (`sdk/` of a Weir checkout).
+        #[arg(long)]
+        sdk_path: Option<PathBuf>,
     },
 }
 
@@ -45,6 +64,27 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Check { config } => check(&config),
+        Command::Plugin(PluginCommand::New {
+            name,
+            dir,
+            sdk_path,
+        }) => {
+            let sdk = sdk_path.unwrap_or_else(crate::scaffold::default_sdk_path);
+            match crate::scaffold::new_plugin(&name, &dir, &sdk) {
+                Ok(root) => {
+                    println!("created {}; build it with:", root.display());
+                    println!(
+                        "  cd {} && cargo build --release --target wasm32-unknown-unknown",
+                        root.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Run {
             config,
             log_format,
@@ -64,14 +104,31 @@ pub fn main() -> ExitCode {
 }
 
 fn check(path: &std::path::Path) -> ExitCode {
-    match Config::load(path) {
+    let checked =
+        Config::load(path).and_then(|config| match crate::server::check_plugins(&config) {
+            Ok(_) => Ok(config),
+            Err(crate::server::StartError::Plugins(error)) => Err(error),
+            Err(other) => Err(ConfigError::Invalid(vec![crate::config::Diagnostic {
+                file: path.to_path_buf(),
+                line: 1,
+                column: 1,
+                message: other.to_string(),
+            }])),
+        });
+    match checked {
         Ok(config) => {
+            let plugins: std::collections::BTreeSet<&str> = config
+                .routes
+                .iter()
+                .flat_map(|r| r.plugins.iter().map(|p| p.name.as_str()))
+                .collect();
             println!(
-                "{}: ok ({} listeners, {} upstreams, {} routes)",
+                "{}: ok ({} listeners, {} upstreams, {} routes, {} plugins)",
                 path.display(),
                 config.listeners.len(),
                 config.upstreams.len(),
-                config.routes.len()
+                config.routes.len(),
+                plugins.len()
             );
             ExitCode::SUCCESS
         }
@@ -102,7 +159,14 @@ fn run(path: &std::path::Path, watch_config: bool) -> anyhow::Result<()> {
             anyhow::bail!("invalid config {}", path.display());
         }
     };
-    let server = Server::start(config, Options { watch_config }).context("cannot start")?;
+    let server = match Server::start(config, Options { watch_config }) {
+        Ok(server) => server,
+        Err(crate::server::StartError::Plugins(error)) => {
+            report(&error);
+            anyhow::bail!("invalid config {}: plugins", path.display());
+        }
+        Err(other) => return Err(other).context("cannot start"),
+    };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod plugin;
 pub mod route;
+pub mod scaffold;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

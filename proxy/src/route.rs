@@ -10,6 +10,7 @@ use std::sync::Arc;
 use http::Method;
 
 use crate::config::{Config, RouteSpec};
+use crate::plugin::Chain;
 use crate::telemetry::metrics::{Metrics, RouteMetrics};
 use crate::upstream::Upstream;
 
@@ -19,6 +20,8 @@ pub struct Route {
     pub spec: RouteSpec,
     pub upstream: Arc<Upstream>,
     pub metrics: Arc<RouteMetrics>,
+    /// The plugin chain, outermost first; `None` when the route has no plugins.
+    pub chain: Option<Arc<Chain>>,
 }
 
 impl std::fmt::Debug for RouteMetrics {
@@ -35,11 +38,13 @@ pub struct RouteTable {
 
 impl RouteTable {
     /// Builds the table for `config`. `upstreams` must hold every upstream the
-    /// config names (validation guarantees the names exist).
+    /// config names (validation guarantees the names exist); `chains` holds
+    /// the chain of each route that has plugins, by route name.
     pub fn build(
         config: &Config,
         upstreams: &BTreeMap<String, Arc<Upstream>>,
         metrics: &Metrics,
+        chains: &BTreeMap<String, Arc<Chain>>,
     ) -> Self {
         let mut routes: Vec<Arc<Route>> = config
             .routes
@@ -50,6 +55,7 @@ impl RouteTable {
                     spec: spec.clone(),
                     upstream: Arc::clone(upstream),
                     metrics: metrics.route(&spec.name),
+                    chain: chains.get(&spec.name).cloned(),
                 }))
             })
             .collect();
@@ -62,6 +68,29 @@ impl RouteTable {
             )
         });
         Self { routes }
+    }
+
+    /// The same table with some routes' chains replaced (a plugin hot swap).
+    pub fn with_chains(&self, chains: &BTreeMap<String, Arc<Chain>>) -> Self {
+        let routes = self
+            .routes
+            .iter()
+            .map(|route| match chains.get(&route.spec.name) {
+                Some(chain) => Arc::new(Route {
+                    spec: route.spec.clone(),
+                    upstream: Arc::clone(&route.upstream),
+                    metrics: Arc::clone(&route.metrics),
+                    chain: Some(Arc::clone(chain)),
+                }),
+                None => Arc::clone(route),
+            })
+            .collect();
+        Self { routes }
+    }
+
+    /// The route named `name`.
+    pub fn get(&self, name: &str) -> Option<&Arc<Route>> {
+        self.routes.iter().find(|r| r.spec.name == name)
     }
 
     /// The routes in match order.
@@ -122,7 +151,7 @@ mod tests {
                 )
             })
             .collect();
-        RouteTable::build(&config, &upstreams, &metrics)
+        RouteTable::build(&config, &upstreams, &metrics, &BTreeMap::new())
     }
 
     const ROUTES: &str = r#"

@@ -40,7 +40,7 @@ fn check_accepts_a_good_config() {
     assert!(ok, "{stderr}");
     assert_eq!(
         stdout.trim(),
-        "weir.toml: ok (1 listeners, 1 upstreams, 1 routes)"
+        "weir.toml: ok (1 listeners, 1 upstreams, 1 routes, 0 plugins)"
     );
 }
 
@@ -250,5 +250,63 @@ async fn a_gibibyte_each_way_passes_with_bounded_memory() {
     assert!(
         peak < 64,
         "weir's peak resident memory was {peak} MiB for 1 GiB bodies"
+    );
+}
+
+#[test]
+fn plugin_new_scaffolds_a_crate_that_builds_and_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(WEIR)
+        .args(["plugin", "new", "greeter", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let root = dir.path().join("greeter");
+    // A target dir beside the workspace's, kept between runs so rebuilds are incremental.
+    let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
+    let build = Command::new(env!("CARGO"))
+        .args([
+            "build",
+            "--release",
+            "--target",
+            "wasm32-unknown-unknown",
+            "--target-dir",
+        ])
+        .arg(&target)
+        .current_dir(&root)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        build.status.success(),
+        "{}",
+        String::from_utf8_lossy(&build.stderr)
+    );
+    let wasm = target.join("wasm32-unknown-unknown/release/greeter.wasm");
+    let engine =
+        weir_proxy::plugin::PluginEngine::new(weir_proxy::plugin::EngineConfig::default()).unwrap();
+    let loaded = engine.load_file(&wasm).unwrap();
+    assert!(loaded.hooks().on_response && loaded.hooks().status);
+    let instance = weir_proxy::plugin::PluginInstance::new(
+        &loaded,
+        bytes::Bytes::from_static(br#"{"header":"x-hi"}"#),
+    )
+    .unwrap();
+    assert_eq!(instance.status().unwrap().as_deref(), Some(r#"{"seen":0}"#));
+    let rejected = weir_proxy::plugin::PluginInstance::new(
+        &loaded,
+        bytes::Bytes::from_static(br#"{"header":""}"#),
+    );
+    assert!(
+        rejected
+            .unwrap_err()
+            .to_string()
+            .contains("header must not be empty")
     );
 }

@@ -5,6 +5,8 @@
 mod discovery;
 mod failures;
 mod health;
+mod plugin_faults;
+pub mod plugins;
 mod protocols;
 mod reload;
 mod routing;

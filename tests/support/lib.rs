@@ -51,7 +51,12 @@ impl TestProxy {
     /// Starts a proxy; the text should use `127.0.0.1:0` for its listener
     /// and admin addresses. One per-core worker unless the text says otherwise.
     pub fn start(config_text: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
+        Self::start_in(tempfile::tempdir().unwrap(), config_text)
+    }
+
+    /// Like [`TestProxy::start`], in a directory the test prepared (e.g. with
+    /// plugins already in its `plugins/`).
+    pub fn start_in(dir: tempfile::TempDir, config_text: &str) -> Self {
         let config_path = dir.path().join("weir.toml");
         std::fs::write(&config_path, config_text).unwrap();
         let config =
@@ -78,12 +83,26 @@ impl TestProxy {
         format!("http://{}{path}", self.admin)
     }
 
+    /// The plugins directory (`plugins/` beside the config).
+    pub fn plugins_dir(&self) -> PathBuf {
+        self.dir.path().join("plugins")
+    }
+
     /// Rewrites the config file atomically (write then rename).
     pub fn write_config(&self, text: &str) {
         let tmp = self.dir.path().join("weir.toml.tmp");
         std::fs::write(&tmp, text).unwrap();
         std::fs::rename(&tmp, &self.config_path).unwrap();
     }
+}
+
+/// Copies a built plugin into `dir` as `NAME.wasm`, write-then-rename, the
+/// way a deploy should drop it.
+pub fn install_plugin(dir: &std::path::Path, name: &str, wasm: &str) {
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::copy(wasm, &tmp).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
 }
 
 /// The standard head of a test config: one listener and the admin API on

@@ -146,7 +146,7 @@ async fn hooks_run_as_an_onion() {
     )
     .unwrap();
     let mut core = FakeCore::default();
-    let out = chain.run(&mut request(&["x-remove-me"]), &mut core).await;
+    let out = chain.run(&mut request(&["x-remove-me"]), &mut core).await.0;
     assert_eq!(core.seen.len(), 1);
     assert_eq!(core.seen[0].trace, ["a>", "b>"]);
     assert!(!core.seen[0].remove_me);
@@ -171,7 +171,10 @@ async fn hello_adds_its_header() {
         TrapPolicy::FailOpen,
     )
     .unwrap();
-    let out = chain.run(&mut request(&[]), &mut FakeCore::default()).await;
+    let out = chain
+        .run(&mut request(&[]), &mut FakeCore::default())
+        .await
+        .0;
     assert_eq!(response_headers(&out).get("x-hello").unwrap(), "world");
 }
 
@@ -187,7 +190,7 @@ async fn local_answer_skips_inner_layers_and_core() {
     let chain = Chain::new(layers, TrapPolicy::FailOpen).unwrap();
     let mut core = FakeCore::default();
     let mut req = request(&["x-deny"]);
-    let out = chain.run(&mut req, &mut core).await;
+    let out = chain.run(&mut req, &mut core).await.0;
     assert!(core.seen.is_empty());
     let Outcome::Local(answer) = &out else {
         panic!("{out:?}")
@@ -217,7 +220,7 @@ async fn retry_reruns_only_inner_layers_and_select_sees_tried() {
         script: vec![None, Some(200)],
         ..FakeCore::default()
     };
-    let out = chain.run(&mut request(&[]), &mut core).await;
+    let out = chain.run(&mut request(&[]), &mut core).await.0;
     assert_eq!(core.seen.len(), 2);
     assert_eq!((core.seen[0].number, core.seen[0].endpoint), (1, Some(1)));
     assert!(core.seen[0].tried.is_empty());
@@ -268,7 +271,8 @@ async fn on_end_runs_once_when_a_plugin_traps() {
         let chain = Chain::new(layers, policy).unwrap();
         let out = chain
             .run(&mut request(&["x-panic"]), &mut FakeCore::default())
-            .await;
+            .await
+            .0;
         let s = status_json(&counter);
         assert_eq!(
             (s["requests"].as_u64(), s["ends"].as_u64()),
@@ -293,7 +297,7 @@ async fn fail_open_skips_and_fail_closed_answers_503() {
     )
     .unwrap();
     let mut core = FakeCore::default();
-    let out = open.run(&mut request(&[]), &mut core).await;
+    let out = open.run(&mut request(&[]), &mut core).await.0;
     assert_eq!(core.seen.len(), 1);
     assert_eq!(out.status(), Some(StatusCode::OK));
 
@@ -303,7 +307,7 @@ async fn fail_open_skips_and_fail_closed_answers_503() {
     )
     .unwrap();
     let mut core = FakeCore::default();
-    let out = closed.run(&mut request(&[]), &mut core).await;
+    let out = closed.run(&mut request(&[]), &mut core).await.0;
     assert!(core.seen.is_empty());
     let Outcome::Local(answer) = &out else {
         panic!("{out:?}")

@@ -18,7 +18,7 @@ use http::uri::Authority;
 use serde::Serialize;
 
 use raw::RawConfig;
-pub use raw::{RuntimeMode, UpstreamProtocol};
+pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
 pub use upstream::{
     Discovery, EndpointSpec, HealthCheckSpec, PassiveSpec, parse_endpoint_json, parse_endpoint_list,
 };
@@ -33,6 +33,7 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     pub timeouts: Timeouts,
     pub limits: Limits,
+    pub plugins: PluginSettings,
     pub listeners: Vec<SocketAddr>,
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
@@ -71,6 +72,43 @@ pub struct Limits {
     pub max_headers: usize,
 }
 
+/// Where plugins come from and how they are run.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PluginSettings {
+    /// The watched plugins directory; a plugin's name is its file's stem.
+    pub dir: PathBuf,
+    /// Where compiled plugins are cached across restarts.
+    pub compile_cache: PathBuf,
+    /// The longest one hook call may run before it is trapped.
+    #[serde(with = "duration_text")]
+    pub call_deadline: Duration,
+    /// The most linear memory one plugin instance may grow to.
+    pub memory_limit_bytes: usize,
+    /// On routes whose plugins may retry, request bodies up to this size are
+    /// kept for replay; larger ones are sent once and never retried.
+    pub replay_buffer_bytes: usize,
+}
+
+/// One plugin in a route's chain.
+#[derive(Debug, Clone, Serialize)]
+pub struct PluginRef {
+    /// The plugin's name: its file's stem in the plugins directory.
+    pub name: String,
+    /// The route's settings for it, handed to its `configure` as JSON.
+    pub config: serde_json::Value,
+    /// Where the entry is in the config file (for load errors).
+    #[serde(skip)]
+    pub location: (usize, usize),
+}
+
+/// Equal when name and settings are: moving an entry to another line does
+/// not make it a different plugin instance.
+impl PartialEq for PluginRef {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.config == other.config
+    }
+}
+
 /// One named group of endpoints.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct UpstreamSpec {
@@ -97,8 +135,12 @@ pub struct RouteSpec {
     #[serde(serialize_with = "methods_text")]
     pub methods: Vec<http::Method>,
     pub upstream: String,
+    /// The overall deadline from request to response head, retries included.
     #[serde(with = "duration_text")]
     pub timeout: Duration,
+    /// The route's plugin chain, outermost first.
+    pub plugins: Vec<PluginRef>,
+    pub on_plugin_error: OnPluginError,
 }
 
 /// Defaults for everything the file leaves out.
@@ -114,6 +156,11 @@ pub mod defaults {
     pub const MAX_HEADERS: usize = 100;
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
     pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
+    pub const PLUGINS_DIR: &str = "plugins";
+    pub const COMPILE_CACHE_DIR: &str = ".compiled";
+    pub const CALL_DEADLINE: Duration = Duration::from_millis(10);
+    pub const MEMORY_LIMIT_BYTES: usize = 32 << 20;
+    pub const REPLAY_BUFFER_BYTES: usize = 64 << 10;
 }
 
 /// One problem found in a config file, located by line and column (1-based).
@@ -252,6 +299,37 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             "limits.max_headers",
         )
         .unwrap_or(defaults::MAX_HEADERS),
+    };
+
+    let base = locate
+        .path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    let plugins_dir = base.join(raw.plugins.dir.as_deref().unwrap_or(defaults::PLUGINS_DIR));
+    let plugins = PluginSettings {
+        compile_cache: raw.plugins.compile_cache.as_deref().map_or_else(
+            || plugins_dir.join(defaults::COMPILE_CACHE_DIR),
+            |c| base.join(c),
+        ),
+        dir: plugins_dir,
+        call_deadline: raw.plugins.call_deadline.unwrap_or(defaults::CALL_DEADLINE),
+        memory_limit_bytes: bounded(
+            &mut errors,
+            locate,
+            raw.plugins.memory_limit_bytes,
+            1 << 16..=1 << 32,
+            "plugins.memory_limit_bytes",
+        )
+        .unwrap_or(defaults::MEMORY_LIMIT_BYTES),
+        replay_buffer_bytes: bounded(
+            &mut errors,
+            locate,
+            raw.plugins.replay_buffer_bytes,
+            0..=64 << 20,
+            "plugins.replay_buffer_bytes",
+        )
+        .unwrap_or(defaults::REPLAY_BUFFER_BYTES),
     };
 
     let mut listeners = Vec::new();
@@ -417,6 +495,39 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         if !seen_names.insert(name.clone()) {
             errors.push(locate.at(route.span(), format!("duplicate route name {name:?}")));
         }
+        let mut plugins = Vec::new();
+        for entry in &r.plugins {
+            let name = &entry.get_ref().name;
+            if !is_plugin_name(name.get_ref()) {
+                errors.push(locate.at(
+                    name.span(),
+                    format!(
+                        "invalid plugin name {:?}: use letters, digits, '-' and '_' (the file's stem)",
+                        name.get_ref()
+                    ),
+                ));
+                continue;
+            }
+            let config = entry
+                .get_ref()
+                .config
+                .as_ref()
+                .map_or(Ok(serde_json::Value::Null), serde_json::to_value);
+            match config {
+                Ok(config) => {
+                    let at = locate.at(entry.span(), "");
+                    plugins.push(PluginRef {
+                        name: name.get_ref().clone(),
+                        config,
+                        location: (at.line, at.column),
+                    });
+                }
+                Err(e) => errors.push(locate.at(
+                    entry.span(),
+                    format!("plugin settings cannot be passed on: {e}"),
+                )),
+            }
+        }
         routes.push(RouteSpec {
             name,
             host,
@@ -424,6 +535,8 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             methods,
             upstream: r.upstream.get_ref().clone(),
             timeout: r.timeout.unwrap_or(timeouts.request),
+            plugins,
+            on_plugin_error: r.on_plugin_error.unwrap_or_default(),
         });
     }
 
@@ -437,6 +550,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         admin,
         timeouts,
         limits,
+        plugins,
         listeners,
         upstreams,
         routes,
@@ -464,6 +578,26 @@ fn bounded(
             ),
         ));
         None
+    }
+}
+
+fn is_plugin_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// A diagnostic pointing at a route's plugin entry.
+impl PluginRef {
+    pub fn diagnostic(&self, file: &Path, message: impl Into<String>) -> Diagnostic {
+        Diagnostic {
+            file: file.to_path_buf(),
+            line: self.location.0,
+            column: self.location.1,
+            message: message.into(),
+        }
     }
 }
 

@@ -24,6 +24,8 @@ pub(crate) struct RawConfig {
     #[serde(default)]
     pub limits: RawLimits,
     #[serde(default)]
+    pub plugins: RawPlugins,
+    #[serde(default)]
     pub listeners: Vec<Spanned<RawListener>>,
     #[serde(default)]
     pub upstreams: BTreeMap<Spanned<String>, Spanned<RawUpstream>>,
@@ -77,6 +79,36 @@ pub(crate) struct RawLimits {
     pub max_headers: Option<Spanned<usize>>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPlugins {
+    pub dir: Option<String>,
+    pub compile_cache: Option<String>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub call_deadline: Option<Duration>,
+    pub memory_limit_bytes: Option<Spanned<usize>>,
+    pub replay_buffer_bytes: Option<Spanned<usize>>,
+}
+
+/// What a route does when one of its plugins traps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnPluginError {
+    /// Skip the failed plugin for this request.
+    #[default]
+    FailOpen,
+    /// Answer 503 where the plugin failed.
+    FailClosed,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawPluginRef {
+    pub name: Spanned<String>,
+    #[serde(default)]
+    pub config: Option<toml::Table>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListener {
@@ -120,4 +152,7 @@ pub(crate) struct RawRoute {
     pub upstream: Spanned<String>,
     #[serde(default, deserialize_with = "super::duration::optional")]
     pub timeout: Option<Duration>,
+    #[serde(default)]
+    pub plugins: Vec<Spanned<RawPluginRef>>,
+    pub on_plugin_error: Option<OnPluginError>,
 }

@@ -53,6 +53,13 @@ pub trait Core<B> {
     /// or all if none is healthy). Called only when the chain has a balancer.
     fn endpoints(&mut self, out: &mut Vec<EndpointInfo>);
 
+    /// Whether another attempt can be sent: false once the request body was
+    /// streamed without being kept for replay. A retry asked for then is
+    /// refused and the outcome goes out as it is.
+    fn can_retry(&self) -> bool {
+        true
+    }
+
     /// Sends one attempt upstream; returns the outcome and the endpoint used.
     fn send(
         &mut self,
@@ -67,7 +74,7 @@ static NEXT_REQUEST_ID: AtomicU64 = AtomicU64::new(1);
 /// A route's ordered plugin instances (first = outermost) and its trap policy.
 #[derive(Debug, Clone)]
 pub struct Chain {
-    layers: Vec<Arc<PluginInstance>>,
+    layers: Arc<[Arc<PluginInstance>]>,
     balancer: Option<usize>,
     policy: TrapPolicy,
 }
@@ -88,7 +95,7 @@ impl Chain {
         }
         let balancer = layers.iter().rposition(|l| l.hooks().select);
         Ok(Self {
-            layers,
+            layers: layers.into(),
             balancer,
             policy,
         })
@@ -115,12 +122,24 @@ impl Chain {
         }
     }
 
+    /// Whether any layer may ask for a retry (exports `on_response`): only
+    /// then does the server keep the request body for replay.
+    pub fn may_retry(&self) -> bool {
+        self.layers.iter().any(|l| l.hooks().on_response)
+    }
+
     /// Runs the request through the chain around `core`; returns what goes to
-    /// the client. Dropping the future runs the pending `on_end`s.
-    pub async fn run<B, C: Core<B>>(&self, req: &mut RequestView, core: &mut C) -> Outcome<B> {
+    /// the client and the [`EndToken`] whose drop runs the `on_end`s — keep it
+    /// until the response body has been sent. Dropping the future instead
+    /// runs them at once, flagged cancelled.
+    pub async fn run<B, C: Core<B>>(
+        &self,
+        req: &mut RequestView,
+        core: &mut C,
+    ) -> (Outcome<B>, EndToken) {
         let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
-        let mut guard = EndGuard {
-            layers: &self.layers,
+        let mut guard = EndToken {
+            layers: Arc::clone(&self.layers),
             id,
             entered: 0,
             status: 0,
@@ -198,6 +217,12 @@ impl Chain {
                 {
                     Ok(ResponseVerdict::Pass) => {}
                     Ok(ResponseVerdict::Replace(a)) => outcome = Outcome::Local(a),
+                    Ok(ResponseVerdict::Retry(_)) if !core.can_retry() => {
+                        tracing::debug!(
+                            plugin = self.layers[i].name(),
+                            "retry refused: the request body was not kept for replay"
+                        );
+                    }
                     Ok(ResponseVerdict::Retry(delay)) if attempt < MAX_ATTEMPTS => {
                         retry = Some((i, delay));
                         break;
@@ -219,7 +244,7 @@ impl Chain {
             match retry {
                 None => {
                     (guard.status, guard.error) = outcome.scalars();
-                    return outcome;
+                    return (outcome, guard);
                 }
                 Some((i, delay)) => {
                     // The discarded outcome's body (if any) is dropped here.
@@ -258,17 +283,27 @@ impl Chain {
     }
 }
 
-/// Calls `on_end` on every entered layer, inner → outer, when dropped: at the
-/// end of `run`, or when its future is dropped mid-way.
-struct EndGuard<'a> {
-    layers: &'a [Arc<PluginInstance>],
+/// Calls `on_end` on every entered layer, inner → outer, when dropped: after
+/// the response body was sent (the server holds it until then), or when the
+/// chain's future is dropped mid-way.
+#[derive(Debug)]
+pub struct EndToken {
+    layers: Arc<[Arc<PluginInstance>]>,
     id: u64,
     entered: u64,
     status: i32,
     error: i32,
 }
 
-impl Drop for EndGuard<'_> {
+impl EndToken {
+    /// The response did not reach the client whole (it went away, or the
+    /// upstream's body failed): `on_end` gets the cancelled flag.
+    pub fn mark_cancelled(&mut self) {
+        self.error |= weir_abi::CANCELLED;
+    }
+}
+
+impl Drop for EndToken {
     fn drop(&mut self) {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if self.entered & (1u64 << i) != 0

@@ -171,6 +171,7 @@ pub struct PluginInstance {
     init_ticks: u64,
     slot: Mutex<Slot>,
     traps: AtomicU64,
+    calls: AtomicU64,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -206,6 +207,7 @@ impl PluginInstance {
                 metrics: MetricsRegistry::default(),
             }),
             traps: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
         };
         let live = this.spawn(MetricsRegistry::default())?;
         this.lock().live = Some(live);
@@ -230,6 +232,11 @@ impl PluginInstance {
     /// How many times it trapped since it was created.
     pub fn traps(&self) -> u64 {
         self.traps.load(Ordering::Relaxed)
+    }
+
+    /// How many hook calls it received since it was created.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -291,6 +298,7 @@ impl PluginInstance {
         hook: &'static str,
         f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
     ) -> Result<R, PluginError> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
         let mut slot = self.lock();
         let slot = &mut *slot;
         if slot.live.is_none() {

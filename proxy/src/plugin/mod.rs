@@ -12,14 +12,17 @@ pub mod host;
 pub mod instance;
 pub mod loader;
 pub mod metrics;
+pub mod registry;
 pub mod services;
 pub mod views;
+pub mod watcher;
 
-pub use chain::{Attempt, Chain, Core, TrapPolicy};
+pub use chain::{Attempt, Chain, Core, EndToken, TrapPolicy};
 pub use engine::{EngineConfig, EngineError, PluginEngine};
 pub use instance::{PluginError, PluginInstance, RequestVerdict, ResponseVerdict};
 pub use loader::{HookSet, LoadError, LoadedPlugin};
 pub use metrics::MetricSample;
+pub use registry::{PluginRecord, PluginRegistry};
 pub use services::HostServices;
 pub use views::{
     EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead, UpstreamError,

@@ -13,7 +13,7 @@ use hyper_util::rt::TokioIo;
 use super::Shared;
 use super::conn::Peer;
 use super::headers;
-use crate::body::WeirBody;
+use crate::body::{ResponseBody, WeirBody};
 use crate::route::{Route, request_host};
 use crate::upstream::{ErrorClass, InFlight, UpstreamError};
 
@@ -24,7 +24,7 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     peer: &Peer,
     shared: &Shared,
-) -> Response<WeirBody> {
+) -> Response<ResponseBody> {
     let started = Instant::now();
     let route = {
         let table = shared.table.load();
@@ -45,12 +45,19 @@ pub(crate) async fn handle(
             StatusCode::NOT_FOUND,
             "weir; error=destination_not_found; details=\"no route matches\"",
             "no route matches this request\n",
-        );
+        )
+        .map(ResponseBody::new);
     };
     let method = shared
         .access_log
         .then(|| (request.method().clone(), request.uri().clone()));
-    let response = forward(request, peer, &route).await;
+    let response = match &route.chain {
+        None => forward(request, peer, &route).await.map(ResponseBody::new),
+        Some(chain) => {
+            super::chained::forward(request, &peer.ip_header, &route, chain, shared.replay_limit)
+                .await
+        }
+    };
     let elapsed = started.elapsed();
     route.metrics.observe(response.status(), elapsed);
     if let Some((method, uri)) = method {
@@ -128,7 +135,7 @@ async fn forward(request: Request<Incoming>, peer: &Peer, route: &Route) -> Resp
 }
 
 /// Copies bytes both ways once both sides have switched protocols.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+pub(super) async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(error) => {
@@ -153,6 +160,12 @@ fn upstream_failure(route: &Route, error: &UpstreamError) -> Response<WeirBody> 
         detail = %error.detail,
         "upstream failure"
     );
+    failure_response(error)
+}
+
+/// The answer to a request that failed upstream: the class's status and
+/// `Proxy-Status`.
+pub(super) fn failure_response(error: &UpstreamError) -> Response<WeirBody> {
     let status = error.class.status();
     let body = format!(
         "{} {}\n",

@@ -7,10 +7,14 @@
 //! upstream pools; in `multi-thread` mode one multi-thread runtime serves
 //! everything. A separate control thread runs the admin API and reloads.
 
+mod chained;
 mod conn;
 mod handler;
 mod headers;
 mod listener;
+mod plugins;
+
+pub use plugins::{SwapError, check_plugins};
 
 use std::collections::BTreeMap;
 use std::io;
@@ -26,6 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::watch::{FileWatch, watch_file};
 use crate::config::{Config, ConfigError, RuntimeMode};
+use crate::plugin::PluginRegistry;
+use crate::plugin::watcher::{PluginWatch, watch_dir};
 use crate::route::RouteTable;
 use crate::telemetry::metrics::{self, Metrics};
 use crate::upstream::{self, Upstream};
@@ -40,6 +46,8 @@ pub(crate) struct Shared {
     pub connections: Connections,
     /// Cancelled when the server starts draining.
     pub drain: CancellationToken,
+    /// Request bodies up to this size are kept for retries (plugin routes).
+    pub replay_limit: usize,
 }
 
 /// Counts open client connections so that shutdown can wait for them.
@@ -112,6 +120,10 @@ pub enum StartError {
     },
     #[error("cannot watch the config file: {0}")]
     Watch(#[from] notify::Error),
+    #[error(transparent)]
+    Plugins(#[from] ConfigError),
+    #[error(transparent)]
+    Engine(#[from] crate::plugin::EngineError),
 }
 
 /// Why a reload was refused. The running config keeps serving.
@@ -155,6 +167,7 @@ struct Inner {
     last_reload_error: Mutex<Option<String>>,
     /// Serializes reloads (file watcher and admin API may race).
     reload_lock: Mutex<()>,
+    plugins: PluginRegistry,
     /// The control runtime: admin API, health checks, discovery.
     control: Handle,
 }
@@ -164,6 +177,7 @@ struct Inner {
 pub struct Server {
     inner: Arc<Inner>,
     _watch: Option<FileWatch>,
+    _plugin_watch: Option<PluginWatch>,
 }
 
 /// A cheap handle for the admin API and the watcher.
@@ -177,9 +191,11 @@ impl Server {
         let per_core = config.server.runtime == RuntimeMode::PerCore;
         let slots = if per_core { config.server.workers } else { 1 };
         let metrics = Arc::new(Metrics::new(slots));
+        let plugins = PluginRegistry::new(&config.plugins)?;
+        let (chains, _) = plugins::build_chains(&plugins, &config, &RouteTable::default())?;
         let upstreams = build_upstreams(&config, &BTreeMap::new(), slots, &metrics);
         let server_upstreams = upstreams.clone();
-        let table = RouteTable::build(&config, &upstreams, &metrics);
+        let table = RouteTable::build(&config, &upstreams, &metrics, &chains);
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
             table: ArcSwap::from_pointee(table),
@@ -188,6 +204,7 @@ impl Server {
             access_log: config.server.access_log,
             connections: Connections::default(),
             drain: CancellationToken::new(),
+            replay_limit: config.plugins.replay_buffer_bytes,
         });
 
         let handles = if per_core {
@@ -240,12 +257,14 @@ impl Server {
             ready: AtomicBool::new(false),
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
+            plugins,
             control: control.clone(),
         });
         upstream::activate(&BTreeMap::new(), &server_upstreams, &control);
         let mut server = Self {
             inner,
             _watch: None,
+            _plugin_watch: None,
         };
         for address in &config.listeners {
             let sockets = listener::bind(*address, slots).map_err(|source| StartError::Bind {
@@ -268,6 +287,9 @@ impl Server {
                 let _ = handle.reload();
             })?);
         }
+        if options.watch_config {
+            server._plugin_watch = server.watch_plugins();
+        }
         server.inner.ready.store(true, Ordering::Release);
         for (configured, active) in server
             .inner
@@ -282,6 +304,35 @@ impl Server {
             tracing::info!(%admin, "admin listening");
         }
         Ok(server)
+    }
+
+    /// Watches the plugins directory, if it exists (or can be made).
+    fn watch_plugins(&self) -> Option<PluginWatch> {
+        let dir = self.inner.plugins.dir().to_path_buf();
+        let uses_plugins = self
+            .inner
+            .shared
+            .config
+            .load()
+            .routes
+            .iter()
+            .any(|r| !r.plugins.is_empty());
+        let present = dir.is_dir() || (uses_plugins && std::fs::create_dir_all(&dir).is_ok());
+        if !present {
+            tracing::info!(dir = %dir.display(), "no plugins directory; not watching for plugins");
+            return None;
+        }
+        let handle = self.handle();
+        match watch_dir(&dir, move |file| {
+            // Errors are logged and shown on /admin/plugins by the swap itself.
+            let _ = handle.reload_plugin_file(file);
+        }) {
+            Ok(watch) => Some(watch),
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot watch the plugins directory");
+                None
+            }
+        }
     }
 
     /// A handle for reloads and inspection.
@@ -462,13 +513,16 @@ impl Inner {
                 })?;
             bound.push((*address, sockets));
         }
+        let (chains, handovers) =
+            plugins::build_chains(&self.plugins, &config, &self.shared.table.load())?;
         if old.server != config.server
             || old.admin != config.admin
+            || old.plugins != config.plugins
             || old.limits != config.limits
             || old.timeouts.idle != config.timeouts.idle
         {
             tracing::warn!(
-                "[server], [admin], [limits] and timeouts.idle apply at start-up only; restart to change them"
+                "[server], [admin], [limits], [plugins] and timeouts.idle apply at start-up only; restart to change them"
             );
         }
         let upstreams = {
@@ -486,7 +540,10 @@ impl Inner {
             *upstreams = next.clone();
             next
         };
-        let table = RouteTable::build(&config, &upstreams, &self.shared.metrics);
+        let table = RouteTable::build(&config, &upstreams, &self.shared.metrics, &chains);
+        handovers
+            .iter()
+            .for_each(crate::plugin::registry::Handover::run);
         self.shared.table.store(Arc::new(table));
         for (address, sockets) in bound {
             self.add_listener(address, sockets);

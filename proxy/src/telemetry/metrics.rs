@@ -159,6 +159,9 @@ pub struct Metrics {
     /// Config reloads, applied and refused.
     pub reloads_applied: AtomicU64,
     pub reloads_refused: AtomicU64,
+    /// Plugin hot swaps, applied and refused.
+    pub plugin_swaps_applied: AtomicU64,
+    pub plugin_swaps_refused: AtomicU64,
 }
 
 impl Metrics {
@@ -174,6 +177,8 @@ impl Metrics {
             unrouted: AtomicU64::new(0),
             reloads_applied: AtomicU64::new(0),
             reloads_refused: AtomicU64::new(0),
+            plugin_swaps_applied: AtomicU64::new(0),
+            plugin_swaps_refused: AtomicU64::new(0),
         }
     }
 
@@ -325,6 +330,18 @@ impl Metrics {
                 "counter",
                 "Config reloads refused as invalid.",
                 to_i64(self.reloads_refused.load(Relaxed)),
+            ),
+            (
+                "weir_plugin_swaps_total",
+                "counter",
+                "Plugin versions swapped in.",
+                to_i64(self.plugin_swaps_applied.load(Relaxed)),
+            ),
+            (
+                "weir_plugin_swaps_refused_total",
+                "counter",
+                "Plugin versions refused (the old version kept serving).",
+                to_i64(self.plugin_swaps_refused.load(Relaxed)),
             ),
         ];
         for (name, kind, help, value) in gauges {

@@ -49,6 +49,31 @@ impl ErrorClass {
         }
     }
 
+    /// The class as plugins see it (`weir_abi::ErrorClass`). "No endpoint"
+    /// is a connect failure that reached nothing.
+    pub fn to_abi(self) -> weir_abi::ErrorClass {
+        use weir_abi::ErrorClass as Abi;
+        match self {
+            Self::ConnectRefused | Self::NoEndpoint => Abi::ConnectRefused,
+            Self::ConnectTimeout => Abi::ConnectTimeout,
+            Self::Reset => Abi::Reset,
+            Self::Timeout => Abi::Timeout,
+            Self::Protocol => Abi::Protocol,
+        }
+    }
+
+    /// The host class for a plugin's view of it.
+    pub fn from_abi(class: weir_abi::ErrorClass) -> Self {
+        use weir_abi::ErrorClass as Abi;
+        match class {
+            Abi::ConnectRefused => Self::ConnectRefused,
+            Abi::ConnectTimeout => Self::ConnectTimeout,
+            Abi::Reset => Self::Reset,
+            Abi::Timeout => Self::Timeout,
+            Abi::Protocol | Abi::None => Self::Protocol,
+        }
+    }
+
     /// The status the proxy answers with when this failure ends a request.
     pub fn status(self) -> StatusCode {
         match self {

@@ -257,6 +257,25 @@ impl Upstream {
         set.endpoints.get(chosen).cloned()
     }
 
+    /// Like [`Upstream::pick`], but avoids the endpoints in `tried` while a
+    /// healthy one that was not tried exists (a retry goes elsewhere).
+    pub fn pick_avoiding(&self, tried: &[u32]) -> Option<Arc<Endpoint>> {
+        if tried.is_empty() {
+            return self.pick();
+        }
+        let set = self.endpoints.load();
+        let count = set.endpoints.len();
+        let turn = self.slot().cursor.fetch_add(1, Relaxed);
+        let first = if count == 0 { 0 } else { set.by_turn(turn) };
+        let fresh = (0..count)
+            .map(|step| &set.endpoints[(first + step) % count])
+            .find(|e| e.stats.is_healthy() && !tried.contains(&e.id));
+        match fresh {
+            Some(endpoint) => Some(Arc::clone(endpoint)),
+            None => self.pick(),
+        }
+    }
+
     /// Sends `request` to `endpoint` through this worker's pool. The request's
     /// URI is rewritten to point at the endpoint; its headers are sent as they are.
     pub async fn send(

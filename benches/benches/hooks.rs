@@ -1,0 +1,161 @@
+//! The cost of plugins on the request path, with the real host and real
+//! `.wasm` plugins built by the test build: one hook call (a no-op plugin and
+//! a realistic one that reads a header and sets one), and a whole chain of 1
+//! and 6 plugins against the same request through no plugins.
+//!
+//! Run with: `cargo bench -p weir-benches --bench hooks`
+
+use std::hint::black_box;
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use weir_proxy::plugin::views::{EndpointInfo, Outcome, RequestView, ResponseHead};
+use weir_proxy::plugin::{Attempt, Chain, Core, PluginEngine, PluginInstance, TrapPolicy};
+use weir_tests::plugins;
+
+/// A request like a browser's: ten headers, one of them the one the
+/// realistic plugin reads.
+fn request() -> RequestView {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        ("host", "api.example.com"),
+        ("user-agent", "Mozilla/5.0 (X11; Linux x86_64) weir-bench"),
+        ("accept", "application/json"),
+        ("accept-encoding", "gzip, br"),
+        ("accept-language", "en-GB,en;q=0.9"),
+        ("x-user", "customer-4711"),
+        ("x-request-id", "5f0c6a7e-2b1d-4c1e-9d0e-6f1a2b3c4d5e"),
+        ("cookie", "session=abcdef0123456789"),
+        ("x-forwarded-for", "192.0.2.10"),
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    RequestView {
+        method: Method::GET,
+        uri: "/v1/orders?limit=10".parse().unwrap_or_default(),
+        headers,
+    }
+}
+
+/// The upstream step answered at once, so only the chain is measured.
+struct ReadyCore;
+
+impl Core<()> for ReadyCore {
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) {
+        out.push(EndpointInfo {
+            id: 0,
+            weight: 1,
+            in_flight: 0,
+            healthy: true,
+            latency_ewma_us: 500,
+        });
+    }
+
+    async fn send(&mut self, _: &mut RequestView, _: &Attempt<'_>) -> (Outcome<()>, Option<u32>) {
+        let head = ResponseHead {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+        };
+        (Outcome::Response { head, body: () }, Some(0))
+    }
+}
+
+fn instance(engine: &PluginEngine, wasm: &str) -> Arc<PluginInstance> {
+    let loaded = match engine.load_file(std::path::Path::new(wasm)) {
+        Ok(loaded) => loaded,
+        Err(error) => panic!("cannot load {wasm}: {error}"),
+    };
+    match PluginInstance::new(&loaded, bytes::Bytes::new()) {
+        Ok(instance) => Arc::new(instance),
+        Err(error) => panic!("cannot instantiate {wasm}: {error}"),
+    }
+}
+
+fn hook_call(c: &mut Criterion) {
+    let engine = match PluginEngine::new(weir_tests::engine_config()) {
+        Ok(engine) => engine,
+        Err(error) => panic!("{error}"),
+    };
+    let mut group = c.benchmark_group("hook_call");
+    for (name, wasm) in [("noop", plugins::NOOP), ("realistic", plugins::REALISTIC)] {
+        let plugin = instance(&engine, wasm);
+        let mut req = request();
+        group.bench_function(BenchmarkId::new("on_request", name), |b| {
+            b.iter(|| {
+                // The realistic plugin sets a header: remove it so every call does the same work.
+                req.headers.remove("x-tenant");
+                black_box(plugin.on_request(1, &mut req, 1).is_ok())
+            });
+        });
+    }
+    group.finish();
+}
+
+fn chain(c: &mut Criterion) {
+    let engine = match PluginEngine::new(weir_tests::engine_config()) {
+        Ok(engine) => engine,
+        Err(error) => panic!("{error}"),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(runtime) => runtime,
+        Err(error) => panic!("{error}"),
+    };
+    let mut group = c.benchmark_group("chain");
+    let template = request();
+    // No plugins: the core alone, with the same request handling around it.
+    group.bench_function(BenchmarkId::new("plugins", 0), |b| {
+        b.iter(|| {
+            let mut req = RequestView {
+                method: template.method.clone(),
+                uri: template.uri.clone(),
+                headers: template.headers.clone(),
+            };
+            let attempt = Attempt {
+                number: 1,
+                timeout: None,
+                endpoint: None,
+                tried: &[],
+            };
+            black_box(runtime.block_on(ReadyCore.send(&mut req, &attempt)).1)
+        });
+    });
+    for count in [1usize, 6] {
+        let layers = (0..count)
+            .map(|i| {
+                instance(
+                    &engine,
+                    if i % 2 == 0 {
+                        plugins::REALISTIC
+                    } else {
+                        plugins::COUNTER
+                    },
+                )
+            })
+            .collect();
+        let chain = match Chain::new(layers, TrapPolicy::FailOpen) {
+            Ok(chain) => chain,
+            Err(error) => panic!("{error}"),
+        };
+        group.bench_function(BenchmarkId::new("plugins", count), |b| {
+            b.iter(|| {
+                let mut req = RequestView {
+                    method: template.method.clone(),
+                    uri: template.uri.clone(),
+                    headers: template.headers.clone(),
+                };
+                let (outcome, end) = runtime.block_on(chain.run(&mut req, &mut ReadyCore));
+                drop(end);
+                black_box(outcome.status())
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hook_call, chain);
+criterion_main!(benches);

@@ -1,0 +1,280 @@
+//! The plugins the config names, by name: the last good version of each,
+//! when it was loaded and the last error; and the route chains built from
+//! them. Loading a new version validates it whole (read, hash, compile, ABI
+//! check, `configure` for every route that names it) before anything is
+//! swapped; any failure keeps the old version serving.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use super::{Chain, EngineConfig, LoadedPlugin, PluginEngine, PluginInstance, TrapPolicy};
+use crate::config::{Config, Diagnostic, OnPluginError, PluginSettings, RouteSpec};
+
+/// What is known about one plugin.
+#[derive(Debug, Clone, Default)]
+pub struct PluginRecord {
+    /// The version serving now (the last good one).
+    pub loaded: Option<LoadedPlugin>,
+    pub loaded_at: Option<SystemTime>,
+    /// How many versions have been loaded since start.
+    pub versions: u64,
+    /// The error of the last failed load or swap, until one succeeds.
+    pub last_error: Option<String>,
+    /// False once the file was deleted (the last good version stays loaded).
+    pub file_present: bool,
+}
+
+/// The plugins by name, and the engine that runs them.
+pub struct PluginRegistry {
+    engine: PluginEngine,
+    dir: PathBuf,
+    records: Mutex<BTreeMap<String, PluginRecord>>,
+}
+
+impl std::fmt::Debug for PluginRegistry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginRegistry")
+            .field("dir", &self.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The wasm engine could not be set up.
+pub use super::EngineError;
+
+impl PluginRegistry {
+    /// An empty registry for the plugins directory in `settings`.
+    pub fn new(settings: &PluginSettings) -> Result<Self, EngineError> {
+        let engine = PluginEngine::new(EngineConfig {
+            cache_dir: Some(settings.compile_cache.clone()),
+            call_deadline: settings.call_deadline,
+            memory_limit: settings.memory_limit_bytes,
+            ..EngineConfig::default()
+        })?;
+        Ok(Self {
+            engine,
+            dir: settings.dir.clone(),
+            records: Mutex::default(),
+        })
+    }
+
+    /// The watched directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The engine (for the host services it owns).
+    pub fn engine(&self) -> &PluginEngine {
+        &self.engine
+    }
+
+    /// The file a plugin is loaded from.
+    pub fn path_of(&self, name: &str) -> PathBuf {
+        self.dir.join(format!("{name}.wasm"))
+    }
+
+    /// The plugin's name if `path` is a plugin file in the directory.
+    pub fn name_of(&self, path: &Path) -> Option<String> {
+        if path.extension().and_then(|e| e.to_str()) != Some("wasm") {
+            return None;
+        }
+        path.file_stem().and_then(|s| s.to_str()).map(str::to_owned)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, PluginRecord>> {
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Everything known, by name.
+    pub fn records(&self) -> BTreeMap<String, PluginRecord> {
+        self.lock().clone()
+    }
+
+    /// The serving version of `name`.
+    pub fn get(&self, name: &str) -> Option<LoadedPlugin> {
+        self.lock().get(name).and_then(|r| r.loaded.clone())
+    }
+
+    /// Reads and checks the current file of `name` without publishing it.
+    pub fn load_candidate(&self, name: &str) -> Result<LoadedPlugin, String> {
+        let path = self.path_of(name);
+        self.engine
+            .load_file(&path)
+            .map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    /// Publishes a version whose swap succeeded.
+    pub fn commit(&self, plugin: &LoadedPlugin) {
+        let mut records = self.lock();
+        let record = records.entry(plugin.name().to_owned()).or_default();
+        record.loaded = Some(plugin.clone());
+        record.loaded_at = Some(SystemTime::now());
+        record.versions += 1;
+        record.last_error = None;
+        record.file_present = true;
+    }
+
+    /// Records a failed load or swap; the serving version stays.
+    pub fn record_error(&self, name: &str, error: &str) {
+        self.lock().entry(name.to_owned()).or_default().last_error = Some(error.to_owned());
+    }
+
+    /// Records that the file is gone; the serving version stays.
+    pub fn record_deleted(&self, name: &str) {
+        if let Some(record) = self.lock().get_mut(name) {
+            record.file_present = false;
+        }
+    }
+
+    /// Loads every plugin `config` names that is not loaded yet. Errors point
+    /// at the first route entry naming the plugin.
+    pub fn ensure_loaded(&self, config: &Config) -> Vec<Diagnostic> {
+        let mut errors = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for route in &config.routes {
+            for plugin in &route.plugins {
+                if !seen.insert(plugin.name.as_str()) || self.get(&plugin.name).is_some() {
+                    continue;
+                }
+                match self.load_candidate(&plugin.name) {
+                    Ok(loaded) => self.commit(&loaded),
+                    Err(error) => {
+                        let message = if self.path_of(&plugin.name).exists() {
+                            format!("plugin {:?} cannot be loaded: {error}", plugin.name)
+                        } else {
+                            format!(
+                                "plugin {:?} not found: no {}",
+                                plugin.name,
+                                self.path_of(&plugin.name).display()
+                            )
+                        };
+                        self.record_error(&plugin.name, &message);
+                        errors.push(plugin.diagnostic(&config.source, message));
+                    }
+                }
+            }
+        }
+        errors
+    }
+
+    /// Builds `route`'s chain (`None` without plugins). Instances of
+    /// `previous` are kept where the plugin, its version and its settings are
+    /// the same; an instance whose plugin got a new version hands its state
+    /// over through `snapshot`/`restore`. `candidate` stands in for the
+    /// registered version of its plugin (a hot swap being validated).
+    pub fn build_chain(
+        &self,
+        config_file: &Path,
+        route: &RouteSpec,
+        previous: Option<(&RouteSpec, &Chain)>,
+        candidate: Option<&LoadedPlugin>,
+        handovers: &mut Vec<Handover>,
+    ) -> Result<Option<Arc<Chain>>, Diagnostic> {
+        if route.plugins.is_empty() {
+            return Ok(None);
+        }
+        let mut layers = Vec::with_capacity(route.plugins.len());
+        let mut all_kept =
+            previous.is_some_and(|(spec, _)| spec.on_plugin_error == route.on_plugin_error);
+        for (index, plugin) in route.plugins.iter().enumerate() {
+            let loaded = match candidate {
+                Some(c) if c.name() == plugin.name => Some(c.clone()),
+                _ => self.get(&plugin.name),
+            };
+            let Some(loaded) = loaded else {
+                return Err(plugin.diagnostic(
+                    config_file,
+                    format!("plugin {:?} is not loaded", plugin.name),
+                ));
+            };
+            let before = previous.and_then(|(spec, chain)| {
+                Some((spec.plugins.get(index)?, chain.layers().get(index)?))
+            });
+            let same_code = |instance: &PluginInstance| instance.plugin().hash() == loaded.hash();
+            match before {
+                Some((old_ref, old)) if old_ref == plugin && same_code(old) => {
+                    layers.push(Arc::clone(old))
+                }
+                _ => {
+                    all_kept = false;
+                    // No settings given: empty input, which a plugin without
+                    // settings accepts and one with settings can default.
+                    let settings = match &plugin.config {
+                        serde_json::Value::Null => Bytes::new(),
+                        given => Bytes::from(serde_json::to_vec(given).unwrap_or_default()),
+                    };
+                    let instance = PluginInstance::new(&loaded, settings).map_err(|e| {
+                        plugin.diagnostic(
+                            config_file,
+                            format!(
+                                "plugin {:?} refused the route {:?}: {e}",
+                                plugin.name, route.name
+                            ),
+                        )
+                    })?;
+                    let instance = Arc::new(instance);
+                    if let Some((old_ref, old)) = before
+                        && old_ref == plugin
+                    {
+                        handovers.push(Handover {
+                            route: route.name.clone(),
+                            old: Arc::clone(old),
+                            new: Arc::clone(&instance),
+                        });
+                    }
+                    layers.push(instance);
+                }
+            }
+        }
+        if all_kept && let Some((_, chain)) = previous {
+            return Ok(Some(Arc::new(chain.clone())));
+        }
+        let policy = match route.on_plugin_error {
+            OnPluginError::FailOpen => TrapPolicy::FailOpen,
+            OnPluginError::FailClosed => TrapPolicy::FailClosed,
+        };
+        Chain::new(layers, policy)
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| Diagnostic {
+                file: config_file.to_path_buf(),
+                line: route.plugins[0].location.0,
+                column: route.plugins[0].location.1,
+                message: e.to_string(),
+            })
+    }
+}
+
+/// An old instance whose state goes to its replacement (same plugin and
+/// settings, new code) just before the new chain is published, so that as
+/// little traffic as possible lands on the old one after its snapshot.
+#[derive(Debug)]
+pub struct Handover {
+    route: String,
+    old: Arc<PluginInstance>,
+    new: Arc<PluginInstance>,
+}
+
+impl Handover {
+    /// Carries the state over. A plugin that cannot restore starts fresh.
+    pub fn run(&self) {
+        let (old, new, route) = (&self.old, &self.new, self.route.as_str());
+        if !old.hooks().snapshot || !new.hooks().restore {
+            return;
+        }
+        match old.snapshot() {
+            Ok(Some(state)) => {
+                if let Err(error) = new.restore(Bytes::from(state)) {
+                    tracing::warn!(plugin = new.name(), route, %error, "new version refused the old state; starting fresh");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(plugin = old.name(), route, %error, "snapshot failed; starting fresh")
+            }
+        }
+    }
+}
