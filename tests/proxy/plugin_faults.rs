@@ -207,3 +207,23 @@ async fn a_panic_is_contained_and_the_instance_replaced() {
         "a fresh instance after the trap: {status}"
     );
 }
+
+#[tokio::test]
+async fn a_new_version_that_rejects_the_route_settings_is_refused() {
+    let upstream = TestUpstream::start("u").await;
+    let config = format!(
+        "{}[upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\nplugins = [{{ name = \"limited\", config = {{ limit = 5 }} }}]\n",
+        config_head(),
+        upstream.addr
+    );
+    let proxy = proxy_with(&[("limited", plugins::CONFIG_REJECT)], &config);
+    // A build whose typed settings need `tag`: it cannot take `{ limit = 5 }`.
+    install_plugin(&proxy.plugins_dir(), "limited", plugins::HEADERS);
+    refused_with(&proxy, "limited", "missing field `tag`").await;
+    let status = &statuses(&proxy, "limited").await[0].1;
+    assert_eq!(
+        status["limit"], 5,
+        "the old version keeps serving: {status}"
+    );
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+}

@@ -4,7 +4,8 @@
 //!
 //! Run with: `cargo run -p weir-examples --bin demo-upstream -- --listen 127.0.0.1:3001 --name demo-1`
 //!
-//! - `GET /status/N` answers status N; `GET /slow/MS` answers after MS ms.
+//! - `GET /status/N` answers status N; `GET /slow/MS` answers after MS ms;
+//!   `GET /cached/...` answers with `Cache-Control: public, max-age=30` and an `ETag`.
 //! - `POST /control?fail_percent=50&delay_ms=200` makes this instance fail
 //!   (503) that share of requests and delay every answer; `GET /control`
 //!   shows the settings; `POST /control` with no query resets them.
@@ -110,7 +111,7 @@ async fn answer(
     if let Some(ms) = path.strip_prefix("/slow/") {
         tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(100))).await;
     }
-    reply(
+    let mut response = reply(
         StatusCode::OK,
         format!(
             "hello from {name}: {} {}\n",
@@ -118,7 +119,16 @@ async fn answer(
             request.uri()
         ),
         name,
-    )
+    );
+    if path.starts_with("/cached/") {
+        let headers = response.headers_mut();
+        headers.insert(
+            http::header::CACHE_CONTROL,
+            http::HeaderValue::from_static("public, max-age=30"),
+        );
+        headers.insert(http::header::ETAG, http::HeaderValue::from_static("\"v1\""));
+    }
+    response
 }
 
 fn control(
