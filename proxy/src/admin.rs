@@ -1,7 +1,11 @@
 //! The admin listener: liveness, readiness, Prometheus metrics, the running
 //! config and routes as JSON, and `POST /admin/reload`. Loopback by default,
 //! separate from the proxy listeners, and served on the control thread so a
-//! busy data plane cannot starve it.
+//! busy data plane cannot starve it. The health report and readiness checks
+//! are in [`health`]; CPU profiles in [`pprof`].
+
+pub mod health;
+pub mod pprof;
 
 use std::convert::Infallible;
 
@@ -47,7 +51,15 @@ pub(crate) async fn serve(
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 let server = server.clone();
-                async move { Ok::<_, Infallible>(respond(&request, &server)) }
+                async move {
+                    // The only slow endpoint: it answers after profiling.
+                    if request.uri().path() == "/debug/pprof/profile"
+                        && request.method() == Method::GET
+                    {
+                        return Ok::<_, Infallible>(pprof::profile(request.uri().query()).await);
+                    }
+                    Ok::<_, Infallible>(respond(&request, &server))
+                }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -64,10 +76,23 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
     let method = request.method();
     match (method, path) {
         (&Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
-        (&Method::GET, "/readyz") if server.is_ready() => text(StatusCode::OK, "ready\n"),
-        (&Method::GET, "/readyz") => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        (&Method::GET, "/readyz") => {
+            let reasons = health::not_ready_reasons(server);
+            if reasons.is_empty() {
+                text(StatusCode::OK, "ready\n")
+            } else {
+                text(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: {}\n", reasons.join("; ")),
+                )
+            }
+        }
+        (&Method::GET, "/admin/health") => {
+            json_response(StatusCode::OK, &health::health_json(server))
+        }
         (&Method::GET, "/metrics") => {
             let mut body = server.metrics().render();
+            body.push_str(&health::render_upstream_gauges(server));
             render_plugin_metrics(server, &mut body);
             let mut response = text(StatusCode::OK, body);
             response.headers_mut().insert(
@@ -85,7 +110,7 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         ),
         (&Method::GET, "/admin/routes") => json_response(StatusCode::OK, &routes_json(server)),
         (&Method::GET, "/admin/upstreams") => {
-            json_response(StatusCode::OK, &upstreams_json(server))
+            json_response(StatusCode::OK, &health::upstreams_json(server))
         }
         (&Method::GET, "/admin/plugins") => json_response(StatusCode::OK, &plugins_json(server)),
         (&Method::POST, "/admin/reload") => match server.reload() {
@@ -107,8 +132,16 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         },
         (
             _,
-            "/healthz" | "/readyz" | "/metrics" | "/admin/config" | "/admin/routes"
-            | "/admin/upstreams" | "/admin/plugins" | "/admin/reload",
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/admin/config"
+            | "/admin/routes"
+            | "/admin/reload"
+            | "/admin/health"
+            | "/admin/upstreams"
+            | "/admin/plugins"
+            | "/debug/pprof/profile",
         ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
         _ => text(StatusCode::NOT_FOUND, "not found\n"),
     }
@@ -139,37 +172,6 @@ fn routes_json(server: &ServerHandle) -> serde_json::Value {
         })
         .collect();
     json!({ "routes": routes })
-}
-
-fn upstreams_json(server: &ServerHandle) -> serde_json::Value {
-    let upstreams: Vec<_> = server
-        .upstreams()
-        .iter()
-        .map(|(name, upstream)| {
-            let endpoints: Vec<_> = upstream
-                .endpoints()
-                .all()
-                .iter()
-                .map(|e| {
-                    json!({
-                        "id": e.id,
-                        "address": e.authority.as_str(),
-                        "weight": e.weight,
-                        "source": e.source,
-                        "healthy": e.stats.is_healthy(),
-                        "actively_healthy": e.stats.actively_healthy(),
-                        "ejected": e.stats.is_ejected(),
-                        "in_flight": e.stats.in_flight(),
-                        "latency_ewma_ms": e.stats.latency_ewma_micros() / 1000.0,
-                        "requests": e.stats.requests(),
-                        "failures": e.stats.failures(),
-                    })
-                })
-                .collect();
-            json!({ "name": name, "protocol": upstream.spec.protocol, "endpoints": endpoints })
-        })
-        .collect();
-    json!({ "upstreams": upstreams })
 }
 
 fn plugins_json(server: &ServerHandle) -> serde_json::Value {

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cache;
+mod discovery;
 mod failures;
+mod health;
 mod plugin_faults;
 pub mod plugins;
 mod protocols;

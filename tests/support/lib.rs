@@ -3,6 +3,8 @@
 //! and `assert_eventually` for convergence after reloads.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod dns;
+pub mod etcd;
 pub mod upstream;
 
 use std::net::SocketAddr;

@@ -41,7 +41,15 @@ pub struct TestUpstream {
 
 impl TestUpstream {
     pub async fn start(name: &str) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on(name, "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap()
+    }
+
+    /// Starts on a given address (e.g. `127.0.0.2:PORT` for DNS tests,
+    /// where endpoints differ by IP and share a port).
+    pub async fn start_on(name: &str, address: SocketAddr) -> std::io::Result<Self> {
+        let listener = TcpListener::bind(address).await?;
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
@@ -51,13 +59,13 @@ impl TestUpstream {
             Arc::clone(&connections),
             Arc::clone(&requests),
         ));
-        Self {
+        Ok(Self {
             addr,
             name: name.to_owned(),
             connections,
             requests,
             task,
-        }
+        })
     }
 
     /// Connections accepted so far.

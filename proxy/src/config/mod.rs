@@ -4,6 +4,7 @@
 
 mod duration;
 mod raw;
+mod upstream;
 pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
@@ -16,8 +17,11 @@ use std::time::Duration;
 use http::uri::Authority;
 use serde::Serialize;
 
+use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
-use raw::{RawConfig, RawEndpoint};
+pub use upstream::{
+    Discovery, EndpointSpec, HealthCheckSpec, PassiveSpec, parse_endpoint_json, parse_endpoint_list,
+};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -119,14 +123,9 @@ pub struct UpstreamSpec {
     #[serde(with = "duration_text")]
     pub pool_idle_timeout: Duration,
     pub pool_max_idle_per_endpoint: usize,
-}
-
-/// One endpoint of an upstream.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct EndpointSpec {
-    #[serde(serialize_with = "display_text")]
-    pub address: Authority,
-    pub weight: u32,
+    pub discovery: Discovery,
+    pub health_check: Option<HealthCheckSpec>,
+    pub passive: PassiveSpec,
 }
 
 /// One route: what it matches and where it sends.
@@ -412,31 +411,25 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     let mut upstreams = BTreeMap::new();
     for (name, upstream) in &raw.upstreams {
         let spec = upstream.get_ref();
-        if spec.endpoints.get_ref().is_empty() {
-            errors.push(locate.at(
-                spec.endpoints.span(),
-                format!("upstream {:?} has no endpoints", name.get_ref()),
-            ));
-        }
-        let mut endpoints = Vec::new();
-        for endpoint in spec.endpoints.get_ref() {
-            let (address, weight) = match endpoint.get_ref() {
-                RawEndpoint::Address(a) => (a.as_str(), None),
-                RawEndpoint::Detailed { address, weight } => (address.as_str(), *weight),
-            };
-            let weight = weight.unwrap_or(1);
-            if weight == 0 {
-                errors.push(locate.at(endpoint.span(), "endpoint weight must be at least 1"));
-            }
-            match parse_endpoint(address) {
-                Ok(address) => endpoints.push(EndpointSpec { address, weight }),
-                Err(message) => errors.push(locate.at(endpoint.span(), message)),
-            }
-        }
+        let parts = self::upstream::validate_upstream(
+            &self::upstream::RawUpstreamParts {
+                name: name.get_ref(),
+                endpoints: spec.endpoints.as_ref(),
+                discovery: spec.discovery.as_ref(),
+                health_check: spec.health_check.as_ref(),
+                passive: spec.passive.as_ref(),
+                span: upstream.span(),
+            },
+            locate,
+            &mut errors,
+        );
         upstreams.insert(
             name.get_ref().clone(),
             UpstreamSpec {
-                endpoints,
+                endpoints: parts.endpoints,
+                discovery: parts.discovery,
+                health_check: parts.health_check,
+                passive: parts.passive,
                 protocol: spec.protocol.unwrap_or(UpstreamProtocol::Http1),
                 connect_timeout: spec.connect_timeout.unwrap_or(timeouts.connect),
                 pool_idle_timeout: spec

@@ -9,6 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
+use super::upstream::{RawDiscovery, RawEndpoint, RawHealthCheck, RawPassive};
+
 /// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -118,7 +120,12 @@ pub(crate) struct RawListener {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawUpstream {
-    pub endpoints: Spanned<Vec<Spanned<RawEndpoint>>>,
+    /// `"host:port"` or `{ address = "host:port", weight = 2, zone = "a", metadata = {...} }`;
+    /// may be left out when `discovery` finds the endpoints.
+    pub endpoints: Option<Spanned<Vec<Spanned<RawEndpoint>>>>,
+    pub discovery: Option<Spanned<RawDiscovery>>,
+    pub health_check: Option<Spanned<RawHealthCheck>>,
+    pub passive: Option<Spanned<RawPassive>>,
     pub protocol: Option<UpstreamProtocol>,
     #[serde(default, deserialize_with = "super::duration::optional")]
     pub connect_timeout: Option<Duration>,
@@ -135,18 +142,6 @@ pub enum UpstreamProtocol {
     Http1,
     /// HTTP/2 over cleartext with prior knowledge.
     H2c,
-}
-
-/// An endpoint is either `"host:port"` or `{ address = "host:port", weight = 2 }`.
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub(crate) enum RawEndpoint {
-    Address(String),
-    Detailed {
-        address: String,
-        #[serde(default)]
-        weight: Option<u32>,
-    },
 }
 
 #[derive(Debug, Deserialize)]

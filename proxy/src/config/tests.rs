@@ -206,3 +206,145 @@ fn admin_can_be_disabled_or_moved_but_not_onto_a_listener() {
         "{joined}"
     );
 }
+
+const HEALTH: &str = r#"
+[[listeners]]
+address = "127.0.0.1:8080"
+
+[upstreams.app]
+endpoints = [{ address = "127.0.0.1:3000", zone = "a", metadata = { version = "v2" } }]
+[upstreams.app.health_check]
+method = "head"
+path = "/healthz"
+expected_statuses = [200, "300-304"]
+host = "app.internal"
+interval = "2s"
+jitter = "100ms"
+timeout = "500ms"
+healthy_threshold = 1
+unhealthy_threshold = 4
+[upstreams.app.passive]
+base_ejection_time = "10s"
+max_ejection_time = "1m"
+max_ejected_percent = 50
+
+[upstreams.dns]
+discovery = { kind = "dns", name = "svc.example", port = 80, interval = "5s", nameservers = ["127.0.0.1:5353"] }
+
+[upstreams.file]
+discovery = { kind = "file", path = "endpoints.json" }
+
+[upstreams.etcd]
+discovery = { kind = "etcd", endpoints = ["127.0.0.1:2379"], prefix = "/weir/upstreams/x/" }
+
+[[routes]]
+upstream = "app"
+"#;
+
+#[test]
+fn health_passive_and_discovery_settings_are_read() {
+    let config = Config::parse(HEALTH, Path::new("/etc/weir/weir.toml")).unwrap();
+    let app = &config.upstreams["app"];
+    assert_eq!(app.endpoints[0].zone.as_deref(), Some("a"));
+    assert_eq!(app.endpoints[0].metadata["version"], "v2");
+    let check = app.health_check.as_ref().unwrap();
+    assert_eq!(check.method, http::Method::HEAD);
+    assert_eq!(check.path, "/healthz");
+    assert!(check.expects(200) && check.expects(304) && !check.expects(201));
+    assert_eq!(check.host.as_deref(), Some("app.internal"));
+    assert_eq!(check.interval, Duration::from_secs(2));
+    assert_eq!(check.jitter, Duration::from_millis(100));
+    assert_eq!((check.healthy_threshold, check.unhealthy_threshold), (1, 4));
+    assert_eq!(app.passive.base_ejection_time, Duration::from_secs(10));
+    assert_eq!(app.passive.max_ejected_percent, 50);
+    assert_eq!(
+        config.upstreams["dns"].discovery,
+        Discovery::Dns {
+            name: "svc.example".into(),
+            port: 80,
+            interval: Duration::from_secs(5),
+            nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+        }
+    );
+    assert_eq!(
+        config.upstreams["file"].discovery,
+        Discovery::File {
+            path: "/etc/weir/endpoints.json".into()
+        }
+    );
+    assert!(matches!(
+        &config.upstreams["etcd"].discovery,
+        Discovery::Etcd { prefix, .. } if prefix == "/weir/upstreams/x/"
+    ));
+    assert!(config.upstreams["etcd"].endpoints.is_empty());
+}
+
+#[test]
+fn bad_health_and_discovery_values_are_refused_with_lines() {
+    let text = r#"[[listeners]]
+address = "127.0.0.1:8080"
+[upstreams.app]
+endpoints = ["127.0.0.1:3000"]
+[upstreams.app.health_check]
+path = "healthz"
+expected_statuses = ["600-700"]
+unhealthy_threshold = 0
+[upstreams.app.passive]
+max_ejected_percent = 101
+[upstreams.dns]
+discovery = { kind = "dns", name = "svc.example", port = 80, nameservers = ["nowhere"] }
+[upstreams.both]
+endpoints = ["127.0.0.1:1"]
+discovery = { kind = "file", path = "x.json" }
+[upstreams.none]
+discovery = { kind = "static" }
+[[routes]]
+upstream = "app"
+"#;
+    let errors = errors(text);
+    let expect = [
+        "weir.toml:6:8: health check path",
+        "weir.toml:7:22: expected status",
+        "weir.toml:8:23: health_check.unhealthy_threshold = 0",
+        "weir.toml:10:23: passive.max_ejected_percent = 101",
+        "weir.toml:12:13: invalid nameserver \"nowhere\"",
+        "weir.toml:14:13: upstream \"both\" discovers its endpoints by file",
+        "weir.toml:16:1: upstream \"none\" has no endpoints",
+    ];
+    for prefix in expect {
+        assert!(
+            errors.iter().any(|e| e.starts_with(prefix)),
+            "{prefix:?} not in {errors:#?}"
+        );
+    }
+    assert_eq!(errors.len(), expect.len(), "{errors:#?}");
+    let unknown = errors_of("[upstreams.app]\ndiscovery = { kind = \"consul\" }\n");
+    assert!(unknown[0].contains("consul"), "{unknown:?}");
+}
+
+fn errors_of(upstream: &str) -> Vec<String> {
+    errors(&format!(
+        "[[listeners]]\naddress = \"127.0.0.1:8080\"\n{upstream}[[routes]]\nupstream = \"app\"\n"
+    ))
+}
+
+#[test]
+fn endpoint_lists_parse_as_json_and_toml() {
+    let json = r#"[{"address": "10.0.0.1:80", "weight": 2, "zone": "a", "metadata": {"k": "v"}}, "10.0.0.2:80"]"#;
+    let list = parse_endpoint_list(json, false).unwrap();
+    assert_eq!(list.len(), 2);
+    assert_eq!(list[0].weight, 2);
+    assert_eq!(list[1].weight, 1);
+    let toml = "endpoints = [\"10.0.0.1:80\", { address = \"10.0.0.2:80\", zone = \"b\" }]";
+    let list = parse_endpoint_list(toml, true).unwrap();
+    assert_eq!(list[1].zone.as_deref(), Some("b"));
+    assert!(parse_endpoint_list(r#"[{"address": "nope"}]"#, false).is_err());
+    assert!(parse_endpoint_list(r#"[{"address": "10.0.0.1:80", "weight": 0}]"#, false).is_err());
+    assert_eq!(
+        parse_endpoint_json(br#"{"address": "10.0.0.1:80"}"#)
+            .unwrap()
+            .address
+            .as_str(),
+        "10.0.0.1:80"
+    );
+}

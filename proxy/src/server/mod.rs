@@ -168,6 +168,8 @@ struct Inner {
     /// Serializes reloads (file watcher and admin API may race).
     reload_lock: Mutex<()>,
     plugins: PluginRegistry,
+    /// The control runtime: admin API, health checks, discovery.
+    control: Handle,
 }
 
 /// A running proxy. Dropping it stops everything at once; call
@@ -192,6 +194,7 @@ impl Server {
         let plugins = PluginRegistry::new(&config.plugins)?;
         let (chains, _) = plugins::build_chains(&plugins, &config, &RouteTable::default())?;
         let upstreams = build_upstreams(&config, &BTreeMap::new(), slots, &metrics);
+        let server_upstreams = upstreams.clone();
         let table = RouteTable::build(&config, &upstreams, &metrics, &chains);
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
@@ -255,7 +258,9 @@ impl Server {
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
             plugins,
+            control: control.clone(),
         });
+        upstream::activate(&BTreeMap::new(), &server_upstreams, &control);
         let mut server = Self {
             inner,
             _watch: None,
@@ -531,6 +536,7 @@ impl Inner {
                 self.sockets_per_listener,
                 &self.shared.metrics,
             );
+            upstream::activate(&upstreams, &next, &self.control);
             *upstreams = next.clone();
             next
         };

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::window::Window;
 use crate::upstream::ErrorClass;
 
 /// Latency bucket upper bounds, in seconds.
@@ -38,6 +39,8 @@ struct RouteShard {
     buckets: [AtomicU64; LATENCY_BUCKETS.len()],
     latency_micros_sum: AtomicU64,
     count: AtomicU64,
+    /// Requests of the last minute, each sampled as 1 if it was a 5xx.
+    server_errors: Window,
 }
 
 impl RouteShard {
@@ -47,6 +50,7 @@ impl RouteShard {
             buckets: std::array::from_fn(|_| AtomicU64::new(0)),
             latency_micros_sum: AtomicU64::new(0),
             count: AtomicU64::new(0),
+            server_errors: Window::default(),
         }
     }
 }
@@ -77,6 +81,25 @@ impl RouteMetrics {
         let micros = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
         shard.latency_micros_sum.fetch_add(micros, Relaxed);
         shard.count.fetch_add(1, Relaxed);
+        shard
+            .server_errors
+            .record(u64::from(status.is_server_error()));
+    }
+
+    /// Requests answered and how many of them were 5xx, over the last minute
+    /// (see [`Window::span`]).
+    pub fn recent_server_errors(&self) -> (u64, u64) {
+        self.shards
+            .iter()
+            .map(|s| s.server_errors.totals())
+            .fold((0, 0), |(n, e), (sn, se)| (n + sn, e + se))
+    }
+
+    /// Requests answered so far, and the 5xx among them.
+    pub fn totals(&self) -> (u64, u64) {
+        let count = self.shards.iter().map(|s| s.count.load(Relaxed)).sum();
+        let errors = (500..=599).map(|s| self.requests_with_status(s)).sum();
+        (count, errors)
     }
 
     /// Total requests recorded with `status`.
@@ -91,9 +114,21 @@ impl RouteMetrics {
     }
 }
 
-/// Upstream failures by class, for one upstream.
+/// Upstream failures by class, health and discovery events, for one upstream.
 pub struct UpstreamMetrics {
     errors: [AtomicU64; ErrorClass::ALL.len()],
+    /// Active health checks that passed and failed.
+    pub health_checks_passed: AtomicU64,
+    pub health_checks_failed: AtomicU64,
+    /// Active health transitions.
+    pub became_healthy: AtomicU64,
+    pub became_unhealthy: AtomicU64,
+    /// Passive ejections applied, and refused by the ejection cap.
+    pub ejections: AtomicU64,
+    pub ejections_refused: AtomicU64,
+    /// Endpoint sets published by discovery, and failed discovery rounds.
+    pub discovery_updates: AtomicU64,
+    pub discovery_errors: AtomicU64,
 }
 
 impl UpstreamMetrics {
@@ -167,6 +202,14 @@ impl Metrics {
         Arc::clone(upstreams.entry(name.to_owned()).or_insert_with(|| {
             Arc::new(UpstreamMetrics {
                 errors: std::array::from_fn(|_| AtomicU64::new(0)),
+                health_checks_passed: AtomicU64::new(0),
+                health_checks_failed: AtomicU64::new(0),
+                became_healthy: AtomicU64::new(0),
+                became_unhealthy: AtomicU64::new(0),
+                ejections: AtomicU64::new(0),
+                ejections_refused: AtomicU64::new(0),
+                discovery_updates: AtomicU64::new(0),
+                discovery_errors: AtomicU64::new(0),
             })
         }))
     }
@@ -250,6 +293,7 @@ impl Metrics {
                 );
             }
         }
+        render_upstream_events(&mut out, &upstreams);
         let gauges = [
             (
                 "weir_open_connections",
@@ -310,12 +354,65 @@ impl Metrics {
     }
 }
 
+fn render_upstream_events(out: &mut String, upstreams: &BTreeMap<String, Arc<UpstreamMetrics>>) {
+    type Pick = fn(&UpstreamMetrics) -> [(&'static str, &AtomicU64); 2];
+    let families: [(&str, &str, &str, Pick); 4] = [
+        (
+            "weir_health_checks_total",
+            "Active health checks, by upstream and result.",
+            "result",
+            |m| {
+                [
+                    ("passed", &m.health_checks_passed),
+                    ("failed", &m.health_checks_failed),
+                ]
+            },
+        ),
+        (
+            "weir_health_transitions_total",
+            "Endpoints that became healthy or unhealthy by active checks.",
+            "to",
+            |m| {
+                [
+                    ("healthy", &m.became_healthy),
+                    ("unhealthy", &m.became_unhealthy),
+                ]
+            },
+        ),
+        (
+            "weir_ejections_total",
+            "Passive ejections, applied or refused by max_ejected_percent.",
+            "result",
+            |m| [("applied", &m.ejections), ("refused", &m.ejections_refused)],
+        ),
+        (
+            "weir_discovery_updates_total",
+            "Discovery rounds, by upstream and result.",
+            "result",
+            |m| [("ok", &m.discovery_updates), ("error", &m.discovery_errors)],
+        ),
+    ];
+    for (family, help, label, pick) in families {
+        let _ = writeln!(out, "# HELP {family} {help}\n# TYPE {family} counter");
+        for (name, upstream) in upstreams {
+            for (value, counter) in pick(upstream) {
+                let _ = writeln!(
+                    out,
+                    "{family}{{upstream=\"{}\",{label}=\"{value}\"}} {}",
+                    escape(name),
+                    counter.load(Relaxed)
+                );
+            }
+        }
+    }
+}
+
 fn to_i64(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Escapes a label value for the Prometheus text format.
-fn escape(value: &str) -> String {
+pub(crate) fn escape(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")

@@ -2,6 +2,7 @@
 //! metrics the request path records (see [`metrics`]).
 
 pub mod metrics;
+pub mod window;
 
 use tracing_subscriber::EnvFilter;
 

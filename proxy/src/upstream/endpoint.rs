@@ -3,11 +3,14 @@
 //! plugins, the health checker and the admin API all read these; the request
 //! path writes them.
 
-use std::sync::Arc;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use http::uri::Authority;
+
+use crate::telemetry::window::Window;
 
 /// Weight of the newest sample in the latency EWMA.
 const EWMA_ALPHA: f64 = 0.2;
@@ -20,9 +23,61 @@ pub struct Endpoint {
     pub id: u32,
     pub authority: Authority,
     pub weight: u32,
+    /// The locality it runs in, if discovery says (for zone-aware balancers).
+    pub zone: Option<String>,
+    /// Free-form labels from discovery.
+    pub metadata: BTreeMap<String, String>,
     /// Where the endpoint came from (`static`, `dns`, `file`, `etcd`).
     pub source: &'static str,
     pub stats: EndpointStats,
+}
+
+impl Endpoint {
+    /// A fresh endpoint with no figures yet.
+    pub fn new(id: u32, spec: &crate::config::EndpointSpec, source: &'static str) -> Self {
+        Self {
+            id,
+            authority: spec.address.clone(),
+            weight: spec.weight,
+            zone: spec.zone.clone(),
+            metadata: spec.metadata.clone(),
+            source,
+            stats: EndpointStats::default(),
+        }
+    }
+
+    /// Whether `spec` describes this endpoint exactly (address, weight,
+    /// zone, metadata): then a discovery update keeps it.
+    pub fn matches(&self, spec: &crate::config::EndpointSpec) -> bool {
+        self.authority == spec.address
+            && self.weight == spec.weight
+            && self.zone == spec.zone
+            && self.metadata == spec.metadata
+    }
+
+    /// The spec this endpoint was made from.
+    pub fn spec(&self) -> crate::config::EndpointSpec {
+        crate::config::EndpointSpec {
+            address: self.authority.clone(),
+            weight: self.weight,
+            zone: self.zone.clone(),
+            metadata: self.metadata.clone(),
+        }
+    }
+}
+
+/// Why an endpoint is or was unhealthy; read by the admin API only, so a
+/// mutex is fine.
+#[derive(Debug, Default, Clone)]
+pub struct HealthNote {
+    /// The last failed active check's reason while actively unhealthy.
+    pub active_reason: Option<String>,
+    /// The reason given with the current or last passive ejection.
+    pub ejection_reason: Option<String>,
+    /// Consecutive ejections (the next ejection lasts one more base time).
+    pub ejections: u32,
+    /// When the last ejection ends or ended.
+    pub ejection_ends: Option<Instant>,
 }
 
 /// Live figures of one endpoint.
@@ -38,6 +93,9 @@ pub struct EndpointStats {
     /// Passive ejection: unhealthy until this many ms after `epoch`.
     ejected_until_ms: AtomicU64,
     epoch: Instant,
+    /// Latency samples (µs) of the last minute, for a windowed average.
+    window: Window,
+    note: Mutex<HealthNote>,
 }
 
 impl Default for EndpointStats {
@@ -50,6 +108,8 @@ impl Default for EndpointStats {
             healthy: AtomicBool::new(true),
             ejected_until_ms: AtomicU64::new(0),
             epoch: Instant::now(),
+            window: Window::default(),
+            note: Mutex::default(),
         }
     }
 }
@@ -63,6 +123,36 @@ impl EndpointStats {
     /// Latency EWMA to the response head, in microseconds (0 before any).
     pub fn latency_ewma_micros(&self) -> f64 {
         f64::from_bits(self.ewma_micros.load(Relaxed))
+    }
+
+    /// Mean latency (µs) over the last minute, and the samples it is over.
+    pub fn latency_window_micros(&self) -> (Option<f64>, u64) {
+        (self.window.mean(), self.window.totals().0)
+    }
+
+    /// Why the endpoint is or was unhealthy.
+    pub fn note(&self) -> HealthNote {
+        self.note
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Changes the health note under its lock.
+    pub fn update_note<R>(&self, change: impl FnOnce(&mut HealthNote) -> R) -> R {
+        change(&mut self.note.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The current health as one word and a reason, for the admin API.
+    pub fn health_reason(&self) -> (&'static str, Option<String>) {
+        let note = self.note();
+        if self.is_ejected() {
+            ("ejected", note.ejection_reason)
+        } else if !self.actively_healthy() {
+            ("unhealthy", note.active_reason)
+        } else {
+            ("healthy", None)
+        }
     }
 
     /// Requests sent so far.
@@ -123,6 +213,8 @@ impl EndpointStats {
         if failed {
             self.failures.fetch_add(1, Relaxed);
         }
+        self.window
+            .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
         let sample = latency.as_secs_f64() * 1e6;
         let old = f64::from_bits(self.ewma_micros.load(Relaxed));
         let new = if old == 0.0 {
@@ -183,6 +275,8 @@ mod tests {
             id: 0,
             authority: Authority::from_static("127.0.0.1:1"),
             weight: 1,
+            zone: None,
+            metadata: BTreeMap::new(),
             source: "static",
             stats: EndpointStats::default(),
         })

@@ -181,7 +181,8 @@ fn find_io<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a io::Error> {
     find::<io::Error>(error)
 }
 
-fn error_chain(error: &(dyn StdError + 'static)) -> String {
+/// An error and its sources on one line, without repeats.
+pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     let mut text = error.to_string();
     let mut current = error.source();
     while let Some(e) = current {

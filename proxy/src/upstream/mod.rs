@@ -3,13 +3,19 @@
 //!
 //! Each worker has its own pool per upstream (like nginx's per-worker
 //! keepalive), so a connection is only ever used by the core that opened it.
+//! Background work per upstream (active health checks, discovery) runs on
+//! the control runtime and stops when the upstream is replaced or dropped.
 
+mod connector;
+pub mod discovery;
 mod endpoint;
 mod error;
+pub mod health;
+mod passive;
 
 use std::cell::Cell;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
 use http::uri::Scheme;
@@ -18,9 +24,14 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio_util::sync::CancellationToken;
 
-pub use endpoint::{Endpoint, EndpointStats, InFlight};
+use connector::CountingConnector;
+pub use connector::{ConnectFailure, ConnectionState};
+pub use discovery::DiscoveryStatus;
+pub use endpoint::{Endpoint, EndpointStats, HealthNote, InFlight};
 pub use error::{ErrorClass, UpstreamError};
+pub use passive::EjectError;
 
 use crate::body::WeirBody;
 use crate::config::{EndpointSpec, UpstreamProtocol, UpstreamSpec};
@@ -38,7 +49,7 @@ pub fn set_thread_worker(index: usize) {
 /// One worker's view of an upstream: its own pool and round-robin cursor.
 #[repr(align(128))]
 struct WorkerSlot {
-    client: Client<HttpConnector, WeirBody>,
+    client: Client<CountingConnector, WeirBody>,
     cursor: AtomicUsize,
 }
 
@@ -94,6 +105,15 @@ pub struct Upstream {
     next_id: AtomicU32,
     slots: Box<[WorkerSlot]>,
     pub metrics: Arc<UpstreamMetrics>,
+    /// Open connections and the last connect error, over all worker pools.
+    pub connections: Arc<ConnectionState>,
+    /// What discovery last did; `static` upstreams never change it.
+    discovery: Mutex<DiscoveryStatus>,
+    /// Serializes ejections so that the ejected share is checked and
+    /// changed atomically.
+    eject_lock: Mutex<()>,
+    /// Parent of the health-check and discovery tasks.
+    tasks: CancellationToken,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -109,9 +129,10 @@ impl Upstream {
     /// Builds an upstream with one pool per worker. No connection is opened
     /// until the first request.
     pub fn new(name: &str, spec: &UpstreamSpec, workers: usize, metrics: &Metrics) -> Self {
+        let connections = Arc::new(ConnectionState::default());
         let slots = (0..workers.max(1))
             .map(|_| WorkerSlot {
-                client: build_client(spec),
+                client: build_client(spec, &connections),
                 cursor: AtomicUsize::new(0),
             })
             .collect();
@@ -122,36 +143,91 @@ impl Upstream {
             next_id: AtomicU32::new(0),
             slots,
             metrics: metrics.upstream(name),
+            connections,
+            discovery: Mutex::new(DiscoveryStatus::new(spec.discovery.kind())),
+            eject_lock: Mutex::default(),
+            tasks: CancellationToken::new(),
         };
         upstream.set_endpoints(&spec.endpoints, "static");
         upstream
     }
 
-    /// Replaces the endpoint set. Endpoints whose address stays keep their
-    /// id, figures and pooled connections; removed ones get no new requests
-    /// (their in-flight requests finish); new ones are used at once.
+    /// Starts this upstream's health checks and discovery on `control`.
+    /// `previous` (the upstream this one replaces, if any) lends its
+    /// discovered endpoints so that a reload does not leave the new one
+    /// empty until its first discovery round.
+    pub fn start(self: &Arc<Self>, control: &tokio::runtime::Handle, previous: Option<&Self>) {
+        if let Some(previous) = previous
+            && previous.spec.discovery == self.spec.discovery
+            && self.spec.discovery != crate::config::Discovery::Static
+        {
+            let specs: Vec<EndpointSpec> = previous
+                .endpoints()
+                .all()
+                .iter()
+                .map(|e| e.spec())
+                .collect();
+            self.set_endpoints(&specs, self.spec.discovery.kind());
+        }
+        discovery::start(self, control, self.tasks.child_token());
+        if let Some(check) = &self.spec.health_check {
+            control.spawn(health::run(
+                Arc::downgrade(self),
+                check.clone(),
+                self.tasks.child_token(),
+            ));
+        }
+    }
+
+    /// Stops health checks and discovery (the upstream was replaced or
+    /// removed). Requests in flight are not affected.
+    pub fn stop(&self) {
+        self.tasks.cancel();
+    }
+
+    /// Replaces the endpoint set. Endpoints that stay exactly the same
+    /// (address, weight, zone, metadata) keep their id, figures and pooled
+    /// connections; removed ones get no new requests (their in-flight
+    /// requests finish); new ones are used at once.
     pub fn set_endpoints(&self, specs: &[EndpointSpec], source: &'static str) {
         let current = self.endpoints.load();
-        let endpoints = specs
+        let endpoints: Vec<Arc<Endpoint>> = specs
             .iter()
-            .map(|spec| {
-                match current
-                    .endpoints
-                    .iter()
-                    .find(|e| e.authority == spec.address)
-                {
-                    Some(kept) if kept.weight == spec.weight => Arc::clone(kept),
-                    _ => Arc::new(Endpoint {
-                        id: self.next_id.fetch_add(1, Relaxed),
-                        authority: spec.address.clone(),
-                        weight: spec.weight,
+            .map(
+                |spec| match current.endpoints.iter().find(|e| e.matches(spec)) {
+                    Some(kept) => Arc::clone(kept),
+                    None => Arc::new(Endpoint::new(
+                        self.next_id.fetch_add(1, Relaxed),
+                        spec,
                         source,
-                        stats: EndpointStats::default(),
-                    }),
-                }
-            })
+                    )),
+                },
+            )
             .collect();
+        let added = endpoints
+            .iter()
+            .filter(|e| !current.endpoints.iter().any(|c| Arc::ptr_eq(c, e)))
+            .count();
+        let removed = (current.endpoints.len() + added).saturating_sub(endpoints.len());
+        if added + removed > 0 && !current.endpoints.is_empty() {
+            tracing::info!(
+                upstream = %self.name,
+                source,
+                added,
+                removed,
+                endpoints = endpoints.len(),
+                "endpoint set changed"
+            );
+        }
         self.endpoints.store(Arc::new(EndpointSet::new(endpoints)));
+    }
+
+    /// What discovery last did.
+    pub fn discovery_status(&self) -> DiscoveryStatus {
+        self.discovery
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The endpoints now.
@@ -233,7 +309,37 @@ impl Upstream {
     }
 }
 
-fn build_client(spec: &UpstreamSpec) -> Client<HttpConnector, WeirBody> {
+/// After a (re)build of the upstreams: starts the background tasks of those
+/// in `next` that are new, and stops those of `previous` that were replaced
+/// or removed.
+pub fn activate(
+    previous: &std::collections::BTreeMap<String, Arc<Upstream>>,
+    next: &std::collections::BTreeMap<String, Arc<Upstream>>,
+    control: &tokio::runtime::Handle,
+) {
+    for (name, upstream) in next {
+        let old = previous.get(name);
+        if !old.is_some_and(|old| Arc::ptr_eq(old, upstream)) {
+            upstream.start(control, old.map(AsRef::as_ref));
+        }
+    }
+    for (name, upstream) in previous {
+        if !next.get(name).is_some_and(|new| Arc::ptr_eq(new, upstream)) {
+            upstream.stop();
+        }
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.tasks.cancel();
+    }
+}
+
+fn build_client(
+    spec: &UpstreamSpec,
+    connections: &Arc<ConnectionState>,
+) -> Client<CountingConnector, WeirBody> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(spec.connect_timeout));
     connector.set_nodelay(true);
@@ -249,7 +355,7 @@ fn build_client(spec: &UpstreamSpec) -> Client<HttpConnector, WeirBody> {
     if spec.protocol == UpstreamProtocol::H2c {
         builder.http2_only(true);
     }
-    builder.build(connector)
+    builder.build(CountingConnector::new(connector, Arc::clone(connections)))
 }
 
 #[cfg(test)]
@@ -262,10 +368,13 @@ mod tests {
                 .iter()
                 .enumerate()
                 .map(|(i, w)| EndpointSpec {
-                    address: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
                     weight: *w,
+                    ..EndpointSpec::new(format!("127.0.0.1:{}", 1000 + i).parse().unwrap())
                 })
                 .collect(),
+            discovery: crate::config::Discovery::Static,
+            health_check: None,
+            passive: crate::config::PassiveSpec::default(),
             protocol: UpstreamProtocol::Http1,
             connect_timeout: std::time::Duration::from_secs(1),
             pool_idle_timeout: std::time::Duration::from_secs(1),
