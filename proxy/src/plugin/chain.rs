@@ -169,6 +169,11 @@ impl Chain {
                     }
                 }
             }
+            // A request-wide deadline (a plugin's `deadline_set`) caps every attempt.
+            if let Some(d) = req.deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
+            }
             let (mut outcome, endpoint) = match early {
                 Some(o) => (o, None),
                 None => {
@@ -230,6 +235,17 @@ impl Chain {
                     start = i + 1;
                 }
             }
+        }
+    }
+
+    /// Moves the endpoint marks the chain's plugins left (passive ejection:
+    /// endpoint id, unhealthy for; `Duration::ZERO` clears a mark) into `out`,
+    /// oldest first per plugin. The server drains them after each request and
+    /// applies them to the route's upstream; marks are bounded per instance
+    /// (`weir_abi::limits::MARKS_MAX`) until drained.
+    pub fn drain_endpoint_marks(&self, out: &mut Vec<(u32, Duration)>) {
+        for layer in &self.layers {
+            layer.drain_endpoint_marks(out);
         }
     }
 

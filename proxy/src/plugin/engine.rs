@@ -80,6 +80,15 @@ pub(crate) struct EngineInner {
 impl PluginEngine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        Self::with_services(config, Arc::new(HostServices::default()))
+    }
+
+    /// Like [`PluginEngine::new`], with given host services (e.g. shared
+    /// counters in Redis: [`HostServices::with_redis`]).
+    pub fn with_services(
+        config: EngineConfig,
+        services: Arc<HostServices>,
+    ) -> Result<Self, EngineError> {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed);
@@ -110,7 +119,7 @@ impl PluginEngine {
             engine,
             linker,
             config,
-            services: Arc::new(HostServices::default()),
+            services,
             _ticker: tx,
             compat,
         };

@@ -38,6 +38,9 @@ pub(crate) struct HostState {
     /// Offered to `select`; kept for `endpoint_stats`.
     pub endpoints: Vec<EndpointInfo>,
     pub tried: Vec<u32>,
+    /// Endpoint marks (passive ejection) left by the plugin, drained by the
+    /// core through `Chain::drain_endpoint_marks`; `Duration::ZERO` clears.
+    pub marks: Vec<(u32, Duration)>,
     rng: u64,
 }
 
@@ -64,6 +67,7 @@ impl HostState {
             output: Vec::new(),
             endpoints: Vec::new(),
             tried: Vec::new(),
+            marks: Vec::new(),
             rng: seed | 1,
         }
     }
@@ -79,21 +83,23 @@ impl HostState {
 }
 
 /// The range `ptr..ptr+len` if it lies inside memory of `size` bytes.
-fn range(size: usize, ptr: i32, len: i32) -> Option<Range<usize>> {
+pub(super) fn range(size: usize, ptr: i32, len: i32) -> Option<Range<usize>> {
     let start = usize::try_from(ptr as u32).ok()?;
     let end = start.checked_add(usize::try_from(len as u32).ok()?)?;
     (end <= size).then_some(start..end)
 }
 
 /// Guest memory and host state, borrowed together.
-fn parts<'a>(caller: &'a mut Caller<'_, HostState>) -> Option<(&'a mut [u8], &'a mut HostState)> {
+pub(super) fn parts<'a>(
+    caller: &'a mut Caller<'_, HostState>,
+) -> Option<(&'a mut [u8], &'a mut HostState)> {
     let memory = caller.data().memory?;
     Some(memory.data_and_store_mut(caller))
 }
 
 /// Copies `value` to `ptr` if it fits in `cap`; returns its full length either
 /// way, so the guest can retry with a buffer that fits.
-fn copy_out(mem: &mut [u8], ptr: i32, cap: i32, value: &[u8]) -> i32 {
+pub(super) fn copy_out(mem: &mut [u8], ptr: i32, cap: i32, value: &[u8]) -> i32 {
     let Some(out) = range(mem.len(), ptr, cap) else {
         return status::BAD_ARGUMENT;
     };
@@ -106,11 +112,11 @@ fn copy_out(mem: &mut [u8], ptr: i32, cap: i32, value: &[u8]) -> i32 {
     n
 }
 
-fn phase_in(state: &HostState, allowed: &[Phase]) -> bool {
+pub(super) fn phase_in(state: &HostState, allowed: &[Phase]) -> bool {
     allowed.contains(&state.phase)
 }
 
-const REQUEST_READ: &[Phase] = &[Phase::OnRequest, Phase::Select, Phase::OnResponse];
+pub(super) const REQUEST_READ: &[Phase] = &[Phase::OnRequest, Phase::Select, Phase::OnResponse];
 
 /// The header map a `header_*` call addresses, if this phase may read it
 /// (`write`: may also change it).
@@ -142,7 +148,7 @@ fn header_map(state: &mut HostState, map: i32, write: bool) -> Result<&mut Heade
 }
 
 /// A name or key argument, borrowed from guest memory.
-fn arg(mem: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
+pub(super) fn arg(mem: &[u8], ptr: i32, len: i32) -> Option<&[u8]> {
     range(mem.len(), ptr, len).map(|r| &mem[r])
 }
 
@@ -242,6 +248,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 Some(abi::RequestField::Path) => Some(st.req.uri.path()),
                 Some(abi::RequestField::Query) => st.req.uri.query(),
                 Some(abi::RequestField::Method) => Some(st.req.method.as_str()),
+                Some(abi::RequestField::ClientAddr) => {
+                    let ip = st.req.client_addr.map(|a| a.to_string());
+                    return match ip {
+                        Some(v) => copy_out(mem, p, cap, v.as_bytes()),
+                        None => status::NOT_FOUND,
+                    };
+                }
                 Some(abi::RequestField::Authority) => {
                     st.req.uri.authority().map(|a| a.as_str()).or_else(|| {
                         st.req
@@ -540,12 +553,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Ok(name) = std::str::from_utf8(name) else {
                 return status::BAD_ARGUMENT;
             };
-            let v = st.services.counter_add(name, delta);
+            let Some(v) = st.services.counter_add_ttl(name, delta, None) else {
+                return status::UNAVAILABLE;
+            };
             mem[out].copy_from_slice(&v.to_le_bytes());
             status::OK
         },
     )?;
-    Ok(())
+    super::host_extra::add_to_linker(linker)
 }
 
 #[cfg(test)]
