@@ -74,6 +74,7 @@
 
 extern crate alloc;
 
+pub mod config;
 mod export;
 mod hostcalls;
 #[cfg(not(target_arch = "wasm32"))]

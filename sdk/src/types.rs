@@ -243,6 +243,15 @@ impl Answer {
         self
     }
 
+    /// Adds a `Proxy-Status` header (RFC 9209) naming Weir as the
+    /// intermediary, with an error type from the RFC's registry
+    /// (e.g. `http_request_denied`, `destination_unavailable`,
+    /// `http_response_timeout`) and a short free-text detail.
+    pub fn proxy_status(self, error: &str, details: &str) -> Self {
+        let v = alloc::format!("weir; error={error}; details=\"{details}\"");
+        self.header("proxy-status", &v)
+    }
+
     /// Sets the body.
     pub fn body(mut self, body: impl Into<Vec<u8>>) -> Self {
         self.body = body.into();

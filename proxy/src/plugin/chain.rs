@@ -133,10 +133,15 @@ impl Chain {
         let mut endpoints: Vec<EndpointInfo> = Vec::new();
         let mut start = 0;
         let mut attempt = 0;
+        // Attempt timeouts by layer: a layer's timeout covers every attempt
+        // it encloses, including the retries of inner layers that do not
+        // re-run its `on_request` (e.g. a retry plugin's per-try timeout).
+        let mut held: Vec<(usize, Duration)> = Vec::new();
         loop {
             attempt += 1;
             let began = Instant::now();
-            let mut timeout: Option<Duration> = None;
+            held.retain(|(layer, _)| *layer < start);
+            let mut timeout: Option<Duration> = held.iter().map(|(_, t)| *t).min();
             let mut early: Option<Outcome<B>> = None;
             // on_response runs for layers [0, top).
             let mut top = n;
@@ -148,6 +153,7 @@ impl Chain {
                 match self.layers[i].on_request(id, req, attempt) {
                     Ok(RequestVerdict::Continue { timeout: t }) => {
                         guard.entered |= bit;
+                        held.extend(t.map(|t| (i, t)));
                         timeout = match (timeout, t) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
