@@ -85,7 +85,9 @@ impl<'de> serde::Deserialize<'de> for Dur {
                 if v.is_finite() && (0.0..1e12).contains(&v) {
                     Ok(Dur(Duration::from_secs_f64(v / 1000.0)))
                 } else {
-                    Err(E::custom("a duration must be a non-negative number of milliseconds"))
+                    Err(E::custom(
+                        "a duration must be a non-negative number of milliseconds",
+                    ))
                 }
             }
             fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {

@@ -237,6 +237,11 @@ impl Answer {
         }
     }
 
+    /// The answer's status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         abi::header_block::push(&mut self.headers, name.as_bytes(), value.as_bytes());

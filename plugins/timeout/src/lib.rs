@@ -12,7 +12,9 @@ use alloc::string::String;
 use core::time::Duration;
 
 use weir_sdk::config::Dur;
-use weir_sdk::{Answer, End, ErrorClass, Metric, Plugin, Request, RequestAction, Response, ResponseAction};
+use weir_sdk::{
+    Answer, End, ErrorClass, Metric, Plugin, Request, RequestAction, Response, ResponseAction,
+};
 
 extern crate alloc;
 
@@ -40,13 +42,15 @@ impl Default for Config {
 
 impl Config {
     fn validate(&self) -> Result<(), String> {
-        if self.deadline.is_some_and(|d| d.0.is_zero()) || self.per_try.is_some_and(|d| d.0.is_zero())
+        if self.deadline.is_some_and(|d| d.0.is_zero())
+            || self.per_try.is_some_and(|d| d.0.is_zero())
         {
             return Err("timeout: deadline and per_try must be positive (or null)".into());
         }
         if let Some(h) = &self.header {
             let ok = !h.is_empty()
-                && h.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
             if !ok {
                 return Err(format!("timeout: header {h:?} is not a valid header name"));
             }
@@ -112,8 +116,10 @@ impl Plugin for Timeout {
         config.validate()?;
         self.config = config;
         self.metrics = Some(Metrics {
-            deadline: Metric::counter("timeout_deadline_exceeded_total").map_err(|e| e.to_string())?,
-            per_try: Metric::counter("timeout_per_try_exceeded_total").map_err(|e| e.to_string())?,
+            deadline: Metric::counter("timeout_deadline_exceeded_total")
+                .map_err(|e| e.to_string())?,
+            per_try: Metric::counter("timeout_per_try_exceeded_total")
+                .map_err(|e| e.to_string())?,
         });
         Ok(())
     }
@@ -154,10 +160,16 @@ impl Plugin for Timeout {
         let out_of_deadline = self.remaining(ctx, req).is_some_and(|r| r.is_zero());
         let (details, metric) = if out_of_deadline {
             self.deadline_exceeded += 1;
-            ("request deadline exceeded", self.metrics.map(|m| m.deadline))
+            (
+                "request deadline exceeded",
+                self.metrics.map(|m| m.deadline),
+            )
         } else {
             self.per_try_exceeded += 1;
-            ("upstream attempt timed out", self.metrics.map(|m| m.per_try))
+            (
+                "upstream attempt timed out",
+                self.metrics.map(|m| m.per_try),
+            )
         };
         if let Some(m) = metric {
             let _ = m.record(1.0);

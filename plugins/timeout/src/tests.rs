@@ -24,7 +24,11 @@ fn a_slow_attempt_becomes_504_with_proxy_status() {
     let run = h.run(TestRequest::get("/"), &[slow]);
     assert_eq!(run.status(), Some(504));
     assert!(run.local);
-    assert!(run.header("proxy-status").unwrap().contains("http_response_timeout"));
+    assert!(
+        run.header("proxy-status")
+            .unwrap()
+            .contains("http_response_timeout")
+    );
     assert_eq!(h.metric("timeout_per_try_exceeded_total"), Some(1.0));
 }
 
