@@ -39,8 +39,9 @@
 //! ```
 //!
 //! [`Harness::run`] drives one request the way the proxy's chain drives a
-//! plugin (with the plugin as the only layer): `on_request`, `select` if
-//! endpoints are set, the next scripted outcome (a slower outcome than the
+//! plugin (with the plugin as the only layer): `on_request` (once: a retry
+//! re-runs only what is inside the plugin), `select` if endpoints are set
+//! (or the host's default, round robin over untried endpoints first), the next scripted outcome (a slower outcome than the
 //! attempt's timeout or deadline becomes a timeout), `on_response`, retries
 //! with their delays on the virtual clock, and `on_end`. The single-hook
 //! methods ([`Harness::on_request`], [`Harness::select`],
@@ -371,12 +372,19 @@ impl<P: Plugin> Harness<P> {
         let mut f = self.start(req);
         let mut attempts = Vec::new();
         let mut delays = Vec::new();
+        // After a retry, the plugin's own `on_request` does not run again:
+        // the chain re-runs only what is inside the retrying layer, and the
+        // layer's attempt timeout keeps covering the new attempts.
+        let mut timeout = None;
+        let mut retried = false;
         let fin = loop {
             let began = self.host.now_ns;
-            let timeout = match self.on_request(&mut f) {
-                RequestResult::Answer(a) => break Outcome::from_answer(a),
-                RequestResult::Continue { timeout } => timeout,
-            };
+            if !retried {
+                timeout = match self.on_request(&mut f) {
+                    RequestResult::Answer(a) => break Outcome::from_answer(a),
+                    RequestResult::Continue { timeout } => timeout,
+                };
+            }
             let deadline = f
                 .req
                 .deadline_ns
@@ -406,6 +414,7 @@ impl<P: Plugin> Harness<P> {
                 ResponseResult::Pass => break outcome,
                 ResponseResult::Replace(a) => break Outcome::from_answer(a),
                 ResponseResult::Retry(d) if f.attempt < 16 => {
+                    retried = true;
                     delays.push(d);
                     self.advance(d);
                     f.attempt += 1;
@@ -434,9 +443,14 @@ impl<P: Plugin> Harness<P> {
             return None;
         }
         self.select(f).or_else(|| {
+            // The host's default: round robin, untried endpoints first.
             let offered = &self.host.offered;
             self.rr = self.rr.wrapping_add(1);
-            offered.get(self.rr % offered.len().max(1)).map(|e| e.id)
+            let n = offered.len().max(1);
+            (0..n)
+                .map(|i| offered[(self.rr + i) % n].id)
+                .find(|id| !f.tried.contains(id))
+                .or_else(|| offered.get(self.rr % n).map(|e| e.id))
         })
     }
 }
