@@ -135,7 +135,7 @@ fn slow_calls_trip_the_slow_mode() {
         h.run(get(), &[Outcome::status(200)]);
     }
     for _ in 0..2 {
-        h.run(get(), &[slow.clone()]);
+        h.run(get(), std::slice::from_ref(&slow));
     }
     assert_eq!(h.status_json()["state"], "closed");
     h.run(get(), &[slow]);
