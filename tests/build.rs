@@ -1,6 +1,7 @@
-//! Builds the test plugins under `tests/plugins/` for `wasm32-unknown-unknown`
-//! with the root's `plugin` profile, and generates `weir_tests::plugins::NAME`
-//! constants holding each `.wasm`'s path.
+//! Builds the test plugins under `tests/plugins/` and the shipped policies
+//! under `plugins/` for `wasm32-unknown-unknown` with the root's `plugin`
+//! profile (one nested cargo run), and generates `weir_tests::plugins::NAME`
+//! constants holding each `.wasm`'s path (`HELLO`, …, `BREAKER`, `RETRY`, …).
 //!
 //! The nested cargo uses its own target directory: the outer build holds the
 //! lock on the main one, so sharing it would deadlock (wasmtime's
@@ -18,6 +19,7 @@ fn main() {
     let workspace = manifest_dir.parent().unwrap_or(&manifest_dir).to_path_buf();
     for watched in [
         "tests/plugins",
+        "plugins",
         "sdk/src",
         "sdk/abi/src",
         "sdk/Cargo.toml",
@@ -29,15 +31,20 @@ fn main() {
         );
     }
 
-    let mut names: Vec<String> = std::fs::read_dir(&plugins_dir)
-        .map(|dir| {
-            dir.filter_map(Result::ok)
-                .filter(|e| e.path().join("Cargo.toml").is_file())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
+    let crates_in = |dir: &std::path::Path| -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .map(|dir| {
+                dir.filter_map(Result::ok)
+                    .filter(|e| e.path().join("Cargo.toml").is_file())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        names.sort();
+        names
+    };
+    let names = crates_in(&plugins_dir);
+    let shipped = crates_in(&workspace.join("plugins"));
 
     // Next to the workspace's target dir, so `cargo clean` removes it and
     // it survives OUT_DIR changes (incremental plugin builds).
@@ -58,6 +65,9 @@ fn main() {
         .arg(&target_dir);
     for name in &names {
         cmd.args(["-p", &format!("weir-test-plugin-{name}")]);
+    }
+    for name in &shipped {
+        cmd.args(["-p", &format!("weir-plugin-{name}")]);
     }
     // Flags meant for the host build must not leak into the wasm build.
     for var in [
@@ -83,6 +93,18 @@ fn main() {
         let _ = writeln!(
             code,
             "/// `tests/plugins/{name}`, built for wasm32.\npub const {}: &str = {:?};",
+            file.to_uppercase(),
+            path.display().to_string()
+        );
+    }
+    for name in &shipped {
+        let file = name.replace('-', "_");
+        let path = target_dir
+            .join("wasm32-unknown-unknown/plugin")
+            .join(format!("weir_plugin_{file}.wasm"));
+        let _ = writeln!(
+            code,
+            "/// The shipped policy `plugins/{name}`, built for wasm32.\npub const {}: &str = {:?};",
             file.to_uppercase(),
             path.display().to_string()
         );

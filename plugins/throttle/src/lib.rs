@@ -101,14 +101,13 @@ impl Throttle {
     fn global(&mut self, ctx: &mut Ctx, key: &str) -> Option<Answer> {
         let c = &self.config;
         if let Some(rate) = c.rate {
-            let now_ms = weir_sdk::host::clock_ns() / 1_000_000;
-            let window = now_ms / c.window_ms;
+            // A fixed window that starts with its first request and expires
+            // in the shared store: no clock needs to agree across proxies.
             let limit = (rate * c.window_ms as f64 / 1000.0).ceil().max(1.0) as i64;
-            let name = format!("{}:rate:{key}:{window}", c.name);
-            match weir_sdk::host::counter_add_ttl(&name, 1, c.window_ms.saturating_mul(2)) {
+            let name = format!("{}:rate:{key}", c.name);
+            match weir_sdk::host::counter_add_ttl(&name, 1, c.window_ms) {
                 Ok(n) if n > limit => {
-                    let left_ms = (window + 1) * c.window_ms - now_ms;
-                    return Some(rate_answer(left_ms.div_ceil(1000)));
+                    return Some(rate_answer(c.window_ms.div_ceil(1000)));
                 }
                 Ok(_) => {}
                 Err(_) if self.store_failed() => {}

@@ -207,9 +207,11 @@ impl<P: Plugin> Harness<P> {
             .map(|(v, _)| *v)
     }
 
-    /// Sets a shared counter, as another proxy sharing the store would.
+    /// Sets a shared counter, as another proxy sharing the store would
+    /// (an existing counter keeps its expiry).
     pub fn set_counter(&mut self, name: &str, value: i64) {
-        self.host.counters.insert(name.into(), (value, None));
+        let e = self.host.counters.entry(name.into()).or_insert((0, None));
+        e.0 = value;
     }
 
     // ---- admin hooks ----
