@@ -564,8 +564,7 @@ impl PluginInstance {
         })
     }
 
-    /// Moves the endpoint marks (`endpoint_mark`: id, unhealthy for; zero
-    /// clears) the plugin left since the last drain into `out`.
+    /// Moves the plugin's endpoint marks (id, unhealthy for) into `out`.
     pub fn drain_endpoint_marks(&self, out: &mut Vec<(u32, Duration)>) {
         let mut slot = self.lock();
         if let Some(l) = slot.live.as_mut() {
