@@ -151,14 +151,24 @@ async fn breaker_opens_answers_503_and_keeps_its_state_across_a_reload() {
     assert!(matches!(out, Outcome::Local(_)));
     assert_eq!(core.seen.len(), 2, "the open breaker kept the upstream out");
     assert!(header(&out, "retry-after").unwrap().parse::<u32>().unwrap() >= 29);
-    assert!(header(&out, "proxy-status").unwrap().contains("destination_unavailable"));
+    assert!(
+        header(&out, "proxy-status")
+            .unwrap()
+            .contains("destination_unavailable")
+    );
     assert_eq!(status_json(&breaker)["state"], "open");
     let metrics = breaker.metrics();
-    assert!(metrics.iter().any(|m| m.name == "breaker_opened_total" && m.value == 1.0));
+    assert!(
+        metrics
+            .iter()
+            .any(|m| m.name == "breaker_opened_total" && m.value == 1.0)
+    );
 
     // Hot reload: a new instance restores the old one's snapshot.
     let fresh = layer(&engine, plugins::BREAKER, cfg);
-    fresh.restore(breaker.snapshot().unwrap().unwrap().into()).unwrap();
+    fresh
+        .restore(breaker.snapshot().unwrap().unwrap().into())
+        .unwrap();
     assert_eq!(status_json(&fresh)["state"], "open");
 }
 
@@ -199,7 +209,11 @@ async fn retry_retries_elsewhere_within_its_per_try_timeout() {
     let mut eps: Vec<u32> = core.seen.iter().map(|s| s.endpoint.unwrap()).collect();
     eps.sort_unstable();
     assert_eq!(eps, [1, 2, 3], "never the same endpoint twice");
-    assert!(core.seen.iter().all(|s| s.timeout == Some(Duration::from_millis(250))));
+    assert!(
+        core.seen
+            .iter()
+            .all(|s| s.timeout == Some(Duration::from_millis(250)))
+    );
     assert_eq!(status_json(&retry)["recovered"], 1);
 }
 
@@ -221,7 +235,11 @@ async fn retry_leaves_unsafe_requests_alone() {
 #[tokio::test]
 async fn throttle_releases_the_slot_of_a_dropped_request() {
     let engine = engine();
-    let throttle = layer(&engine, plugins::THROTTLE, r#"{"max_concurrent":1,"key":"client"}"#);
+    let throttle = layer(
+        &engine,
+        plugins::THROTTLE,
+        r#"{"max_concurrent":1,"key":"client"}"#,
+    );
     let c = chain(vec![throttle.clone()]);
     let client = |last: u8| {
         let mut req = request(Method::GET);
@@ -232,7 +250,11 @@ async fn throttle_releases_the_slot_of_a_dropped_request() {
     let mut hang = ScriptCore::new(&[Step::Hang]);
     let mut held = client(1);
     let run = c.run(&mut held, &mut hang);
-    assert!(tokio::time::timeout(Duration::from_millis(30), run).await.is_err());
+    assert!(
+        tokio::time::timeout(Duration::from_millis(30), run)
+            .await
+            .is_err()
+    );
     // …dropping the request (client gone) ran on_end and freed it.
     assert_eq!(status_json(&throttle)["in_flight"], 0);
     let mut core = ScriptCore::new(&[]);
@@ -244,15 +266,26 @@ async fn throttle_releases_the_slot_of_a_dropped_request() {
 #[tokio::test]
 async fn throttle_rate_limit_answers_429() {
     let engine = engine();
-    let c = chain(vec![layer(&engine, plugins::THROTTLE, r#"{"rate":0.5,"burst":2}"#)]);
+    let c = chain(vec![layer(
+        &engine,
+        plugins::THROTTLE,
+        r#"{"rate":0.5,"burst":2}"#,
+    )]);
     let mut core = ScriptCore::new(&[]);
     for _ in 0..2 {
-        assert_eq!(status(&c.run(&mut request(Method::GET), &mut core).await), Some(200));
+        assert_eq!(
+            status(&c.run(&mut request(Method::GET), &mut core).await),
+            Some(200)
+        );
     }
     let out = c.run(&mut request(Method::GET), &mut core).await;
     assert_eq!(status(&out), Some(429));
     assert_eq!(header(&out, "retry-after"), Some("2"));
-    assert!(header(&out, "proxy-status").unwrap().contains("http_request_denied"));
+    assert!(
+        header(&out, "proxy-status")
+            .unwrap()
+            .contains("http_request_denied")
+    );
 }
 
 #[tokio::test]
@@ -279,15 +312,30 @@ async fn balancer_hashes_a_header_to_a_stable_endpoint() {
 #[tokio::test]
 async fn timeout_passes_the_budget_and_answers_504() {
     let engine = engine();
-    let timeout = layer(&engine, plugins::TIMEOUT, r#"{"deadline":"2s","per_try":"300ms"}"#);
-    let c = chain(vec![timeout.clone(), layer(&engine, plugins::RETRY, r#"{"retry_on":["timeout"],"max_attempts":2,"backoff_base":"1ms","backoff_max":"1ms"}"#)]);
+    let timeout = layer(
+        &engine,
+        plugins::TIMEOUT,
+        r#"{"deadline":"2s","per_try":"300ms"}"#,
+    );
+    let c = chain(vec![
+        timeout.clone(),
+        layer(
+            &engine,
+            plugins::RETRY,
+            r#"{"retry_on":["timeout"],"max_attempts":2,"backoff_base":"1ms","backoff_max":"1ms"}"#,
+        ),
+    ]);
     let mut core = ScriptCore::new(&[
         Step::Error(ErrorClass::Timeout),
         Step::Error(ErrorClass::Timeout),
     ]);
     let out = c.run(&mut request(Method::GET), &mut core).await;
     assert_eq!(status(&out), Some(504));
-    assert!(header(&out, "proxy-status").unwrap().contains("http_response_timeout"));
+    assert!(
+        header(&out, "proxy-status")
+            .unwrap()
+            .contains("http_response_timeout")
+    );
     assert_eq!(core.seen.len(), 2);
     // The timeout layer's per-try timeout and the request deadline cover the retry too.
     for s in &core.seen {
