@@ -270,8 +270,18 @@ pub(crate) fn answer(status_code: u16, headers: &[u8], body: &[u8]) -> HostResul
 /// Fills `out` with the endpoints offered to `select` (`count` of them).
 pub(crate) fn endpoints_read(count: usize, out: &mut Vec<abi::EndpointRecord>) -> HostResult<()> {
     out.clear();
-    let mut buf = alloc::vec![0u8; count * abi::ENDPOINT_SIZE];
-    let n = check(backend::endpoints_read(&mut buf))? as usize;
+    // Up to 32 endpoints are read through the stack: no allocation per pick.
+    let mut stack = [0u8; 32 * abi::ENDPOINT_SIZE];
+    let mut heap = Vec::new();
+    let want = count.saturating_mul(abi::ENDPOINT_SIZE);
+    let buf: &mut [u8] = match stack.get_mut(..want) {
+        Some(b) => b,
+        None => {
+            heap.resize(want, 0);
+            &mut heap
+        }
+    };
+    let n = check(backend::endpoints_read(buf))? as usize;
     let filled = buf.get(..n.min(buf.len())).unwrap_or_default();
     for rec in filled.chunks_exact(abi::ENDPOINT_SIZE) {
         if let Ok(rec) = <&[u8; abi::ENDPOINT_SIZE]>::try_from(rec) {
@@ -284,8 +294,17 @@ pub(crate) fn endpoints_read(count: usize, out: &mut Vec<abi::EndpointRecord>) -
 /// Fills `out` with the endpoint ids this request already tried (`count` of them).
 pub(crate) fn tried_read(count: usize, out: &mut Vec<u32>) -> HostResult<()> {
     out.clear();
-    let mut buf = alloc::vec![0u8; count * 4];
-    let n = check(backend::tried_read(&mut buf))? as usize;
+    let mut stack = [0u8; 32 * 4];
+    let mut heap = Vec::new();
+    let want = count.saturating_mul(4);
+    let buf: &mut [u8] = match stack.get_mut(..want) {
+        Some(b) => b,
+        None => {
+            heap.resize(want, 0);
+            &mut heap
+        }
+    };
+    let n = check(backend::tried_read(buf))? as usize;
     let filled = buf.get(..n.min(buf.len())).unwrap_or_default();
     out.extend(
         filled

@@ -81,6 +81,20 @@ pub struct Timeout {
     per_try_exceeded: u64,
 }
 
+/// `n` in decimal, written into `buf` (no allocation on the request path).
+fn decimal(mut n: u64, buf: &mut [u8; 20]) -> &str {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    core::str::from_utf8(&buf[i..]).unwrap_or("0")
+}
+
 fn ms(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -148,7 +162,8 @@ impl Plugin for Timeout {
             (r, t) => r.or(t.map(Dur::get)),
         };
         if let (Some(h), Some(b)) = (&self.config.header, budget) {
-            let _ = req.set_header(h, &format!("{}", ms(b)));
+            let mut buf = [0u8; 20];
+            let _ = req.set_header(h, decimal(ms(b), &mut buf));
         }
         RequestAction::Continue
     }

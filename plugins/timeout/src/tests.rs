@@ -64,3 +64,11 @@ fn rejects_bad_settings() {
     let e = Harness::<Timeout>::new(r#"{"dedline":"1s"}"#).unwrap_err();
     assert!(e.contains("unknown field"), "{e}");
 }
+
+#[test]
+fn decimal_writes_without_allocating() {
+    let mut buf = [0u8; 20];
+    assert_eq!(super::decimal(0, &mut buf), "0");
+    assert_eq!(super::decimal(1500, &mut buf), "1500");
+    assert_eq!(super::decimal(u64::MAX, &mut buf), "18446744073709551615");
+}

@@ -66,6 +66,18 @@ pub use types::{
     Flight, Outcome, RequestResult, ResponseResult, Run, RunAttempt, TestAnswer, TestRequest,
 };
 
+/// `n` healthy endpoints with ids `1..=n`, weight 1, no load.
+pub fn endpoints(n: u32) -> Vec<crate::Endpoint> {
+    (1..=n)
+        .map(|id| crate::Endpoint {
+            id,
+            weight: 1,
+            healthy: true,
+            ..Default::default()
+        })
+        .collect()
+}
+
 /// A plugin instance on a fake host. Create one per test; several may live
 /// on one thread (each keeps its own host state).
 pub struct Harness<P: Plugin> {
@@ -145,16 +157,9 @@ impl<P: Plugin> Harness<P> {
         self.endpoints = endpoints;
     }
 
-    /// `n` healthy endpoints with ids `1..=n`, weight 1.
+    /// `n` healthy endpoints with ids `1..=n`, weight 1 (see [`endpoints`]).
     pub fn endpoints(n: u32) -> Vec<crate::Endpoint> {
-        (1..=n)
-            .map(|id| crate::Endpoint {
-                id,
-                weight: 1,
-                healthy: true,
-                ..Default::default()
-            })
-            .collect()
+        endpoints(n)
     }
 
     /// The plugin itself, to inspect its state.
