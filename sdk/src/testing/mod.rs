@@ -49,6 +49,8 @@
 //! e.g. many requests in flight at once.
 
 mod fake;
+#[cfg(test)]
+mod tests;
 mod types;
 
 use alloc::string::String;
