@@ -228,7 +228,14 @@ impl Plugin for Balancer {
         }
         let mut cands = core::mem::take(&mut self.scratch);
         cands.clear();
-        cands.extend(endpoints.iter().filter(|e| !tried.contains(&e.id)));
+        // The host offers healthy endpoints (all if none is); filtering on
+        // the flag as well keeps that rule if a host offers more.
+        let any_healthy = endpoints.iter().any(|e| e.healthy);
+        cands.extend(
+            endpoints
+                .iter()
+                .filter(|e| (e.healthy || !any_healthy) && !tried.contains(&e.id)),
+        );
         if cands.is_empty() {
             // Every offered endpoint was tried: going back to one beats failing.
             self.all_tried += 1;
