@@ -89,6 +89,12 @@ fn outcome_parts(status_code: i32, error: i32) -> (Option<u16>, Option<ErrorClas
 }
 
 impl<P: Plugin> Runtime<P> {
+    /// The plugin (for the test harness).
+    #[cfg(not(target_arch = "wasm32"))]
+    pub(crate) fn plugin(&self) -> &P {
+        &self.plugin
+    }
+
     fn with_ctx<R>(&mut self, id: i64, f: impl FnOnce(&mut P, &mut P::Ctx) -> R) -> R {
         if stateless::<P::Ctx>() {
             return f(&mut self.plugin, &mut P::Ctx::default());

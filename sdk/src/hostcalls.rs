@@ -5,8 +5,10 @@
 //! failed host call means (the proxy-wasm SDK unwraps them into panics; a
 //! panic here would trap and cost the instance).
 //!
-//! Off wasm32 (the SDK's own unit tests, clippy on the host) the imports are
-//! stubs that answer `UNAVAILABLE`, so the crate builds and links everywhere.
+//! Off wasm32 (native unit tests of plugins, clippy on the host) the imports
+//! go to the thread's fake host in [`crate::testing`] instead, through the
+//! same slice-based `backend` functions, so the wrappers below are the code
+//! that runs in both builds.
 
 use alloc::vec::Vec;
 use core::fmt;
@@ -50,6 +52,17 @@ mod raw {
             ttl_ms: i64,
         ) -> i32;
         pub fn counter_add(name_ptr: i32, name_len: i32, delta: i64, out_ptr: i32) -> i32;
+        pub fn counter_add_ttl(
+            name_ptr: i32,
+            name_len: i32,
+            delta: i64,
+            ttl_ms: i64,
+            out_ptr: i32,
+        ) -> i32;
+        pub fn endpoint_mark(id: i32, unhealthy_for_ms: i64) -> i32;
+        pub fn request_flags() -> i32;
+        pub fn deadline_set(ms: i64) -> i32;
+        pub fn deadline_remaining() -> i64;
         pub fn time_unix_ms() -> i64;
         pub fn cache_lookup(key_ptr: i32, key_len: i32, ptr: i32, cap: i32) -> i32;
         pub fn cache_serve(
@@ -80,93 +93,115 @@ mod raw {
     }
 }
 
-/// Host-side stubs with the imports' signatures, for non-wasm builds.
-#[cfg(not(target_arch = "wasm32"))]
-#[allow(clippy::missing_safety_doc, clippy::too_many_arguments)]
-mod raw {
-    use weir_abi::status::UNAVAILABLE;
-    pub unsafe fn clock_ns() -> i64 {
-        0
+/// The imports with slice arguments. On wasm32 each is one raw import call;
+/// elsewhere each goes to the thread's fake host ([`crate::testing`]).
+#[cfg(target_arch = "wasm32")]
+mod backend {
+    use super::{len, mptr, ptr, raw};
+
+    // SAFETY (for every function here): the host reads and writes guest
+    // memory only during the call, only inside the `(ptr, len)` ranges given,
+    // which are live borrows of ours for the call's duration.
+    pub fn clock_ns() -> i64 {
+        unsafe { raw::clock_ns() }
     }
-    pub unsafe fn random() -> i64 {
-        0
+    pub fn random() -> i64 {
+        unsafe { raw::random() }
     }
-    pub unsafe fn log(_: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn log(level: i32, msg: &[u8]) -> i32 {
+        unsafe { raw::log(level, ptr(msg), len(msg)) }
     }
-    pub unsafe fn input_read(_: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn input_read(out: &mut [u8]) -> i32 {
+        unsafe { raw::input_read(mptr(out), len(out)) }
     }
-    pub unsafe fn output_write(_: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn output_write(bytes: &[u8]) -> i32 {
+        unsafe { raw::output_write(ptr(bytes), len(bytes)) }
     }
-    pub unsafe fn request_field(_: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn request_field(field: i32, out: &mut [u8]) -> i32 {
+        unsafe { raw::request_field(field, mptr(out), len(out)) }
     }
-    pub unsafe fn header_get(_: i32, _: i32, _: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn header_get(map: i32, name: &[u8], out: &mut [u8]) -> i32 {
+        unsafe { raw::header_get(map, ptr(name), len(name), mptr(out), len(out)) }
     }
-    pub unsafe fn header_set(_: i32, _: i32, _: i32, _: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn header_set(map: i32, name: &[u8], value: &[u8], mode: i32) -> i32 {
+        unsafe { raw::header_set(map, ptr(name), len(name), ptr(value), len(value), mode) }
     }
-    pub unsafe fn header_remove(_: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn header_remove(map: i32, name: &[u8]) -> i32 {
+        unsafe { raw::header_remove(map, ptr(name), len(name)) }
     }
-    pub unsafe fn set_attempt_timeout(_: i64) -> i32 {
-        UNAVAILABLE
+    pub fn set_attempt_timeout(ms: i64) -> i32 {
+        unsafe { raw::set_attempt_timeout(ms) }
     }
-    pub unsafe fn answer(_: i32, _: i32, _: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn answer(status: i32, headers: &[u8], body: &[u8]) -> i32 {
+        unsafe { raw::answer(status, ptr(headers), len(headers), ptr(body), len(body)) }
     }
-    pub unsafe fn endpoints_read(_: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn endpoints_read(out: &mut [u8]) -> i32 {
+        unsafe { raw::endpoints_read(mptr(out), len(out)) }
     }
-    pub unsafe fn tried_read(_: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn tried_read(out: &mut [u8]) -> i32 {
+        unsafe { raw::tried_read(mptr(out), len(out)) }
     }
-    pub unsafe fn endpoint_stats(_: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn endpoint_stats(id: i32, out: &mut [u8; weir_abi::ENDPOINT_SIZE]) -> i32 {
+        unsafe { raw::endpoint_stats(id, mptr(out)) }
     }
-    pub unsafe fn metric_define(_: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn metric_define(kind: i32, name: &[u8]) -> i32 {
+        unsafe { raw::metric_define(kind, ptr(name), len(name)) }
     }
-    pub unsafe fn metric_record(_: i32, _: f64) -> i32 {
-        UNAVAILABLE
+    pub fn metric_record(id: i32, value: f64) -> i32 {
+        unsafe { raw::metric_record(id, value) }
     }
-    pub unsafe fn cache_get(_: i32, _: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn cache_get(key: &[u8], out: &mut [u8]) -> i32 {
+        unsafe { raw::cache_get(ptr(key), len(key), mptr(out), len(out)) }
     }
-    pub unsafe fn cache_put(_: i32, _: i32, _: i32, _: i32, _: i64) -> i32 {
-        UNAVAILABLE
+    pub fn cache_put(key: &[u8], value: &[u8], ttl_ms: i64) -> i32 {
+        unsafe { raw::cache_put(ptr(key), len(key), ptr(value), len(value), ttl_ms) }
     }
-    pub unsafe fn counter_add(_: i32, _: i32, _: i64, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn counter_add(name: &[u8], delta: i64, out: &mut [u8; 8]) -> i32 {
+        unsafe { raw::counter_add(ptr(name), len(name), delta, mptr(out)) }
     }
-    pub unsafe fn time_unix_ms() -> i64 {
-        0
+    pub fn counter_add_ttl(name: &[u8], delta: i64, ttl_ms: i64, out: &mut [u8; 8]) -> i32 {
+        unsafe { raw::counter_add_ttl(ptr(name), len(name), delta, ttl_ms, mptr(out)) }
     }
-    pub unsafe fn cache_lookup(_: i32, _: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn endpoint_mark(id: i32, ms: i64) -> i32 {
+        unsafe { raw::endpoint_mark(id, ms) }
     }
-    pub unsafe fn cache_serve(_: i32, _: i32, _: i32, _: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn time_unix_ms() -> i64 {
+        unsafe { raw::time_unix_ms() }
     }
-    pub unsafe fn cache_store(_: i32, _: i32, _: i32, _: i32, _: i64, _: i64) -> i32 {
-        UNAVAILABLE
+    pub fn cache_lookup(key: &[u8], out: &mut [u8]) -> i32 {
+        unsafe { raw::cache_lookup(ptr(key), len(key), mptr(out), len(out)) }
     }
-    pub unsafe fn cache_freshen(_: i32, _: i32, _: i32, _: i32, _: i64) -> i32 {
-        UNAVAILABLE
+    pub fn cache_serve(key: &[u8], headers: &[u8], flags: i32) -> i32 {
+        unsafe { raw::cache_serve(ptr(key), len(key), ptr(headers), len(headers), flags) }
     }
-    pub unsafe fn cache_invalidate(_: i32, _: i32) -> i32 {
-        UNAVAILABLE
+    pub fn cache_store(key: &[u8], meta: &[u8], keep_ms: i64, max_bytes: i64) -> i32 {
+        unsafe { raw::cache_store(ptr(key), len(key), ptr(meta), len(meta), keep_ms, max_bytes) }
     }
-    pub unsafe fn cache_lock(_: i32, _: i32, _: i64) -> i32 {
-        UNAVAILABLE
+    pub fn cache_freshen(key: &[u8], meta: &[u8], keep_ms: i64) -> i32 {
+        unsafe { raw::cache_freshen(ptr(key), len(key), ptr(meta), len(meta), keep_ms) }
     }
-    pub unsafe fn cache_stats(_: i32) -> i32 {
-        UNAVAILABLE
+    pub fn cache_invalidate(key: &[u8]) -> i32 {
+        unsafe { raw::cache_invalidate(ptr(key), len(key)) }
+    }
+    pub fn cache_lock(key: &[u8], wait_ms: i64) -> i32 {
+        unsafe { raw::cache_lock(ptr(key), len(key), wait_ms) }
+    }
+    pub fn cache_stats(out: &mut [u8; 16]) -> i32 {
+        unsafe { raw::cache_stats(mptr(out)) }
+    }
+    pub fn request_flags() -> i32 {
+        unsafe { raw::request_flags() }
+    }
+    pub fn deadline_set(ms: i64) -> i32 {
+        unsafe { raw::deadline_set(ms) }
+    }
+    pub fn deadline_remaining() -> i64 {
+        unsafe { raw::deadline_remaining() }
     }
 }
+
+#[cfg(not(target_arch = "wasm32"))]
+use crate::testing::backend;
 
 /// A host call failed; the code is one of [`weir_abi::status`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -188,12 +223,15 @@ fn check(code: i32) -> HostResult<u32> {
 }
 
 // Guest pointers and lengths are 32-bit on wasm32; the casts are lossless there.
+#[cfg(target_arch = "wasm32")]
 fn ptr(b: &[u8]) -> i32 {
     b.as_ptr() as usize as i32
 }
+#[cfg(target_arch = "wasm32")]
 fn mptr(b: &mut [u8]) -> i32 {
     b.as_mut_ptr() as usize as i32
 }
+#[cfg(target_arch = "wasm32")]
 fn len(b: &[u8]) -> i32 {
     i32::try_from(b.len()).unwrap_or(i32::MAX)
 }
@@ -201,9 +239,9 @@ fn len(b: &[u8]) -> i32 {
 /// Reads a variable-length value: first into a small stack buffer (most
 /// headers fit), then, if the host says it is longer, into an exact one.
 /// `NOT_FOUND` becomes `Ok(None)`.
-fn read_value(mut call: impl FnMut(i32, i32) -> i32) -> HostResult<Option<Vec<u8>>> {
+fn read_value(mut call: impl FnMut(&mut [u8]) -> i32) -> HostResult<Option<Vec<u8>>> {
     let mut small = [0u8; 256];
-    let n = match check(call(mptr(&mut small), len(&small))) {
+    let n = match check(call(&mut small)) {
         Ok(n) => n as usize,
         Err(HostError(status::NOT_FOUND)) => return Ok(None),
         Err(e) => return Err(e),
@@ -212,50 +250,42 @@ fn read_value(mut call: impl FnMut(i32, i32) -> i32) -> HostResult<Option<Vec<u8
         return Ok(Some(small[..n].to_vec()));
     }
     let mut big = alloc::vec![0u8; n];
-    let m = check(call(mptr(&mut big), len(&big)))? as usize;
+    let m = check(call(&mut big))? as usize;
     big.truncate(m.min(n));
     Ok(Some(big))
 }
 
 /// Monotonic nanoseconds since the proxy started.
 pub fn clock_ns() -> u64 {
-    // SAFETY: no arguments; the host only returns a value.
-    unsafe { raw::clock_ns() as u64 }
+    backend::clock_ns() as u64
 }
 
 /// 64 random bits from the host (fast, not cryptographic).
 pub fn random() -> u64 {
-    // SAFETY: no arguments; the host only returns a value.
-    unsafe { raw::random() as u64 }
+    backend::random() as u64
 }
 
 /// Logs `msg` into the proxy's tracing at `level`, labelled with the route and plugin.
 pub fn log(level: abi::LogLevel, msg: &str) -> HostResult<()> {
-    // SAFETY: the host reads `msg` only during the call and bounds-checks it.
-    check(unsafe { raw::log(level.code(), ptr(msg.as_bytes()), len(msg.as_bytes())) }).map(drop)
+    check(backend::log(level.code(), msg.as_bytes())).map(drop)
 }
 
 /// The current call's input bytes (config for `configure`, snapshot for `restore`).
 pub(crate) fn input() -> HostResult<Vec<u8>> {
-    // SAFETY: the host writes at most `cap` bytes at `ptr`, which we own.
-    read_value(|p, c| unsafe { raw::input_read(p, c) }).map(Option::unwrap_or_default)
+    read_value(backend::input_read).map(Option::unwrap_or_default)
 }
 
 /// Hands the host this call's output (status JSON, snapshot, reject message).
 pub(crate) fn output(bytes: &[u8]) -> HostResult<()> {
-    // SAFETY: the host copies `bytes` during the call.
-    check(unsafe { raw::output_write(ptr(bytes), len(bytes)) }).map(drop)
+    check(backend::output_write(bytes)).map(drop)
 }
 
 pub(crate) fn request_field(field: abi::RequestField) -> HostResult<Option<Vec<u8>>> {
-    // SAFETY: the host writes at most `cap` bytes at `ptr`, which we own.
-    read_value(|p, c| unsafe { raw::request_field(field.code(), p, c) })
+    read_value(|out| backend::request_field(field.code(), out))
 }
 
 pub(crate) fn header_get(map: abi::HeaderMap, name: &str) -> HostResult<Option<Vec<u8>>> {
-    let n = name.as_bytes();
-    // SAFETY: the host reads `name` and writes at most `cap` bytes at `ptr`.
-    read_value(|p, c| unsafe { raw::header_get(map.code(), ptr(n), len(n), p, c) })
+    read_value(|out| backend::header_get(map.code(), name.as_bytes(), out))
 }
 
 pub(crate) fn header_set(
@@ -264,53 +294,45 @@ pub(crate) fn header_set(
     value: &[u8],
     mode: abi::SetMode,
 ) -> HostResult<()> {
-    let n = name.as_bytes();
-    // SAFETY: the host only reads both buffers during the call.
-    let code = unsafe {
-        raw::header_set(
-            map.code(),
-            ptr(n),
-            len(n),
-            ptr(value),
-            len(value),
-            mode.code(),
-        )
-    };
-    check(code).map(drop)
+    check(backend::header_set(
+        map.code(),
+        name.as_bytes(),
+        value,
+        mode.code(),
+    ))
+    .map(drop)
 }
 
 pub(crate) fn header_remove(map: abi::HeaderMap, name: &str) -> HostResult<()> {
-    let n = name.as_bytes();
-    // SAFETY: the host only reads `name` during the call.
-    check(unsafe { raw::header_remove(map.code(), ptr(n), len(n)) }).map(drop)
+    check(backend::header_remove(map.code(), name.as_bytes())).map(drop)
 }
 
 pub(crate) fn set_attempt_timeout(ms: u64) -> HostResult<()> {
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    // SAFETY: scalar arguments only.
-    check(unsafe { raw::set_attempt_timeout(ms) }).map(drop)
+    check(backend::set_attempt_timeout(
+        i64::try_from(ms).unwrap_or(i64::MAX),
+    ))
+    .map(drop)
 }
 
 pub(crate) fn answer(status_code: u16, headers: &[u8], body: &[u8]) -> HostResult<()> {
-    // SAFETY: the host copies both buffers during the call.
-    let code = unsafe {
-        raw::answer(
-            i32::from(status_code),
-            ptr(headers),
-            len(headers),
-            ptr(body),
-            len(body),
-        )
-    };
-    check(code).map(drop)
+    check(backend::answer(i32::from(status_code), headers, body)).map(drop)
 }
 
 /// Fills `out` with the endpoints offered to `select` (`count` of them).
 pub(crate) fn endpoints_read(count: usize, out: &mut Vec<abi::EndpointRecord>) -> HostResult<()> {
     out.clear();
-    let mut buf = alloc::vec![0u8; count * abi::ENDPOINT_SIZE];
-    // SAFETY: the host writes at most `cap` bytes at `ptr`, which we own.
-    let n = check(unsafe { raw::endpoints_read(mptr(&mut buf), len(&buf)) })? as usize;
+    // Up to 32 endpoints are read through the stack: no allocation per pick.
+    let mut stack = [0u8; 32 * abi::ENDPOINT_SIZE];
+    let mut heap = Vec::new();
+    let want = count.saturating_mul(abi::ENDPOINT_SIZE);
+    let buf: &mut [u8] = match stack.get_mut(..want) {
+        Some(b) => b,
+        None => {
+            heap.resize(want, 0);
+            &mut heap
+        }
+    };
+    let n = check(backend::endpoints_read(buf))? as usize;
     let filled = buf.get(..n.min(buf.len())).unwrap_or_default();
     for rec in filled.chunks_exact(abi::ENDPOINT_SIZE) {
         if let Ok(rec) = <&[u8; abi::ENDPOINT_SIZE]>::try_from(rec) {
@@ -323,9 +345,17 @@ pub(crate) fn endpoints_read(count: usize, out: &mut Vec<abi::EndpointRecord>) -
 /// Fills `out` with the endpoint ids this request already tried (`count` of them).
 pub(crate) fn tried_read(count: usize, out: &mut Vec<u32>) -> HostResult<()> {
     out.clear();
-    let mut buf = alloc::vec![0u8; count * 4];
-    // SAFETY: the host writes at most `cap` bytes at `ptr`, which we own.
-    let n = check(unsafe { raw::tried_read(mptr(&mut buf), len(&buf)) })? as usize;
+    let mut stack = [0u8; 32 * 4];
+    let mut heap = Vec::new();
+    let want = count.saturating_mul(4);
+    let buf: &mut [u8] = match stack.get_mut(..want) {
+        Some(b) => b,
+        None => {
+            heap.resize(want, 0);
+            &mut heap
+        }
+    };
+    let n = check(backend::tried_read(buf))? as usize;
     let filled = buf.get(..n.min(buf.len())).unwrap_or_default();
     out.extend(
         filled
@@ -338,49 +368,83 @@ pub(crate) fn tried_read(count: usize, out: &mut Vec<u32>) -> HostResult<()> {
 /// The current stats of one endpoint of the route's upstream.
 pub fn endpoint_stats(id: u32) -> HostResult<abi::EndpointRecord> {
     let mut buf = [0u8; abi::ENDPOINT_SIZE];
-    // SAFETY: the host writes exactly ENDPOINT_SIZE bytes at `ptr`, which we own.
-    check(unsafe { raw::endpoint_stats(id as i32, mptr(&mut buf)) })?;
+    check(backend::endpoint_stats(id as i32, &mut buf))?;
     Ok(abi::EndpointRecord::decode(&buf))
 }
 
 pub(crate) fn metric_define(kind: abi::MetricKind, name: &str) -> HostResult<u32> {
-    let n = name.as_bytes();
-    // SAFETY: the host only reads `name` during the call.
-    check(unsafe { raw::metric_define(kind.code(), ptr(n), len(n)) })
+    check(backend::metric_define(kind.code(), name.as_bytes()))
 }
 
 pub(crate) fn metric_record(id: u32, value: f64) -> HostResult<()> {
-    // SAFETY: scalar arguments only.
-    check(unsafe { raw::metric_record(id as i32, value) }).map(drop)
+    check(backend::metric_record(id as i32, value)).map(drop)
 }
 
 /// Reads a value from the host's cache store.
 pub fn cache_get(key: &[u8]) -> HostResult<Option<Vec<u8>>> {
-    // SAFETY: the host reads `key` and writes at most `cap` bytes at `ptr`.
-    read_value(|p, c| unsafe { raw::cache_get(ptr(key), len(key), p, c) })
+    read_value(|out| backend::cache_get(key, out))
 }
 
 /// Stores a value in the host's cache store for `ttl_ms` milliseconds.
 pub fn cache_put(key: &[u8], value: &[u8], ttl_ms: u64) -> HostResult<()> {
     let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
-    // SAFETY: the host copies both buffers during the call.
-    check(unsafe { raw::cache_put(ptr(key), len(key), ptr(value), len(value), ttl) }).map(drop)
+    check(backend::cache_put(key, value, ttl)).map(drop)
 }
 
-/// Adds `delta` to the shared counter `name` (in-process by default, shared
-/// by every plugin instance of the proxy) and returns its new value.
+/// Adds `delta` to the shared counter `name` (in-process by default, Redis
+/// when the proxy is configured with one; shared by every plugin instance)
+/// and returns its new value.
 pub fn counter_add(name: &str, delta: i64) -> HostResult<i64> {
-    let n = name.as_bytes();
     let mut out = [0u8; 8];
-    // SAFETY: the host reads `name` and writes 8 bytes at `out`, which we own.
-    check(unsafe { raw::counter_add(ptr(n), len(n), delta, mptr(&mut out)) })?;
+    check(backend::counter_add(name.as_bytes(), delta, &mut out))?;
     Ok(i64::from_le_bytes(out))
 }
 
-/// Wall-clock milliseconds since the Unix epoch (for HTTP dates; `0` off wasm).
+/// Like [`counter_add`], for a counter that expires `ttl_ms` milliseconds
+/// after it was created (the first add), then starts again from zero: a
+/// fixed-window count shared by every proxy using the same store.
+pub fn counter_add_ttl(name: &str, delta: i64, ttl_ms: u64) -> HostResult<i64> {
+    let mut out = [0u8; 8];
+    let ttl = i64::try_from(ttl_ms).unwrap_or(i64::MAX);
+    check(backend::counter_add_ttl(
+        name.as_bytes(),
+        delta,
+        ttl,
+        &mut out,
+    ))?;
+    Ok(i64::from_le_bytes(out))
+}
+
+/// Marks an endpoint of the route's upstream unhealthy for `for_ms`
+/// milliseconds (passive ejection: the balancer stops seeing it); `0`
+/// clears the mark.
+pub fn endpoint_mark(id: u32, for_ms: u64) -> HostResult<()> {
+    let ms = i64::try_from(for_ms).unwrap_or(i64::MAX);
+    check(backend::endpoint_mark(id as i32, ms)).map(drop)
+}
+
+/// The request's flags ([`weir_abi::request_flags`]).
+pub(crate) fn request_flags() -> HostResult<u32> {
+    check(backend::request_flags())
+}
+
+pub(crate) fn deadline_set(ms: u64) -> HostResult<()> {
+    check(backend::deadline_set(i64::try_from(ms).unwrap_or(i64::MAX))).map(drop)
+}
+
+/// Milliseconds left before the request's deadline; `None` if it has none.
+pub(crate) fn deadline_remaining() -> HostResult<Option<u64>> {
+    let v = backend::deadline_remaining();
+    match i32::try_from(v) {
+        Ok(status::NOT_FOUND) => Ok(None),
+        Ok(code) if code < 0 => Err(HostError(code)),
+        _ => Ok(Some(v.max(0) as u64)),
+    }
+}
+
+/// Wall-clock milliseconds since the Unix epoch (for HTTP dates).
 pub fn time_unix_ms() -> u64 {
-    // SAFETY: no arguments; the host only returns a value.
-    u64::try_from(unsafe { raw::time_unix_ms() }).unwrap_or(0)
+    u64::try_from(backend::time_unix_ms()).unwrap_or(0)
 }
 
 fn ms(d: core::time::Duration) -> i64 {
@@ -389,14 +453,11 @@ fn ms(d: core::time::Duration) -> i64 {
 
 /// `cache_lookup`: the entry's info record and metadata, `None` on a miss.
 pub(crate) fn cache_lookup(key: &[u8]) -> HostResult<Option<Vec<u8>>> {
-    // SAFETY: the host reads `key` and writes at most `cap` bytes at `ptr`.
-    read_value(|p, c| unsafe { raw::cache_lookup(ptr(key), len(key), p, c) })
+    read_value(|out| backend::cache_lookup(key, out))
 }
 
 pub(crate) fn cache_serve(key: &[u8], headers: &[u8], flags: i32) -> HostResult<()> {
-    // SAFETY: the host only reads both buffers during the call.
-    let code = unsafe { raw::cache_serve(ptr(key), len(key), ptr(headers), len(headers), flags) };
-    check(code).map(drop)
+    check(backend::cache_serve(key, headers, flags)).map(drop)
 }
 
 pub(crate) fn cache_store(
@@ -406,21 +467,16 @@ pub(crate) fn cache_store(
     max_bytes: u64,
 ) -> HostResult<()> {
     let max = i64::try_from(max_bytes).unwrap_or(i64::MAX);
-    // SAFETY: the host copies both buffers during the call.
-    let code = unsafe { raw::cache_store(ptr(key), len(key), ptr(meta), len(meta), ms(keep), max) };
-    check(code).map(drop)
+    check(backend::cache_store(key, meta, ms(keep), max)).map(drop)
 }
 
 pub(crate) fn cache_freshen(key: &[u8], meta: &[u8], keep: core::time::Duration) -> HostResult<()> {
-    // SAFETY: the host copies both buffers during the call.
-    let code = unsafe { raw::cache_freshen(ptr(key), len(key), ptr(meta), len(meta), ms(keep)) };
-    check(code).map(drop)
+    check(backend::cache_freshen(key, meta, ms(keep))).map(drop)
 }
 
 /// `cache_invalidate`: `Ok(false)` if nothing was stored under `key`.
 pub(crate) fn cache_invalidate(key: &[u8]) -> HostResult<bool> {
-    // SAFETY: the host only reads `key` during the call.
-    match check(unsafe { raw::cache_invalidate(ptr(key), len(key)) }) {
+    match check(backend::cache_invalidate(key)) {
         Ok(_) => Ok(true),
         Err(HostError(status::NOT_FOUND)) => Ok(false),
         Err(e) => Err(e),
@@ -428,16 +484,14 @@ pub(crate) fn cache_invalidate(key: &[u8]) -> HostResult<bool> {
 }
 
 pub(crate) fn cache_lock(key: &[u8], wait: core::time::Duration) -> HostResult<abi::cache::Lock> {
-    // SAFETY: the host only reads `key` during the call.
-    let code = check(unsafe { raw::cache_lock(ptr(key), len(key), ms(wait)) })?;
+    let code = check(backend::cache_lock(key, ms(wait)))?;
     abi::cache::Lock::from_code(code as i32).ok_or(HostError(status::BAD_ARGUMENT))
 }
 
 /// `cache_stats`: (entries, bytes) of the whole store.
 pub(crate) fn cache_stats() -> HostResult<(u64, u64)> {
     let mut out = [0u8; 16];
-    // SAFETY: the host writes 16 bytes at `out`, which we own.
-    check(unsafe { raw::cache_stats(mptr(&mut out)) })?;
+    check(backend::cache_stats(&mut out))?;
     let mut a = [0u8; 8];
     let mut b = [0u8; 8];
     a.copy_from_slice(&out[..8]);

@@ -64,13 +64,23 @@
 //! Everything a plugin asks of the host returns [`HostResult`]: header
 //! reads and writes on [`Request`] and [`Response`], [`Metric`]s, and the
 //! functions in [`host`] (clock, random, log, cache, shared counters, endpoint
-//! stats) and [`cache`] (the HTTP cache store). None of them panics.
+//! stats, endpoint marks) and [`cache`] (the HTTP cache store). None of
+//! them panics.
+//!
+//! # Testing
+//!
+//! Off wasm32 the host calls go to a fake host: [`testing::Harness`] runs a
+//! plugin natively with a virtual clock, scripted requests and upstream
+//! outcomes, and records what it did. See [`testing`] for an example.
 
 extern crate alloc;
 
 pub mod cache;
+pub mod config;
 mod export;
 mod hostcalls;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod testing;
 mod types;
 
 use alloc::string::String;
@@ -88,7 +98,8 @@ pub type Endpoint = weir_abi::EndpointRecord;
 /// Host functions that are not tied to the request or response.
 pub mod host {
     pub use crate::hostcalls::{
-        cache_get, cache_put, clock_ns, counter_add, endpoint_stats, log, random,
+        cache_get, cache_put, clock_ns, counter_add, counter_add_ttl, endpoint_mark,
+        endpoint_stats, log, random,
     };
 }
 

@@ -69,6 +69,29 @@ impl Request {
         hostcalls::request_field(RequestField::Authority).map(to_string)
     }
 
+    /// The client's IP address as text, if the host knows it.
+    pub fn client_addr(&self) -> HostResult<Option<String>> {
+        hostcalls::request_field(RequestField::ClientAddr).map(to_string)
+    }
+
+    /// Whether the request's body can be sent again: `false` once it outgrew
+    /// the route's replay buffer, and then the request must not be retried.
+    pub fn body_replayable(&self) -> HostResult<bool> {
+        hostcalls::request_flags().map(|f| f & abi::request_flags::BODY_NOT_REPLAYABLE as u32 == 0)
+    }
+
+    /// Sets (or shortens) the request's overall deadline, `budget` from now
+    /// (in `on_request`). The host caps every later attempt's timeout at what
+    /// is left of it, whichever layer runs the attempt.
+    pub fn set_deadline(&mut self, budget: Duration) -> HostResult<()> {
+        hostcalls::deadline_set(u64::try_from(budget.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    /// What is left of the request's deadline, if any layer set one.
+    pub fn deadline_remaining(&self) -> HostResult<Option<Duration>> {
+        hostcalls::deadline_remaining().map(|r| r.map(Duration::from_millis))
+    }
+
     /// The first value of a request header (lossy UTF-8).
     pub fn header(&self, name: &str) -> HostResult<Option<String>> {
         hostcalls::header_get(HeaderMap::Request, name).map(to_string)
@@ -214,10 +237,24 @@ impl Answer {
         }
     }
 
+    /// The answer's status.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
     /// Adds a header.
     pub fn header(mut self, name: &str, value: &str) -> Self {
         abi::header_block::push(&mut self.headers, name.as_bytes(), value.as_bytes());
         self
+    }
+
+    /// Adds a `Proxy-Status` header (RFC 9209) naming Weir as the
+    /// intermediary, with an error type from the RFC's registry
+    /// (e.g. `http_request_denied`, `destination_unavailable`,
+    /// `http_response_timeout`) and a short free-text detail.
+    pub fn proxy_status(self, error: &str, details: &str) -> Self {
+        let v = alloc::format!("weir; error={error}; details=\"{details}\"");
+        self.header("proxy-status", &v)
     }
 
     /// Sets the body.

@@ -91,6 +91,12 @@ pub struct PluginSettings {
     pub cache_capacity_bytes: usize,
     /// The largest body the cache store keeps.
     pub cache_max_object_bytes: usize,
+    /// Where shared counters live when several proxies must agree (throttle's
+    /// `global` mode): `redis://host:port/db`. `None`: in-process.
+    pub redis_url: Option<String>,
+    /// Longest one Redis round trip may take.
+    #[serde(with = "duration_text")]
+    pub redis_timeout: Duration,
 }
 
 /// One plugin in a route's chain.
@@ -167,6 +173,7 @@ pub mod defaults {
     pub const REPLAY_BUFFER_BYTES: usize = 64 << 10;
     pub const CACHE_CAPACITY_BYTES: usize = 64 << 20;
     pub const CACHE_MAX_OBJECT_BYTES: usize = 8 << 20;
+    pub const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
 }
 
 /// One problem found in a config file, located by line and column (1-based).
@@ -352,6 +359,21 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             "plugins.cache_max_object_bytes",
         )
         .unwrap_or(defaults::CACHE_MAX_OBJECT_BYTES),
+        redis_url: match &raw.plugins.redis_url {
+            Some(url) if !url.get_ref().starts_with("redis://") => {
+                errors.push(locate.at(
+                    url.span(),
+                    format!(
+                        "plugins.redis_url {:?} must start with redis://",
+                        url.get_ref()
+                    ),
+                ));
+                None
+            }
+            Some(url) => Some(url.get_ref().clone()),
+            None => None,
+        },
+        redis_timeout: raw.plugins.redis_timeout.unwrap_or(defaults::REDIS_TIMEOUT),
     };
 
     let mut listeners = Vec::new();

@@ -90,6 +90,9 @@ pub(crate) struct RawPlugins {
     pub replay_buffer_bytes: Option<Spanned<usize>>,
     pub cache_capacity_bytes: Option<Spanned<usize>>,
     pub cache_max_object_bytes: Option<Spanned<usize>>,
+    pub redis_url: Option<Spanned<String>>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub redis_timeout: Option<Duration>,
 }
 
 /// What a route does when one of its plugins traps.

@@ -152,10 +152,15 @@ impl Chain {
         let mut endpoints: Vec<EndpointInfo> = Vec::new();
         let mut start = 0;
         let mut attempt = 0;
+        // Attempt timeouts by layer: a layer's timeout covers every attempt
+        // it encloses, including the retries of inner layers that do not
+        // re-run its `on_request` (e.g. a retry plugin's per-try timeout).
+        let mut held: Vec<(usize, Duration)> = Vec::new();
         loop {
             attempt += 1;
             let began = Instant::now();
-            let mut timeout: Option<Duration> = None;
+            held.retain(|(layer, _)| *layer < start);
+            let mut timeout: Option<Duration> = held.iter().map(|(_, t)| *t).min();
             let mut early: Option<Outcome<B>> = None;
             // on_response runs for layers [0, top).
             let mut top = n;
@@ -178,6 +183,7 @@ impl Chain {
                             i = layer;
                             continue;
                         }
+                        held.extend(t.map(|t| (layer, t)));
                         timeout = match (timeout, t) {
                             (Some(a), Some(b)) => Some(a.min(b)),
                             (a, b) => a.or(b),
@@ -200,6 +206,11 @@ impl Chain {
                         }
                     }
                 }
+            }
+            // A request-wide deadline (a plugin's `deadline_set`) caps every attempt.
+            if let Some(d) = req.deadline {
+                let left = d.saturating_duration_since(Instant::now());
+                timeout = Some(timeout.map_or(left, |t| t.min(left)));
             }
             let (mut outcome, endpoint) = match early {
                 Some(o) => (o, None),
@@ -272,6 +283,17 @@ impl Chain {
                     start = i + 1;
                 }
             }
+        }
+    }
+
+    /// Moves the endpoint marks the chain's plugins left (passive ejection:
+    /// endpoint id, unhealthy for; `Duration::ZERO` clears a mark) into `out`,
+    /// oldest first per plugin. The server drains them after each request and
+    /// applies them to the route's upstream; marks are bounded per instance
+    /// (`weir_abi::limits::MARKS_MAX`) until drained.
+    pub fn drain_endpoint_marks(&self, out: &mut Vec<(u32, Duration)>) {
+        for layer in self.layers.iter() {
+            layer.drain_endpoint_marks(out);
         }
     }
 

@@ -57,6 +57,13 @@ impl Default for EngineConfig {
 #[error("cannot set up the wasm engine: {0}")]
 pub struct EngineError(String);
 
+impl EngineError {
+    /// An error with this message.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self(message.into())
+    }
+}
+
 /// The shared engine; cheap to clone.
 #[derive(Clone)]
 pub struct PluginEngine {
@@ -84,6 +91,16 @@ pub(crate) struct EngineInner {
 impl PluginEngine {
     /// Builds the engine and starts its epoch ticker.
     pub fn new(config: EngineConfig) -> Result<Self, EngineError> {
+        let services = Arc::new(HostServices::new(config.cache));
+        Self::with_services(config, services)
+    }
+
+    /// Like [`PluginEngine::new`], with given host services (e.g. shared
+    /// counters in Redis: [`HostServices::with_redis`]).
+    pub fn with_services(
+        config: EngineConfig,
+        services: Arc<HostServices>,
+    ) -> Result<Self, EngineError> {
         let mut wasm = Config::new();
         wasm.epoch_interruption(true)
             .cranelift_opt_level(OptLevel::Speed);
@@ -110,7 +127,6 @@ impl PluginEngine {
             std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
             hex(&h.0.finalize()[..8])
         };
-        let services = Arc::new(HostServices::new(config.cache));
         let inner = EngineInner {
             engine,
             linker,

@@ -41,6 +41,9 @@ pub(crate) struct HostState {
     /// Offered to `select`; kept for `endpoint_stats`.
     pub endpoints: Vec<EndpointInfo>,
     pub tried: Vec<u32>,
+    /// Endpoint marks (passive ejection) left by the plugin, drained by the
+    /// core through `Chain::drain_endpoint_marks`; `Duration::ZERO` clears.
+    pub marks: Vec<(u32, Duration)>,
     rng: u64,
 }
 
@@ -68,6 +71,7 @@ impl HostState {
             output: Vec::new(),
             endpoints: Vec::new(),
             tried: Vec::new(),
+            marks: Vec::new(),
             rng: seed | 1,
         }
     }
@@ -251,6 +255,13 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 Some(abi::RequestField::Path) => Some(st.req.uri.path()),
                 Some(abi::RequestField::Query) => st.req.uri.query(),
                 Some(abi::RequestField::Method) => Some(st.req.method.as_str()),
+                Some(abi::RequestField::ClientAddr) => {
+                    let ip = st.req.client_addr.map(|a| a.to_string());
+                    return match ip {
+                        Some(v) => copy_out(mem, p, cap, v.as_bytes()),
+                        None => status::NOT_FOUND,
+                    };
+                }
                 Some(abi::RequestField::Authority) => {
                     st.req.uri.authority().map(|a| a.as_str()).or_else(|| {
                         st.req
@@ -516,12 +527,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Ok(name) = std::str::from_utf8(name) else {
                 return status::BAD_ARGUMENT;
             };
-            let v = st.services.counter_add(name, delta);
+            let Some(v) = st.services.counter_add_ttl(name, delta, None) else {
+                return status::UNAVAILABLE;
+            };
             mem[out].copy_from_slice(&v.to_le_bytes());
             status::OK
         },
     )?;
-    Ok(())
+    super::host_extra::add_to_linker(linker)
 }
 
 #[cfg(test)]

@@ -574,6 +574,14 @@ impl PluginInstance {
         })
     }
 
+    /// Moves the plugin's endpoint marks (id, unhealthy for) into `out`.
+    pub fn drain_endpoint_marks(&self, out: &mut Vec<(u32, Duration)>) {
+        let mut slot = self.lock();
+        if let Some(l) = slot.live.as_mut() {
+            out.append(&mut l.store.data_mut().marks);
+        }
+    }
+
     /// The metrics the plugin defined, with their current values.
     pub fn metrics(&self) -> Vec<MetricSample> {
         let slot = self.lock();

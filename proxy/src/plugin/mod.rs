@@ -10,6 +10,7 @@ pub mod chain;
 pub mod engine;
 pub mod host;
 mod host_cache;
+mod host_extra;
 pub mod instance;
 pub mod loader;
 pub mod metrics;

@@ -11,7 +11,9 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::{Chain, EngineConfig, LoadedPlugin, PluginEngine, PluginInstance, TrapPolicy};
+use super::{
+    Chain, EngineConfig, HostServices, LoadedPlugin, PluginEngine, PluginInstance, TrapPolicy,
+};
 use crate::config::{Config, Diagnostic, OnPluginError, PluginSettings, RouteSpec};
 
 /// What is known about one plugin.
@@ -49,7 +51,7 @@ pub use super::EngineError;
 impl PluginRegistry {
     /// An empty registry for the plugins directory in `settings`.
     pub fn new(settings: &PluginSettings) -> Result<Self, EngineError> {
-        let engine = PluginEngine::new(EngineConfig {
+        let config = EngineConfig {
             cache_dir: Some(settings.compile_cache.clone()),
             call_deadline: settings.call_deadline,
             memory_limit: settings.memory_limit_bytes,
@@ -58,7 +60,14 @@ impl PluginRegistry {
                 max_object_bytes: settings.cache_max_object_bytes as u64,
             },
             ..EngineConfig::default()
-        })?;
+        };
+        let mut services = HostServices::new(config.cache);
+        if let Some(url) = &settings.redis_url {
+            services = services
+                .using_redis(url, settings.redis_timeout)
+                .map_err(|e| EngineError::new(e.to_string()))?;
+        }
+        let engine = PluginEngine::with_services(config, Arc::new(services))?;
         Ok(Self {
             engine,
             dir: settings.dir.clone(),

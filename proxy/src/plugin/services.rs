@@ -1,7 +1,8 @@
 //! Services the host offers to every plugin instance of an engine: the
-//! cache store ([`crate::cache_store`]) and the shared counters —
-//! in-process for now; a Redis-backed counter store for several proxies can
-//! replace them behind the same calls.
+//! cache store ([`crate::cache_store`]) and the shared counters. Counters are
+//! in-process by default;
+//! with [`HostServices::with_redis`] they live in Redis, so that several
+//! proxies enforce one limit together (throttle's `global` mode).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,14 +12,21 @@ use bytes::Bytes;
 
 use crate::cache_store::{CacheStore, CacheStoreConfig};
 
+/// In-process counters: name → (value, expiry).
+type CounterMap = HashMap<Box<str>, (i64, Option<Instant>)>;
+
 /// Services shared by every plugin instance of one engine: the cache store
-/// and the shared counters (in-process for now).
+/// and the shared counters.
 #[derive(Debug)]
 pub struct HostServices {
     origin: Instant,
     cache: Arc<CacheStore>,
-    counters: Mutex<HashMap<Box<str>, i64>>,
+    counters: Mutex<CounterMap>,
+    redis: Option<RedisCounters>,
 }
+
+/// Most in-process counters; past it, expired ones are swept first.
+const COUNTERS_MAX: usize = 100_000;
 
 impl Default for HostServices {
     fn default() -> Self {
@@ -26,14 +34,41 @@ impl Default for HostServices {
     }
 }
 
+/// The Redis URL is not valid.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid Redis URL for the shared counters: {0}")]
+pub struct RedisUrlError(String);
+
 impl HostServices {
-    /// Services with a cache store of the given size.
+    /// Services with a cache store of the given size and in-process counters.
     pub fn new(cache: CacheStoreConfig) -> Self {
         Self {
             origin: Instant::now(),
             cache: Arc::new(CacheStore::new(cache)),
             counters: Mutex::default(),
+            redis: None,
         }
+    }
+
+    /// The same services with the shared counters in Redis at `url` (see
+    /// [`HostServices::with_redis`]).
+    pub fn using_redis(mut self, url: &str, timeout: Duration) -> Result<Self, RedisUrlError> {
+        let client = redis::Client::open(url).map_err(|e| RedisUrlError(e.to_string()))?;
+        self.redis = Some(RedisCounters {
+            client,
+            conn: Mutex::new(None),
+            timeout,
+        });
+        Ok(self)
+    }
+
+    /// Services whose shared counters live in Redis at `url`
+    /// (`redis://host:port/db`). The connection is made on first use and
+    /// re-made after an error; each counter call is one round trip, bounded
+    /// by `timeout`. While Redis cannot be reached, counter calls answer
+    /// `UNAVAILABLE` and the plugin decides (throttle fails open by default).
+    pub fn with_redis(url: &str, timeout: Duration) -> Result<Self, RedisUrlError> {
+        Self::default().using_redis(url, timeout)
     }
 
     /// Time since the engine started (the plugins' monotonic clock).
@@ -54,15 +89,96 @@ impl HostServices {
         self.cache.put_value(key, value, ttl);
     }
 
-    /// Adds `delta` to a shared counter and returns the new value.
+    /// Adds `delta` to a shared counter and returns the new value (in-process
+    /// counters only; `0` if the Redis store is unreachable).
     pub fn counter_add(&self, name: &str, delta: i64) -> i64 {
-        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(v) = counters.get_mut(name) {
-            *v = v.wrapping_add(delta);
-            return *v;
+        self.counter_add_ttl(name, delta, None).unwrap_or_default()
+    }
+
+    /// Adds `delta` to a shared counter that, when `ttl` is given, expires
+    /// `ttl` after it was created (then counts from zero again); returns the
+    /// new value, or `None` if the Redis store cannot be reached.
+    pub fn counter_add_ttl(&self, name: &str, delta: i64, ttl: Option<Duration>) -> Option<i64> {
+        if let Some(r) = &self.redis {
+            return r.add(name, delta, ttl);
         }
-        counters.insert(name.into(), delta);
-        delta
+        let now = Instant::now();
+        let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        if counters.len() >= COUNTERS_MAX && !counters.contains_key(name) {
+            counters.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+        }
+        let entry = match counters.get_mut(name) {
+            Some(e) => e,
+            None => counters.entry(name.into()).or_insert((0, None)),
+        };
+        if entry.1.is_some_and(|e| e <= now) {
+            *entry = (0, None);
+        }
+        if entry.1.is_none() && entry.0 == 0 {
+            entry.1 = ttl.map(|t| now + t);
+        }
+        entry.0 = entry.0.wrapping_add(delta);
+        Some(entry.0)
+    }
+}
+
+/// Shared counters in Redis: `INCRBY`, and `PEXPIRE` on creation, in one
+/// script so that a counter never lives without its expiry.
+struct RedisCounters {
+    client: redis::Client,
+    conn: Mutex<Option<redis::Connection>>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisCounters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisCounters")
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+const INCR_SCRIPT: &str = "local v = redis.call('INCRBY', KEYS[1], ARGV[1]) \
+     if tonumber(ARGV[2]) > 0 and redis.call('PTTL', KEYS[1]) < 0 then \
+     redis.call('PEXPIRE', KEYS[1], ARGV[2]) end return v";
+
+impl RedisCounters {
+    fn add(&self, name: &str, delta: i64, ttl: Option<Duration>) -> Option<i64> {
+        let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        if conn.is_none() {
+            match self.connect() {
+                Ok(c) => *conn = Some(c),
+                Err(e) => {
+                    tracing::warn!(error = %e, "shared counters: cannot reach Redis");
+                    return None;
+                }
+            }
+        }
+        let c = conn.as_mut()?;
+        let ttl_ms = ttl.map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX));
+        let r: redis::RedisResult<i64> = redis::cmd("EVAL")
+            .arg(INCR_SCRIPT)
+            .arg(1)
+            .arg(format!("weir:counter:{name}"))
+            .arg(delta)
+            .arg(ttl_ms)
+            .query(c);
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                tracing::warn!(error = %e, "shared counters: Redis call failed");
+                // Reconnect on the next call: the connection may be broken.
+                *conn = None;
+                None
+            }
+        }
+    }
+
+    fn connect(&self) -> redis::RedisResult<redis::Connection> {
+        let c = self.client.get_connection_with_timeout(self.timeout)?;
+        c.set_read_timeout(Some(self.timeout))?;
+        c.set_write_timeout(Some(self.timeout))?;
+        Ok(c)
     }
 }
 
@@ -79,5 +195,23 @@ mod tests {
         assert_eq!(s.cache_get(b"gone"), None);
         assert_eq!(s.counter_add("c", 2), 2);
         assert_eq!(s.counter_add("c", -5), -3);
+    }
+
+    #[test]
+    fn windowed_counters_expire() {
+        let s = HostServices::default();
+        let ttl = Some(Duration::from_millis(30));
+        assert_eq!(s.counter_add_ttl("w", 1, ttl), Some(1));
+        assert_eq!(s.counter_add_ttl("w", 1, ttl), Some(2));
+        std::thread::sleep(Duration::from_millis(40));
+        assert_eq!(s.counter_add_ttl("w", 1, ttl), Some(1));
+    }
+
+    #[test]
+    fn unreachable_redis_is_unavailable() {
+        let s = HostServices::with_redis("redis://127.0.0.1:1/", Duration::from_millis(200))
+            .unwrap_or_default();
+        assert!(HostServices::with_redis("not a url", Duration::from_secs(1)).is_err());
+        assert_eq!(s.counter_add_ttl("x", 1, None), None);
     }
 }

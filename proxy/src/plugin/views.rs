@@ -2,6 +2,9 @@
 //! sees them. The HTTP server adapts its types to these; the chain moves them
 //! into a plugin's store for a call and back out afterwards, never copying.
 
+use std::net::IpAddr;
+use std::time::Instant;
+
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 
@@ -22,6 +25,16 @@ pub struct RequestView {
     /// store. After the chain ran, the server takes the store directive with
     /// [`RequestCache::take_store`].
     pub cache: RequestCache,
+    /// The client's address (plugins read it as `RequestField::ClientAddr`,
+    /// e.g. throttle's per-client keys); the server sets it.
+    pub client_addr: Option<IpAddr>,
+    /// Set by the server when the body outgrew the route's replay buffer:
+    /// it cannot be sent again, so plugins must not retry the request
+    /// (`request_flags` bit `BODY_NOT_REPLAYABLE`).
+    pub body_not_replayable: bool,
+    /// The request's overall deadline, set by plugins (`deadline_set`); the
+    /// chain caps every attempt's timeout at what is left of it.
+    pub deadline: Option<Instant>,
 }
 
 /// A response head from the upstream; its body stays with the server.

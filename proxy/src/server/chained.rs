@@ -160,6 +160,7 @@ impl HttpCore<'_> {
 /// Answers a request on a route with a plugin chain.
 pub(super) async fn forward(
     request: Request<Incoming>,
+    client_addr: std::net::IpAddr,
     client_ip: &http::HeaderValue,
     route: &Route,
     chain: &Arc<Chain>,
@@ -189,6 +190,9 @@ pub(super) async fn forward(
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
+        client_addr: Some(client_addr),
+        // A body that streams once cannot be replayed: plugins must not retry.
+        body_not_replayable: matches!(body, BodySource::Once(_)),
         ..RequestView::default()
     };
     let mut core = HttpCore {
@@ -198,7 +202,9 @@ pub(super) async fn forward(
         upgrade: None,
     };
     let run = tokio::time::timeout(route.spec.timeout, chain.run(&mut view, &mut core));
-    let Ok((outcome, end)) = run.await else {
+    let finished = run.await;
+    apply_marks(route, chain);
+    let Ok((outcome, end)) = finished else {
         // The chain's future was dropped: its on_end calls ran, cancelled.
         let error = UpstreamError::new(
             ErrorClass::Timeout,
@@ -252,6 +258,18 @@ pub(super) async fn forward(
                 )
             });
             super::handler::failure_response(&error).map(|b| ResponseBody::with_end(b, end))
+        }
+    }
+}
+
+/// Applies the endpoint marks the chain's plugins left (passive ejection,
+/// e.g. a per-endpoint breaker opening) to the route's upstream.
+fn apply_marks(route: &Route, chain: &Chain) {
+    let mut marks = Vec::new();
+    chain.drain_endpoint_marks(&mut marks);
+    for (id, duration) in marks {
+        if let Err(error) = route.upstream.apply_mark(id, duration, "plugin mark") {
+            tracing::debug!(route = %route.spec.name, %error, "endpoint mark not applied");
         }
     }
 }

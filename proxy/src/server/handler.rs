@@ -54,8 +54,15 @@ pub(crate) async fn handle(
     let response = match &route.chain {
         None => forward(request, peer, &route).await.map(ResponseBody::new),
         Some(chain) => {
-            super::chained::forward(request, &peer.ip_header, &route, chain, shared.replay_limit)
-                .await
+            super::chained::forward(
+                request,
+                peer.addr.ip(),
+                &peer.ip_header,
+                &route,
+                chain,
+                shared.replay_limit,
+            )
+            .await
         }
     };
     let elapsed = started.elapsed();

@@ -42,6 +42,31 @@ impl Upstream {
     /// Ejects endpoint `id` for a time that grows with repeated ejections.
     /// Returns the ejection's length.
     pub fn eject(&self, id: u32, reason: &str) -> Result<Duration, EjectError> {
+        self.eject_with(id, reason, None)
+    }
+
+    /// Applies a plugin's mark (`endpoint_mark`): ejects endpoint `id` for
+    /// the time the plugin asked (at most `max_ejection_time`, within the
+    /// same cap), or ends its ejection when `duration` is zero.
+    pub fn apply_mark(
+        &self,
+        id: u32,
+        duration: Duration,
+        plugin: &str,
+    ) -> Result<Duration, EjectError> {
+        if duration.is_zero() {
+            self.uneject(id);
+            return Ok(Duration::ZERO);
+        }
+        self.eject_with(id, plugin, Some(duration))
+    }
+
+    fn eject_with(
+        &self,
+        id: u32,
+        reason: &str,
+        asked: Option<Duration>,
+    ) -> Result<Duration, EjectError> {
         let _serial = self
             .eject_lock
             .lock()
@@ -92,9 +117,8 @@ impl Upstream {
             } else {
                 note.ejections.saturating_add(1)
             };
-            let duration = passive
-                .base_ejection_time
-                .saturating_mul(note.ejections)
+            let duration = asked
+                .unwrap_or_else(|| passive.base_ejection_time.saturating_mul(note.ejections))
                 .min(passive.max_ejection_time);
             note.ejection_reason = Some(reason.to_owned());
             note.ejection_ends = Some(now + duration);

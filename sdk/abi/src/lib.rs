@@ -108,6 +108,24 @@ pub mod imports {
     pub const CACHE_LOCK: &str = "cache_lock";
     /// `(ptr: i32) -> i32`: writes the store's entry count and weighted bytes (2 × `u64` LE).
     pub const CACHE_STATS: &str = "cache_stats";
+    /// `(name_ptr: i32, name_len: i32, delta: i64, ttl_ms: i64, out_ptr: i32) -> i32`: add to a
+    /// shared counter that expires `ttl_ms` after it was created (windowed limits).
+    pub const COUNTER_ADD_TTL: &str = "counter_add_ttl";
+    /// `(endpoint_id: i32, unhealthy_for_ms: i64) -> i32`: passive ejection; `0` clears a mark.
+    pub const ENDPOINT_MARK: &str = "endpoint_mark";
+    /// `() -> i32`: the request's [`crate::request_flags`].
+    pub const REQUEST_FLAGS: &str = "request_flags";
+    /// `(ms_from_now: i64) -> i32`: set (shorten) the request's overall deadline (on_request).
+    pub const DEADLINE_SET: &str = "deadline_set";
+    /// `() -> i64`: milliseconds left before the request's deadline, or `NOT_FOUND`.
+    pub const DEADLINE_REMAINING: &str = "deadline_remaining";
+}
+
+/// Bits of the value `request_flags` returns.
+pub mod request_flags {
+    /// The request body outgrew the route's replay buffer (or was streamed
+    /// past it): it cannot be sent again, so the request must not be retried.
+    pub const BODY_NOT_REPLAYABLE: i32 = 0x1;
 }
 
 /// Status codes returned by host functions (and by `configure`/`restore`).
@@ -165,6 +183,8 @@ pub mod limits {
     pub const CACHE_META_MAX: usize = 4 * 1024;
     /// Longest a coalesced request waits for the fetch in flight, in milliseconds.
     pub const CACHE_WAIT_MAX_MS: u64 = 60_000;
+    /// Most endpoint marks one instance may leave between two drains by the core.
+    pub const MARKS_MAX: usize = 256;
 }
 
 /// Returned by `select` to let the host choose (round robin).
@@ -259,6 +279,8 @@ code_enum! {
         Method = 2,
         /// The authority (host\[:port\]) (NOT_FOUND if absent).
         Authority = 3,
+        /// The client's IP address as text (NOT_FOUND if unknown).
+        ClientAddr = 4,
     }
 }
 

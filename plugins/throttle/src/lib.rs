@@ -1,0 +1,231 @@
+//! The `throttle` policy: a token bucket (rate, burst) and a concurrency
+//! limit, per route or per key (a request header or the client address),
+//! with a bounded key table. Rejections answer locally: `429` with
+//! `Retry-After` for the rate, `503` for concurrency, both with
+//! `Proxy-Status`. In-flight slots are released in `on_end`, which the proxy
+//! runs for every request, so a client that goes away leaks nothing.
+//!
+//! `global` mode counts through the host's shared counters (in-process, or
+//! Redis when the proxy names one) so several proxies enforce one limit: the
+//! rate as a fixed-window count, the concurrency as a shared gauge.
+//! Settings: see `README.md`.
+
+extern crate alloc;
+
+mod config;
+mod table;
+
+use alloc::format;
+use alloc::string::String;
+
+use weir_sdk::{Answer, End, Metric, Plugin, Request, RequestAction};
+
+pub use config::{Config, KeyBy, RawConfig};
+use table::Table;
+
+/// Per-request state: the key whose in-flight slot this request holds.
+#[derive(Debug, Default)]
+pub struct Ctx {
+    holds: Option<String>,
+    global_holds: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Metrics {
+    allowed: Metric,
+    rate: Metric,
+    concurrency: Metric,
+    in_flight: Metric,
+    keys: Metric,
+}
+
+/// The plugin.
+#[derive(Default)]
+pub struct Throttle {
+    config: Config,
+    table: Table,
+    metrics: Option<Metrics>,
+    allowed: u64,
+    rejected_rate: u64,
+    rejected_concurrency: u64,
+    store_errors: u64,
+}
+
+/// The key a request counts under (`""` for the route).
+fn key_of(by: &KeyBy, req: &Request) -> String {
+    let v = match by {
+        KeyBy::Route => None,
+        KeyBy::Header(h) => req.header(h).ok().flatten(),
+        KeyBy::Client => req.client_addr().ok().flatten(),
+    };
+    v.unwrap_or_default()
+}
+
+fn rate_answer(retry_after_s: u64) -> Answer {
+    Answer::new(429)
+        .header("retry-after", &format!("{}", retry_after_s.max(1)))
+        .proxy_status("http_request_denied", "rate limit exceeded")
+        .header("content-type", "text/plain")
+        .body("429 too many requests\n")
+}
+
+fn concurrency_answer() -> Answer {
+    Answer::new(503)
+        .header("retry-after", "1")
+        .proxy_status("http_request_denied", "concurrency limit exceeded")
+        .header("content-type", "text/plain")
+        .body("503 too many requests in flight\n")
+}
+
+impl Throttle {
+    fn count(&self, pick: impl Fn(&Metrics) -> Metric) {
+        if let Some(m) = &self.metrics {
+            let _ = pick(m).record(1.0);
+        }
+    }
+
+    fn gauges(&self) {
+        if let Some(m) = &self.metrics {
+            let _ = m.in_flight.record(self.table.in_flight() as f64);
+            let _ = m.keys.record(self.table.len() as f64);
+        }
+    }
+
+    /// The shared store failed: allow or reject, as configured.
+    fn store_failed(&mut self) -> bool {
+        self.store_errors += 1;
+        self.config.fail_open
+    }
+
+    /// Global mode: one fixed-window count and one shared in-flight gauge.
+    fn global(&mut self, ctx: &mut Ctx, key: &str) -> Option<Answer> {
+        let c = &self.config;
+        if let Some(rate) = c.rate {
+            // A fixed window that starts with its first request and expires
+            // in the shared store: no clock needs to agree across proxies.
+            let limit = (rate * c.window_ms as f64 / 1000.0).ceil().max(1.0) as i64;
+            let name = format!("{}:rate:{key}", c.name);
+            match weir_sdk::host::counter_add_ttl(&name, 1, c.window_ms) {
+                Ok(n) if n > limit => {
+                    return Some(rate_answer(c.window_ms.div_ceil(1000)));
+                }
+                Ok(_) => {}
+                Err(_) if self.store_failed() => {}
+                Err(_) => return Some(rate_answer(1)),
+            }
+        }
+        if let Some(max) = self.config.max_concurrent {
+            let name = format!("{}:inflight:{key}", self.config.name);
+            match weir_sdk::host::counter_add(&name, 1) {
+                Ok(n) if n > i64::from(max) => {
+                    let _ = weir_sdk::host::counter_add(&name, -1);
+                    return Some(concurrency_answer());
+                }
+                Ok(_) => ctx.global_holds = Some(name),
+                Err(_) if self.store_failed() => {}
+                Err(_) => return Some(concurrency_answer()),
+            }
+        }
+        None
+    }
+}
+
+impl Plugin for Throttle {
+    type Config = RawConfig;
+    type Ctx = Ctx;
+
+    fn configure(&mut self, raw: RawConfig) -> Result<(), String> {
+        self.config = Config::try_from(raw)?;
+        self.table = Table::new(self.config.max_keys);
+        let m = |name: &str| Metric::counter(name).map_err(|e| e.to_string());
+        let g = |name: &str| Metric::gauge(name).map_err(|e| e.to_string());
+        self.metrics = Some(Metrics {
+            allowed: m("throttle_allowed_total")?,
+            rate: m("throttle_rejected_rate_total")?,
+            concurrency: m("throttle_rejected_concurrency_total")?,
+            in_flight: g("throttle_in_flight")?,
+            keys: g("throttle_keys")?,
+        });
+        Ok(())
+    }
+
+    fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> RequestAction {
+        // Inside a retrying layer this runs per attempt: the rate counts
+        // every attempt, the concurrency slot is taken once per request.
+        if ctx.holds.is_some() || ctx.global_holds.is_some() {
+            return RequestAction::Continue;
+        }
+        let key = key_of(&self.config.key, req);
+        let verdict = if self.config.global {
+            self.global(ctx, &key)
+        } else {
+            let now = weir_sdk::host::clock_ns();
+            match self.table.admit(&self.config, &key, now) {
+                Ok(held) => {
+                    if held {
+                        ctx.holds = Some(key);
+                    }
+                    None
+                }
+                Err(table::Reject::Rate { retry_after_s }) => Some(rate_answer(retry_after_s)),
+                Err(table::Reject::Concurrency) => Some(concurrency_answer()),
+            }
+        };
+        let action = match verdict {
+            None => {
+                self.allowed += 1;
+                self.count(|m| m.allowed);
+                RequestAction::Continue
+            }
+            Some(a) => {
+                if a.status() == 429 {
+                    self.rejected_rate += 1;
+                    self.count(|m| m.rate);
+                } else {
+                    self.rejected_concurrency += 1;
+                    self.count(|m| m.concurrency);
+                }
+                RequestAction::Answer(a)
+            }
+        };
+        self.gauges();
+        action
+    }
+
+    fn on_end(&mut self, ctx: Ctx, _: &End) {
+        if let Some(key) = ctx.holds {
+            self.table.release(&key);
+        }
+        if let Some(name) = ctx.global_holds {
+            let _ = weir_sdk::host::counter_add(&name, -1);
+        }
+        self.gauges();
+    }
+
+    fn status(&self) -> String {
+        let c = &self.config;
+        serde_json::json!({
+            "mode": if c.global { "global" } else { "local" },
+            "rate": c.rate,
+            "burst": c.burst,
+            "max_concurrent": c.max_concurrent,
+            "key": match &c.key {
+                KeyBy::Route => String::from("route"),
+                KeyBy::Client => String::from("client"),
+                KeyBy::Header(h) => format!("header:{h}"),
+            },
+            "keys": self.table.len(),
+            "max_keys": c.max_keys,
+            "in_flight": self.table.in_flight(),
+            "allowed": self.allowed,
+            "rejected": { "rate": self.rejected_rate, "concurrency": self.rejected_concurrency },
+            "store_errors": self.store_errors,
+        })
+        .to_string()
+    }
+}
+
+weir_sdk::export!(Throttle, hooks: [on_request, on_end, status]);
+
+#[cfg(test)]
+mod tests;

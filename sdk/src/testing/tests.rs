@@ -1,0 +1,96 @@
+//! The fake host keeps the real host's rules: phases, codes, metrics,
+//! marks, counters, the cache and the request deadline.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::time::Duration;
+
+use super::{Harness, Outcome, ResponseResult, TestRequest};
+use crate::{
+    End, HostError, Metric, Plugin, Request, RequestAction, Response, ResponseAction, host,
+};
+use weir_abi::status;
+
+/// Records what each host call returned.
+#[derive(Default)]
+struct Probe {
+    seen: Vec<(&'static str, Result<(), HostError>)>,
+    hits: Option<Metric>,
+}
+
+impl Plugin for Probe {
+    type Config = ();
+    type Ctx = u32;
+
+    fn configure(&mut self, (): ()) -> Result<(), String> {
+        self.hits = Metric::counter("probe_hits_total").ok();
+        Ok(())
+    }
+
+    fn on_request(&mut self, ctx: &mut u32, req: &mut Request) -> RequestAction {
+        *ctx += 1;
+        let r = req.set_header("x-added", "1");
+        self.seen.push(("set request header in on_request", r));
+        let r = req.set_deadline(Duration::from_millis(500));
+        self.seen.push(("deadline", r));
+        let r = host::endpoint_mark(7, 1000);
+        self.seen.push(("mark", r));
+        if let Some(m) = self.hits {
+            let _ = m.record(2.0);
+        }
+        RequestAction::Continue
+    }
+
+    fn on_response(&mut self, ctx: &mut u32, req: &Request, resp: &mut Response) -> ResponseAction {
+        let mut r = Request {
+            method: None,
+            attempt: req.attempt(),
+        };
+        let e = r.set_header("x-late", "1");
+        self.seen.push(("set request header in on_response", e));
+        let e = resp.set_header("x-seen", &alloc::format!("{ctx}"));
+        self.seen.push(("set response header", e));
+        ResponseAction::Pass
+    }
+
+    fn on_end(&mut self, _: u32, _: &End) {
+        let e = host::cache_put(b"k", b"v", 1000);
+        self.seen.push(("cache in on_end", e));
+    }
+}
+
+#[test]
+fn the_fake_host_enforces_phases_and_records_effects() {
+    let mut h = Harness::<Probe>::new("").unwrap();
+    let run = h.run(TestRequest::get("/x"), &[Outcome::status(200)]);
+    assert_eq!(run.attempts[0].header("x-added"), Some("1"));
+    assert_eq!(run.attempts[0].timeout, Some(Duration::from_millis(500)));
+    assert_eq!(run.header("x-seen"), Some("1"));
+    let seen = &h.plugin().seen;
+    let get = |what: &str| seen.iter().find(|(w, _)| *w == what).map(|(_, r)| *r);
+    assert_eq!(get("set request header in on_request"), Some(Ok(())));
+    assert_eq!(
+        get("set request header in on_response"),
+        Some(Err(HostError(status::BAD_PHASE)))
+    );
+    assert_eq!(get("set response header"), Some(Ok(())));
+    assert_eq!(get("cache in on_end"), Some(Ok(())));
+    assert_eq!(h.metric("probe_hits_total"), Some(2.0));
+    assert_eq!(h.take_marks(), [(7, Duration::from_secs(1))]);
+}
+
+#[test]
+fn a_slow_outcome_past_the_deadline_becomes_a_timeout() {
+    let mut h = Harness::<Probe>::new("").unwrap();
+    let slow = Outcome::status(200).latency(Duration::from_secs(2));
+    let run = h.run(TestRequest::get("/"), &[slow]);
+    assert_eq!(run.error, Some(crate::ErrorClass::Timeout));
+    assert_eq!(h.now(), Duration::from_millis(1500));
+    let mut f = h.start(TestRequest::get("/"));
+    h.on_request(&mut f);
+    let mut o = Outcome::error(crate::ErrorClass::Reset);
+    // No response head: response headers are unavailable.
+    assert_eq!(h.on_response(&mut f, &mut o), ResponseResult::Pass);
+    let last = h.plugin().seen.last().map(|(_, r)| *r);
+    assert_eq!(last, Some(Err(HostError(status::UNAVAILABLE))));
+}
