@@ -8,6 +8,8 @@ mod failures;
 mod health;
 mod plugin_faults;
 pub mod plugins;
+#[allow(clippy::float_cmp)]
+mod policies;
 mod protocols;
 mod reload;
 mod routing;
