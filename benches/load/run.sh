@@ -46,6 +46,7 @@ environment:
   WARMUP=1            seconds of wrk per target before round 1 (0: none)
   WRK_THREADS=1       wrk threads
   UPSTREAM_THREADS=   bench-upstream threads (default: cores left after proxy and wrk, at least 1)
+  UPSTREAM_ARGS=      extra bench-upstream flags, e.g. '--cache-control max-age=3600' (cache-hit runs)
   WEIR_RUNTIME=per-core   or multi-thread ([server] runtime in weir's config)
   BARE_RUNTIME=$WEIR_RUNTIME  bare-proxy's --runtime
   WEIR_CONFIG_EXTRA=  TOML appended to the generated weir config (e.g. a plugin chain)
@@ -296,7 +297,8 @@ serves_hello() {
 }
 
 echo "== starting bench-upstream on 127.0.0.1:$P_UP ($UPSTREAM_THREADS thread(s))"
-"${LOAD_PIN[@]}" "$BIN/bench-upstream" --listen "127.0.0.1:$P_UP" --threads "$UPSTREAM_THREADS" \
+# shellcheck disable=SC2086 # UPSTREAM_ARGS is a list of words.
+"${LOAD_PIN[@]}" "$BIN/bench-upstream" --listen "127.0.0.1:$P_UP" --threads "$UPSTREAM_THREADS" ${UPSTREAM_ARGS:-} \
     >"$TMP/upstream.log" 2>&1 &
 UP_PID=$!
 PIDS+=("$UP_PID")

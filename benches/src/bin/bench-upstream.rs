@@ -11,6 +11,7 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
+use anyhow::Context as _;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
@@ -32,17 +33,25 @@ struct Args {
     /// Threads, each with its own current-thread runtime and listener.
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// A `Cache-Control` value to put on every response (to measure a
+    /// caching proxy's hit path); none by default.
+    #[arg(long)]
+    cache_control: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let listen = args.listen;
-    weir_benches::run_per_core(args.threads, move |_| serve(listen))
+    let cache_control = match args.cache_control {
+        Some(value) => Some(http::HeaderValue::from_str(&value).context("--cache-control")?),
+        None => None,
+    };
+    weir_benches::run_per_core(args.threads, move |_| serve(listen, cache_control.clone()))
 }
 
 /// Accepts connections on one `SO_REUSEPORT` listener and serves each on the
 /// current runtime.
-async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
+async fn serve(listen: SocketAddr, cache_control: Option<http::HeaderValue>) -> anyhow::Result<()> {
     let listener = weir_benches::reuseport_listener(listen)?;
     loop {
         let (stream, _) = match listener.accept().await {
@@ -56,10 +65,12 @@ async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
         };
         // Small responses: do not let Nagle hold them back.
         let _ = stream.set_nodelay(true);
+        let cache_control = cache_control.clone();
         tokio::spawn(async move {
+            let service = service_fn(move |request| answer(request, cache_control.clone()));
             let conn = http1::Builder::new()
                 .keep_alive(true)
-                .serve_connection(TokioIo::new(stream), service_fn(answer));
+                .serve_connection(TokioIo::new(stream), service);
             // A client closing mid-request is normal under load; nothing to report.
             let _ = conn.await;
         });
@@ -68,6 +79,15 @@ async fn serve(listen: SocketAddr) -> anyhow::Result<()> {
 
 /// Every request: 200 with the fixed body. The request body, if any, is left
 /// to hyper, which drains or closes as HTTP/1.1 requires.
-async fn answer(_req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
-    Ok(Response::new(Full::new(Bytes::from_static(BODY))))
+async fn answer(
+    _req: Request<Incoming>,
+    cache_control: Option<http::HeaderValue>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let mut response = Response::new(Full::new(Bytes::from_static(BODY)));
+    if let Some(value) = cache_control {
+        response
+            .headers_mut()
+            .insert(http::header::CACHE_CONTROL, value);
+    }
+    Ok(response)
 }
