@@ -1,7 +1,8 @@
 //! The cost of plugins on the request path, with the real host and real
 //! `.wasm` plugins built by the test build: one hook call (a no-op plugin and
 //! a realistic one that reads a header and sets one), and a whole chain of 1
-//! and 6 plugins against the same request through no plugins.
+//! and 6 plugins against the same request through no plugins; and each
+//! shipped policy alone in a chain (its hooks' cost for one request).
 //!
 //! Run with: `cargo bench -p weir-benches --bench hooks`
 
@@ -67,11 +68,15 @@ impl Core<()> for ReadyCore {
 }
 
 fn instance(engine: &PluginEngine, wasm: &str) -> Arc<PluginInstance> {
+    instance_with(engine, wasm, "")
+}
+
+fn instance_with(engine: &PluginEngine, wasm: &str, config: &'static str) -> Arc<PluginInstance> {
     let loaded = match engine.load_file(std::path::Path::new(wasm)) {
         Ok(loaded) => loaded,
         Err(error) => panic!("cannot load {wasm}: {error}"),
     };
-    match PluginInstance::new(&loaded, bytes::Bytes::new()) {
+    match PluginInstance::new(&loaded, bytes::Bytes::from_static(config.as_bytes())) {
         Ok(instance) => Arc::new(instance),
         Err(error) => panic!("cannot instantiate {wasm}: {error}"),
     }
@@ -160,5 +165,61 @@ fn chain(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, hook_call, chain);
+/// Each shipped policy alone around the ready core: all of its hooks for one
+/// request (on_request, select, on_response, on_end as it exports them).
+fn policies(c: &mut Criterion) {
+    let engine = match PluginEngine::new(weir_tests::engine_config()) {
+        Ok(engine) => engine,
+        Err(error) => panic!("{error}"),
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => panic!("{error}"),
+    };
+    let template = request();
+    let mut group = c.benchmark_group("policy");
+    for (name, wasm, config) in [
+        ("timeout", plugins::TIMEOUT, ""),
+        (
+            "throttle",
+            plugins::THROTTLE,
+            r#"{"rate": 1000000000, "burst": 1000000000}"#,
+        ),
+        ("breaker", plugins::BREAKER, ""),
+        ("retry", plugins::RETRY, ""),
+        ("cache", plugins::CACHE, ""),
+        (
+            "balancer",
+            plugins::BALANCER,
+            r#"{"algorithm": "peak_ewma"}"#,
+        ),
+    ] {
+        let chain = match Chain::new(
+            vec![instance_with(&engine, wasm, config)],
+            TrapPolicy::FailOpen,
+        ) {
+            Ok(chain) => chain,
+            Err(error) => panic!("{error}"),
+        };
+        group.bench_function(name, |b| {
+            b.iter(|| {
+                let mut req = RequestView {
+                    method: template.method.clone(),
+                    uri: template.uri.clone(),
+                    headers: template.headers.clone(),
+                    ..RequestView::default()
+                };
+                let (outcome, end) = runtime.block_on(chain.run(&mut req, &mut ReadyCore));
+                drop(end);
+                black_box(outcome.status())
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, hook_call, chain, policies);
 criterion_main!(benches);

@@ -95,6 +95,8 @@ async fn chains_edit_headers_both_ways_in_onion_order() {
     assert_eq!(trace, ["<b", "<a"], "inner layers see the response first");
     assert_eq!(reply.header("x-hello"), Some("world"));
     assert_eq!(reply.header("x-path-a"), Some("/headers"));
+    // Every plugin the routes name is loaded: ready.
+    assert_eq!(get(&proxy.admin_url("/readyz")).await.unwrap().status, 200);
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ pub type ReadyCheck = fn(&ServerHandle) -> Option<String>;
 
 /// Everything `/readyz` checks, in order. Add a check here (e.g. "every
 /// plugin a route names has loaded once") to make readiness wait for it.
-pub const READY_CHECKS: &[ReadyCheck] = &[serving, routes_have_endpoints];
+pub const READY_CHECKS: &[ReadyCheck] = &[serving, routes_have_endpoints, plugins_loaded];
 
 /// Why the proxy is not ready; empty when it is.
 pub fn not_ready_reasons(server: &ServerHandle) -> Vec<String> {
@@ -30,6 +30,28 @@ pub fn not_ready_reasons(server: &ServerHandle) -> Vec<String> {
 
 fn serving(server: &ServerHandle) -> Option<String> {
     (!server.is_ready()).then(|| String::from("starting or draining"))
+}
+
+/// Every plugin a route names has a loaded version serving in its chain.
+/// (A config naming a plugin that cannot load is refused, and a deleted or
+/// broken file keeps the last good version, so this guards the invariant.)
+fn plugins_loaded(server: &ServerHandle) -> Option<String> {
+    let table = server.routes();
+    let records = server.plugins().records();
+    let missing: Vec<String> = table
+        .routes()
+        .iter()
+        .flat_map(|route| {
+            let chained = route.chain.as_ref().map_or(0, |c| c.layers().len());
+            let records = &records;
+            route.spec.plugins.iter().filter_map(move |p| {
+                let loaded = records.get(&p.name).is_some_and(|r| r.loaded.is_some());
+                (!loaded || chained != route.spec.plugins.len())
+                    .then(|| format!("plugin {} of route {}", p.name, route.spec.name))
+            })
+        })
+        .collect();
+    (!missing.is_empty()).then(|| format!("never loaded: {}", missing.join(", ")))
 }
 
 fn routes_have_endpoints(server: &ServerHandle) -> Option<String> {
