@@ -44,6 +44,16 @@ fn request() -> RequestView {
     }
 }
 
+/// A fresh copy of `template`, as the server builds one per request.
+fn copy_of(template: &RequestView) -> RequestView {
+    RequestView {
+        method: template.method.clone(),
+        uri: template.uri.clone(),
+        headers: template.headers.clone(),
+        ..RequestView::default()
+    }
+}
+
 /// The upstream step answered at once, so only the chain is measured.
 struct ReadyCore;
 
@@ -116,12 +126,7 @@ fn chain(c: &mut Criterion) {
     // No plugins: the core alone, with the same request handling around it.
     group.bench_function(BenchmarkId::new("plugins", 0), |b| {
         b.iter(|| {
-            let mut req = RequestView {
-                method: template.method.clone(),
-                uri: template.uri.clone(),
-                headers: template.headers.clone(),
-                ..RequestView::default()
-            };
+            let mut req = copy_of(&template);
             let attempt = Attempt {
                 number: 1,
                 timeout: None,
@@ -150,12 +155,7 @@ fn chain(c: &mut Criterion) {
         };
         group.bench_function(BenchmarkId::new("plugins", count), |b| {
             b.iter(|| {
-                let mut req = RequestView {
-                    method: template.method.clone(),
-                    uri: template.uri.clone(),
-                    headers: template.headers.clone(),
-                    ..RequestView::default()
-                };
+                let mut req = copy_of(&template);
                 let (outcome, end) = runtime.block_on(chain.run(&mut req, &mut ReadyCore));
                 drop(end);
                 black_box(outcome.status())
@@ -206,12 +206,7 @@ fn policies(c: &mut Criterion) {
         };
         group.bench_function(name, |b| {
             b.iter(|| {
-                let mut req = RequestView {
-                    method: template.method.clone(),
-                    uri: template.uri.clone(),
-                    headers: template.headers.clone(),
-                    ..RequestView::default()
-                };
+                let mut req = copy_of(&template);
                 let (outcome, end) = runtime.block_on(chain.run(&mut req, &mut ReadyCore));
                 drop(end);
                 black_box(outcome.status())

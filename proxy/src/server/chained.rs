@@ -139,15 +139,7 @@ impl Core<WeirBody> for HttpCore<'_> {
 
 impl HttpCore<'_> {
     fn fail(&mut self, error: UpstreamError) -> Outcome<WeirBody> {
-        self.route.upstream.metrics.error(error.class);
-        tracing::warn!(
-            route = %self.route.spec.name,
-            upstream = %self.route.upstream.name,
-            class = error.class.as_str(),
-            reached_upstream = error.reached_upstream,
-            detail = %error.detail,
-            "upstream failure"
-        );
+        super::handler::note_failure(self.route, &error);
         let outcome = Outcome::Error(crate::plugin::views::UpstreamError {
             class: error.class.to_abi(),
             reached_upstream: error.reached_upstream,
@@ -211,8 +203,7 @@ pub(super) async fn forward(
             true,
             format!("no response within the route's {:?}", route.spec.timeout),
         );
-        route.upstream.metrics.error(error.class);
-        return super::handler::failure_response(&error).map(ResponseBody::new);
+        return super::handler::upstream_failure(route, &error).map(ResponseBody::new);
     };
     match outcome {
         Outcome::Response { head, body } => {

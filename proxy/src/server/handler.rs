@@ -157,7 +157,15 @@ pub(super) async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::u
     }
 }
 
-fn upstream_failure(route: &Route, error: &UpstreamError) -> Response<WeirBody> {
+/// Counts and logs a failed exchange with the route's upstream, and answers
+/// it.
+pub(super) fn upstream_failure(route: &Route, error: &UpstreamError) -> Response<WeirBody> {
+    note_failure(route, error);
+    failure_response(error)
+}
+
+/// Counts and logs a failed exchange with the route's upstream.
+pub(super) fn note_failure(route: &Route, error: &UpstreamError) {
     route.upstream.metrics.error(error.class);
     tracing::warn!(
         route = %route.spec.name,
@@ -167,7 +175,6 @@ fn upstream_failure(route: &Route, error: &UpstreamError) -> Response<WeirBody> 
         detail = %error.detail,
         "upstream failure"
     );
-    failure_response(error)
 }
 
 /// The answer to a request that failed upstream: the class's status and
