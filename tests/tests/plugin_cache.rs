@@ -118,11 +118,11 @@ impl Fixture {
         headers: &[(&'static str, &'static str)],
         delay: Duration,
     ) -> Got {
-        let mut req = RequestView {
+        let mut req = Box::new(RequestView {
             method: method.parse().unwrap(),
             uri: path.parse().unwrap(),
             ..RequestView::default()
-        };
+        });
         req.headers
             .insert("host", HeaderValue::from_static("example.com"));
         for (n, v) in headers {

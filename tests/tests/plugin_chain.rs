@@ -107,11 +107,11 @@ fn tag(engine: &PluginEngine, t: &str) -> Arc<PluginInstance> {
     layer(engine, plugins::HEADERS, &format!(r#"{{"tag":"{t}"}}"#))
 }
 
-fn request(headers: &[&'static str]) -> RequestView {
-    let mut req = RequestView {
+fn request(headers: &[&'static str]) -> Box<RequestView> {
+    let mut req = Box::new(RequestView {
         uri: "/api/items".parse().unwrap(),
         ..RequestView::default()
-    };
+    });
     for h in headers {
         req.headers.insert(*h, HeaderValue::from_static("1"));
     }

@@ -112,12 +112,12 @@ fn chain(layers: Vec<Arc<PluginInstance>>) -> Chain {
     Chain::new(layers, TrapPolicy::FailClosed).unwrap()
 }
 
-fn request(method: Method) -> RequestView {
-    RequestView {
+fn request(method: Method) -> Box<RequestView> {
+    Box::new(RequestView {
         method,
         uri: "/api/items".parse().unwrap(),
         ..RequestView::default()
-    }
+    })
 }
 
 fn status<B>(o: &Outcome<B>) -> Option<u16> {

@@ -27,11 +27,11 @@ fn instance(engine: &PluginEngine, path: &str, config: &str) -> PluginInstance {
     PluginInstance::new(&plugin, config.as_bytes().to_vec()).unwrap()
 }
 
-fn request(header: Option<&'static str>) -> RequestView {
-    let mut req = RequestView {
+fn request(header: Option<&'static str>) -> Box<RequestView> {
+    let mut req = Box::new(RequestView {
         uri: "/things?x=1".parse().unwrap(),
         ..RequestView::default()
-    };
+    });
     if let Some(h) = header {
         req.headers.insert(h, HeaderValue::from_static("1"));
     }

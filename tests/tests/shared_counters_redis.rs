@@ -94,7 +94,7 @@ async fn two_proxies_share_one_limit_through_redis() {
     let mut rejected = 0;
     for i in 0..10 {
         let chain = if i % 2 == 0 { &a } else { &b };
-        let out = chain.run(&mut RequestView::default(), &mut Ok200).await.0;
+        let out = chain.run(&mut Box::default(), &mut Ok200).await.0;
         match out.status().map(|s| s.as_u16()) {
             Some(200) => allowed += 1,
             Some(429) => rejected += 1,
@@ -106,6 +106,6 @@ async fn two_proxies_share_one_limit_through_redis() {
 
     // Redis gone: `fail_open: false` rejects rather than over-admitting.
     drop(redis);
-    let out = a.run(&mut RequestView::default(), &mut Ok200).await.0;
+    let out = a.run(&mut Box::default(), &mut Ok200).await.0;
     assert_eq!(out.status().map(|s| s.as_u16()), Some(429));
 }

@@ -134,7 +134,7 @@ impl Chain {
     /// runs them at once, flagged cancelled.
     pub async fn run<B, C: Core<B>>(
         &self,
-        req: &mut RequestView,
+        req: &mut Box<RequestView>,
         core: &mut C,
     ) -> (Outcome<B>, EndToken) {
         let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
@@ -224,7 +224,7 @@ impl Chain {
                                 endpoint: chosen,
                                 tried: &tried,
                             };
-                            let (o, used) = core.send(req, &a).await;
+                            let (o, used) = core.send(&mut **req, &a).await;
                             tried.extend(used);
                             (o, used)
                         }
@@ -303,7 +303,7 @@ impl Chain {
     fn select<B, C: Core<B>>(
         &self,
         id: u64,
-        req: &mut RequestView,
+        req: &mut Box<RequestView>,
         attempt: u32,
         tried: &[u32],
         core: &mut C,

@@ -7,10 +7,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderName, StatusCode};
 use wasmtime::{Caller, Linker, Memory, StoreLimits};
 use weir_abi::{self as abi, Phase, imports, limits, status};
 
+use super::intern::HeaderInterner;
 use super::metrics::MetricsRegistry;
 use super::services::HostServices;
 use super::views::{EndpointInfo, LocalAnswer, RequestView};
@@ -25,7 +26,7 @@ pub(crate) struct HostState {
     pub services: Arc<HostServices>,
     pub metrics: MetricsRegistry,
     /// The request, swapped in for request-phase calls.
-    pub req: RequestView,
+    pub req: Box<RequestView>,
     /// The response (or answer) headers, swapped in for `on_response`.
     pub resp: HeaderMap,
     pub has_resp: bool,
@@ -44,6 +45,8 @@ pub(crate) struct HostState {
     /// Endpoint marks (passive ejection) left by the plugin, drained by the
     /// core through `Chain::drain_endpoint_marks`; `Duration::ZERO` clears.
     pub marks: Vec<(u32, Duration)>,
+    /// The header names and values this plugin passed, parsed once.
+    pub interner: HeaderInterner,
     rng: u64,
 }
 
@@ -61,7 +64,7 @@ impl HostState {
             plugin,
             services,
             metrics: MetricsRegistry::default(),
-            req: RequestView::default(),
+            req: Box::default(),
             resp: HeaderMap::new(),
             has_resp: false,
             upstream_status: None,
@@ -72,6 +75,7 @@ impl HostState {
             endpoints: Vec::new(),
             tried: Vec::new(),
             marks: Vec::new(),
+            interner: HeaderInterner::default(),
             rng: seed | 1,
         }
     }
@@ -123,34 +127,69 @@ pub(super) fn phase_in(state: &HostState, allowed: &[Phase]) -> bool {
 pub(super) const REQUEST_READ: &[Phase] = &[Phase::OnRequest, Phase::Select, Phase::OnResponse];
 
 /// The header map a `header_*` call addresses, if this phase may read it
-/// (`write`: may also change it).
-fn header_map(state: &mut HostState, map: i32, write: bool) -> Result<&mut HeaderMap, i32> {
+/// (`write`: may also change it). Borrows only the maps, so the caller can
+/// use the interner beside it.
+fn header_map<'a>(
+    phase: Phase,
+    has_resp: bool,
+    req: &'a mut HeaderMap,
+    resp: &'a mut HeaderMap,
+    map: i32,
+    write: bool,
+) -> Result<&'a mut HeaderMap, i32> {
     match abi::HeaderMap::from_code(map) {
         Some(abi::HeaderMap::Request) => {
             let ok = if write {
-                state.phase == Phase::OnRequest
+                phase == Phase::OnRequest
             } else {
-                phase_in(state, REQUEST_READ)
+                REQUEST_READ.contains(&phase)
             };
-            if ok {
-                Ok(&mut state.req.headers)
-            } else {
-                Err(status::BAD_PHASE)
-            }
+            if ok { Ok(req) } else { Err(status::BAD_PHASE) }
         }
         Some(abi::HeaderMap::Response) => {
-            if state.phase != Phase::OnResponse {
+            if phase != Phase::OnResponse {
                 Err(status::BAD_PHASE)
-            } else if !state.has_resp {
+            } else if !has_resp {
                 Err(status::UNAVAILABLE)
             } else {
-                Ok(&mut state.resp)
+                Ok(resp)
             }
         }
         // Read-only, and read through `header_get` alone.
         Some(abi::HeaderMap::Cached) => Err(status::BAD_PHASE),
         None => Err(status::BAD_ARGUMENT),
     }
+}
+
+/// [`header_map`] of the store's current request and response.
+fn state_map(st: &mut HostState, map: i32, write: bool) -> Result<&mut HeaderMap, i32> {
+    header_map(
+        st.phase,
+        st.has_resp,
+        &mut st.req.headers,
+        &mut st.resp,
+        map,
+        write,
+    )
+}
+
+/// The header name a `header_get`/`header_remove` call looks for. A name
+/// that is no valid header name names no header (`NOT_FOUND`); bytes that
+/// are not even UTF-8 are a bad argument.
+fn lookup_name<'a>(
+    interner: &'a mut HeaderInterner,
+    mem: &[u8],
+    ptr: i32,
+    len: i32,
+) -> Result<&'a HeaderName, i32> {
+    let raw = arg(mem, ptr, len).ok_or(status::BAD_ARGUMENT)?;
+    interner.name(raw).map_err(|_| {
+        if std::str::from_utf8(raw).is_err() {
+            status::BAD_ARGUMENT
+        } else {
+            status::NOT_FOUND
+        }
+    })
 }
 
 /// A name or key argument, borrowed from guest memory.
@@ -285,28 +324,34 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let headers: &HeaderMap = if map == abi::HeaderMap::Cached.code() {
+            let name = match lookup_name(&mut st.interner, mem, np, nl) {
+                Ok(name) => name,
+                Err(code) => return code,
+            };
+            let value = if map == abi::HeaderMap::Cached.code() {
+                let name = name.clone();
                 match super::host_cache::cached_headers(st) {
-                    Ok(h) => h,
+                    Ok(h) => h.get(name),
                     Err(code) => return code,
                 }
             } else {
-                match header_map(st, map, false) {
-                    Ok(h) => h,
+                let (phase, has_resp) = (st.phase, st.has_resp);
+                match header_map(
+                    phase,
+                    has_resp,
+                    &mut st.req.headers,
+                    &mut st.resp,
+                    map,
+                    false,
+                ) {
+                    Ok(h) => h.get(name),
                     Err(code) => return code,
                 }
             };
-            let Some(name) = arg(mem, np, nl) else {
-                return status::BAD_ARGUMENT;
-            };
-            // `&str` lookups hash the name in place: no allocation per read.
-            let Ok(name) = std::str::from_utf8(name) else {
-                return status::BAD_ARGUMENT;
-            };
-            let Some(value) = headers.get(name) else {
-                return status::NOT_FOUND;
-            };
-            copy_out(mem, p, cap, value.as_bytes())
+            match value {
+                Some(value) => copy_out(mem, p, cap, value.as_bytes()),
+                None => status::NOT_FOUND,
+            }
         },
     )?;
     linker.func_wrap(
@@ -316,17 +361,16 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let headers = match header_map(st, map, true) {
-                Ok(h) => h,
-                Err(code) => return code,
-            };
             let (Some(name), Some(value)) = (arg(mem, np, nl), arg(mem, vp, vl)) else {
                 return status::BAD_ARGUMENT;
             };
-            let (Ok(name), Ok(value)) =
-                (HeaderName::from_bytes(name), HeaderValue::from_bytes(value))
-            else {
+            let (Ok(value), Ok(name)) = (st.interner.value(value), st.interner.name(name)) else {
                 return status::BAD_ARGUMENT;
+            };
+            let name = name.clone();
+            let headers = match state_map(st, map, true) {
+                Ok(h) => h,
+                Err(code) => return code,
             };
             match abi::SetMode::from_code(mode) {
                 Some(abi::SetMode::Replace) => {
@@ -347,15 +391,21 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let headers = match header_map(st, map, true) {
-                Ok(h) => h,
+            let name = match lookup_name(&mut st.interner, mem, np, nl) {
+                Ok(name) => name,
                 Err(code) => return code,
             };
-            let Some(name) = arg(mem, np, nl) else {
-                return status::BAD_ARGUMENT;
-            };
-            let Ok(name) = std::str::from_utf8(name) else {
-                return status::BAD_ARGUMENT;
+            let (phase, has_resp) = (st.phase, st.has_resp);
+            let headers = match header_map(
+                phase,
+                has_resp,
+                &mut st.req.headers,
+                &mut st.resp,
+                map,
+                true,
+            ) {
+                Ok(h) => h,
+                Err(code) => return code,
             };
             match headers.remove(name) {
                 Some(_) => status::OK,
@@ -406,10 +456,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 let Ok((n, v)) = entry else {
                     return status::BAD_ARGUMENT;
                 };
-                let (Ok(n), Ok(v)) = (HeaderName::from_bytes(n), HeaderValue::from_bytes(v)) else {
+                let (Ok(v), Ok(n)) = (st.interner.value(v), st.interner.name(n)) else {
                     return status::BAD_ARGUMENT;
                 };
-                headers.append(n, v);
+                headers.append(n.clone(), v);
             }
             let body = Bytes::copy_from_slice(body);
             st.answer = Some(LocalAnswer {

@@ -12,6 +12,7 @@ pub mod host;
 mod host_cache;
 mod host_extra;
 pub mod instance;
+mod intern;
 pub mod loader;
 pub mod metrics;
 pub mod registry;

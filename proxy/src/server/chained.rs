@@ -178,7 +178,9 @@ pub(super) async fn forward(
             .map(ResponseBody::new);
         }
     };
-    let mut view = RequestView {
+    // Boxed: plugin calls move the request into their store and back, and a
+    // pointer moves cheaper than the whole view.
+    let mut view = Box::new(RequestView {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
@@ -186,7 +188,7 @@ pub(super) async fn forward(
         // A body that streams once cannot be replayed: plugins must not retry.
         body_not_replayable: matches!(body, BodySource::Once(_)),
         ..RequestView::default()
-    };
+    });
     let mut core = HttpCore {
         route,
         body,
