@@ -12,6 +12,7 @@
 
 use alloc::vec::Vec;
 use core::fmt;
+use core::mem::MaybeUninit;
 
 use weir_abi::{self as abi, status};
 
@@ -97,7 +98,9 @@ mod raw {
 /// elsewhere each goes to the thread's fake host ([`crate::testing`]).
 #[cfg(target_arch = "wasm32")]
 mod backend {
-    use super::{len, mptr, ptr, raw};
+    use core::mem::MaybeUninit;
+
+    use super::{len, mptr, ptr, raw, ulen, uptr};
 
     // SAFETY (for every function here): the host reads and writes guest
     // memory only during the call, only inside the `(ptr, len)` ranges given,
@@ -111,17 +114,17 @@ mod backend {
     pub fn log(level: i32, msg: &[u8]) -> i32 {
         unsafe { raw::log(level, ptr(msg), len(msg)) }
     }
-    pub fn input_read(out: &mut [u8]) -> i32 {
-        unsafe { raw::input_read(mptr(out), len(out)) }
+    pub fn input_read(out: &mut [MaybeUninit<u8>]) -> i32 {
+        unsafe { raw::input_read(uptr(out), ulen(out)) }
     }
     pub fn output_write(bytes: &[u8]) -> i32 {
         unsafe { raw::output_write(ptr(bytes), len(bytes)) }
     }
-    pub fn request_field(field: i32, out: &mut [u8]) -> i32 {
-        unsafe { raw::request_field(field, mptr(out), len(out)) }
+    pub fn request_field(field: i32, out: &mut [MaybeUninit<u8>]) -> i32 {
+        unsafe { raw::request_field(field, uptr(out), ulen(out)) }
     }
-    pub fn header_get(map: i32, name: &[u8], out: &mut [u8]) -> i32 {
-        unsafe { raw::header_get(map, ptr(name), len(name), mptr(out), len(out)) }
+    pub fn header_get(map: i32, name: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
+        unsafe { raw::header_get(map, ptr(name), len(name), uptr(out), ulen(out)) }
     }
     pub fn header_set(map: i32, name: &[u8], value: &[u8], mode: i32) -> i32 {
         unsafe { raw::header_set(map, ptr(name), len(name), ptr(value), len(value), mode) }
@@ -150,8 +153,8 @@ mod backend {
     pub fn metric_record(id: i32, value: f64) -> i32 {
         unsafe { raw::metric_record(id, value) }
     }
-    pub fn cache_get(key: &[u8], out: &mut [u8]) -> i32 {
-        unsafe { raw::cache_get(ptr(key), len(key), mptr(out), len(out)) }
+    pub fn cache_get(key: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
+        unsafe { raw::cache_get(ptr(key), len(key), uptr(out), ulen(out)) }
     }
     pub fn cache_put(key: &[u8], value: &[u8], ttl_ms: i64) -> i32 {
         unsafe { raw::cache_put(ptr(key), len(key), ptr(value), len(value), ttl_ms) }
@@ -168,8 +171,8 @@ mod backend {
     pub fn time_unix_ms() -> i64 {
         unsafe { raw::time_unix_ms() }
     }
-    pub fn cache_lookup(key: &[u8], out: &mut [u8]) -> i32 {
-        unsafe { raw::cache_lookup(ptr(key), len(key), mptr(out), len(out)) }
+    pub fn cache_lookup(key: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
+        unsafe { raw::cache_lookup(ptr(key), len(key), uptr(out), ulen(out)) }
     }
     pub fn cache_serve(key: &[u8], headers: &[u8], flags: i32) -> i32 {
         unsafe { raw::cache_serve(ptr(key), len(key), ptr(headers), len(headers), flags) }
@@ -235,24 +238,42 @@ fn mptr(b: &mut [u8]) -> i32 {
 fn len(b: &[u8]) -> i32 {
     i32::try_from(b.len()).unwrap_or(i32::MAX)
 }
+#[cfg(target_arch = "wasm32")]
+fn uptr(b: &mut [core::mem::MaybeUninit<u8>]) -> i32 {
+    b.as_mut_ptr() as usize as i32
+}
+#[cfg(target_arch = "wasm32")]
+fn ulen(b: &[core::mem::MaybeUninit<u8>]) -> i32 {
+    i32::try_from(b.len()).unwrap_or(i32::MAX)
+}
 
-/// Reads a variable-length value: first into a small stack buffer (most
-/// headers fit), then, if the host says it is longer, into an exact one.
-/// `NOT_FOUND` becomes `Ok(None)`.
-fn read_value(mut call: impl FnMut(&mut [u8]) -> i32) -> HostResult<Option<Vec<u8>>> {
-    let mut small = [0u8; 256];
-    let n = match check(call(&mut small)) {
+/// Most values fit in this; a longer one costs a second call.
+const FIRST_READ: usize = 128;
+
+/// Reads a variable-length value straight into the `Vec` it returns: the
+/// host writes into its spare capacity (no zeroing, no copy — in wasm both
+/// are calls out to the runtime), and if the value is longer than that, the
+/// call is repeated with room for all of it. `NOT_FOUND` becomes `Ok(None)`.
+fn read_value(mut call: impl FnMut(&mut [MaybeUninit<u8>]) -> i32) -> HostResult<Option<Vec<u8>>> {
+    let mut value = Vec::with_capacity(FIRST_READ);
+    let mut n = match check(call(value.spare_capacity_mut())) {
         Ok(n) => n as usize,
         Err(HostError(status::NOT_FOUND)) => return Ok(None),
         Err(e) => return Err(e),
     };
-    if n <= small.len() {
-        return Ok(Some(small[..n].to_vec()));
+    if n > value.capacity() {
+        value.reserve_exact(n);
+        n = check(call(value.spare_capacity_mut()))? as usize;
+        if n > value.capacity() {
+            // The value grew between the two calls; the host wrote nothing.
+            return Err(HostError(status::TOO_LARGE));
+        }
     }
-    let mut big = alloc::vec![0u8; n];
-    let m = check(call(&mut big))? as usize;
-    big.truncate(m.min(n));
-    Ok(Some(big))
+    // SAFETY: the host (or the fake host) writes a value only when it fits
+    // the buffer it was given, and returns its length; `n` is within the
+    // capacity, so exactly the first `n` bytes were written.
+    unsafe { value.set_len(n) };
+    Ok(Some(value))
 }
 
 /// Monotonic nanoseconds since the proxy started.

@@ -77,6 +77,9 @@ pub struct Chain {
     layers: Arc<[Arc<PluginInstance>]>,
     balancer: Option<usize>,
     policy: TrapPolicy,
+    /// Some layer exports `on_response`: only then are attempts timed (its
+    /// latency argument) and request bodies kept for replay.
+    any_on_response: bool,
 }
 
 /// The chain cannot be built.
@@ -94,10 +97,12 @@ impl Chain {
             return Err(TooManyLayers(layers.len()));
         }
         let balancer = layers.iter().rposition(|l| l.hooks().select);
+        let any_on_response = layers.iter().any(|l| l.hooks().on_response);
         Ok(Self {
             layers: layers.into(),
             balancer,
             policy,
+            any_on_response,
         })
     }
 
@@ -125,7 +130,7 @@ impl Chain {
     /// Whether any layer may ask for a retry (exports `on_response`): only
     /// then does the server keep the request body for replay.
     pub fn may_retry(&self) -> bool {
-        self.layers.iter().any(|l| l.hooks().on_response)
+        self.any_on_response
     }
 
     /// Runs the request through the chain around `core`; returns what goes to
@@ -158,7 +163,7 @@ impl Chain {
         let mut held: Vec<(usize, Duration)> = Vec::new();
         loop {
             attempt += 1;
-            let began = Instant::now();
+            let began = self.any_on_response.then(Instant::now);
             held.retain(|(layer, _)| *layer < start);
             let mut timeout: Option<Duration> = held.iter().map(|(_, t)| *t).min();
             let mut early: Option<Outcome<B>> = None;
@@ -224,14 +229,14 @@ impl Chain {
                                 endpoint: chosen,
                                 tried: &tried,
                             };
-                            let (o, used) = core.send(&mut **req, &a).await;
+                            let (o, used) = core.send(req, &a).await;
                             tried.extend(used);
                             (o, used)
                         }
                     }
                 }
             };
-            let latency = began.elapsed();
+            let latency = began.map_or(Duration::ZERO, |b| b.elapsed());
             let mut retry = None;
             for i in (0..top).rev() {
                 if skipped & (1u64 << i) != 0 {

@@ -31,7 +31,8 @@ pub(crate) struct HostState {
     pub resp: HeaderMap,
     pub has_resp: bool,
     /// An answer the plugin made in this call.
-    pub answer: Option<LocalAnswer>,
+    /// Boxed: it travels back through the call's result, and is rare.
+    pub answer: Option<Box<LocalAnswer>>,
     pub attempt_timeout: Option<Duration>,
     /// Input of `configure`/`restore`; output of `configure`/`status`/`snapshot`.
     pub input: Bytes,
@@ -462,11 +463,11 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 headers.append(n.clone(), v);
             }
             let body = Bytes::copy_from_slice(body);
-            st.answer = Some(LocalAnswer {
+            st.answer = Some(Box::new(LocalAnswer {
                 status: status_code,
                 headers,
                 body,
-            });
+            }));
             status::OK
         },
     )?;

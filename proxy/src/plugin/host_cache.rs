@@ -223,7 +223,7 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             };
             match serve(&entry, extra, flags & cache::SERVE_NOT_MODIFIED != 0) {
                 Ok(answer) => {
-                    st.answer = Some(answer);
+                    st.answer = Some(Box::new(answer));
                     status::OK
                 }
                 Err(code) => code,

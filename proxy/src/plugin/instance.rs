@@ -378,7 +378,7 @@ impl PluginInstance {
         })?;
         match (RequestDecision::from_code(code), answer) {
             (Some(RequestDecision::Continue), _) => Ok(RequestVerdict::Continue { timeout }),
-            (Some(RequestDecision::Answer), Some(a)) => Ok(RequestVerdict::Answer(a)),
+            (Some(RequestDecision::Answer), Some(a)) => Ok(RequestVerdict::Answer(*a)),
             _ => Err(self.bad_return("on_request", i64::from(code))),
         }
     }
@@ -492,7 +492,7 @@ impl PluginInstance {
         })?;
         match (ResponseDecision::decode(raw), answer) {
             (Some(ResponseDecision::Pass), _) => Ok(ResponseVerdict::Pass),
-            (Some(ResponseDecision::Replace), Some(a)) => Ok(ResponseVerdict::Replace(a)),
+            (Some(ResponseDecision::Replace), Some(a)) => Ok(ResponseVerdict::Replace(*a)),
             (Some(ResponseDecision::Retry { delay_ms }), _) => Ok(ResponseVerdict::Retry(
                 Duration::from_millis(u64::from(delay_ms)),
             )),

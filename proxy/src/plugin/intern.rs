@@ -4,9 +4,9 @@
 //! compare and a reference-count bump, where parsing a name and copying a
 //! value cost a validation pass and an allocation each.
 //!
-//! Both tables are direct-mapped (one candidate slot per key, a miss
-//! overwrites it), so a plugin that sets a unique value per request costs one
-//! hash and one compare more than without the table, never a scan.
+//! The tables are two-way set-associative (two candidate slots per key, a
+//! miss evicts the older), so a plugin that sets a unique value per request
+//! costs one hash and two compares more than without them, never a scan.
 
 use http::header::{InvalidHeaderName, InvalidHeaderValue};
 use http::{HeaderName, HeaderValue};
@@ -18,11 +18,53 @@ const SETS: usize = 32;
 /// timestamps) are rarely repeated.
 const VALUE_MAX: usize = 64;
 
-/// A two-way set-associative cache: a key has two candidate slots, the
-/// most recently used first; a miss evicts the other. Entries are boxed so
-/// that reordering a set moves pointers.
+/// Keys up to this long are identified by their [`Fingerprint`] alone.
+const SHORT: usize = 16;
+
+/// A key's length and its first and last (up to) eight bytes, read as
+/// words. For keys of at most [`SHORT`] bytes the two words cover every
+/// byte, so equal fingerprints mean equal keys, found without a byte loop
+/// or a pointer chase.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Fingerprint {
+    len: usize,
+    head: u64,
+    tail: u64,
+}
+
+impl Fingerprint {
+    fn of(bytes: &[u8]) -> Self {
+        let n = bytes.len();
+        let word8 = |b: &[u8]| <[u8; 8]>::try_from(b).map_or(0, u64::from_le_bytes);
+        let word4 =
+            |b: &[u8]| <[u8; 4]>::try_from(b).map_or(0, |w| u64::from(u32::from_le_bytes(w)));
+        let (head, tail) = match n {
+            8.. => (word8(&bytes[..8]), word8(&bytes[n - 8..])),
+            4..=7 => (word4(&bytes[..4]), word4(&bytes[n - 4..])),
+            1..=3 => {
+                let (a, b, c) = (bytes[0], bytes[n / 2], bytes[n - 1]);
+                (u64::from(a) | u64::from(b) << 8 | u64::from(c) << 16, 0)
+            }
+            0 => (0, 0),
+        };
+        Self { len: n, head, tail }
+    }
+
+    /// The key's set.
+    fn set(&self) -> usize {
+        const K: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut h = (self.head ^ self.len as u64).wrapping_mul(K);
+        h = (h ^ (h >> 29) ^ self.tail).wrapping_mul(K);
+        (h >> 59) as usize & (SETS - 1)
+    }
+}
+
+type Slot<T> = Option<(Fingerprint, Box<T>)>;
+
+/// A two-way set-associative cache, the most recently used slot of a set
+/// first. Entries are boxed so that reordering a set moves pointers.
 struct Table<T> {
-    sets: Vec<[Option<Box<T>>; 2]>,
+    sets: Vec<[Slot<T>; 2]>,
 }
 
 impl<T> Default for Table<T> {
@@ -32,18 +74,21 @@ impl<T> Default for Table<T> {
 }
 
 impl<T> Table<T> {
-    /// The entry of `key` for which `hit` holds, else the one `make` builds
-    /// (which then replaces the set's least recently used).
+    /// The entry of `key`, else the one `make` builds (which then replaces
+    /// the set's least recently used). `same` compares a long key in full.
     fn get_or_make<E>(
         &mut self,
         key: &[u8],
-        hit: impl Fn(&T) -> bool,
+        same: impl Fn(&T) -> bool,
         make: impl FnOnce() -> Result<T, E>,
     ) -> Result<&T, E> {
         if self.sets.is_empty() {
             self.sets.resize_with(SETS, || [None, None]);
         }
-        let [first, second] = &mut self.sets[set_of(key)];
+        let print = Fingerprint::of(key);
+        let hit =
+            |slot: &(Fingerprint, Box<T>)| slot.0 == print && (print.len <= SHORT || same(&slot.1));
+        let [first, second] = &mut self.sets[print.set()];
         let entry = match first.take() {
             Some(entry) if hit(&entry) => entry,
             old_first => match second.take() {
@@ -54,7 +99,7 @@ impl<T> Table<T> {
                 old_second => match make() {
                     Ok(made) => {
                         *second = old_first;
-                        Box::new(made)
+                        (print, Box::new(made))
                     }
                     Err(e) => {
                         (*first, *second) = (old_first, old_second);
@@ -63,34 +108,17 @@ impl<T> Table<T> {
                 },
             },
         };
-        Ok(&**first.insert(entry))
+        Ok(&*first.insert(entry).1)
     }
 }
 
 /// The interned names and values of one store.
 #[derive(Default)]
 pub(crate) struct HeaderInterner {
-    /// Keyed by the bytes the plugin passed (any case), so a hit is one
-    /// exact compare.
+    /// Keyed by the bytes the plugin passed (any case): a hit is an exact
+    /// match.
     names: Table<(Box<[u8]>, HeaderName)>,
     values: Table<HeaderValue>,
-}
-
-/// The set of `bytes`: their length and first and last eight bytes, mixed.
-/// Constant time: names and short values differ early or late.
-fn set_of(bytes: &[u8]) -> usize {
-    const K: u64 = 0x9e37_79b9_7f4a_7c15;
-    let word = |chunk: &[u8]| {
-        let mut buf = [0u8; 8];
-        buf[..chunk.len()].copy_from_slice(chunk);
-        u64::from_le_bytes(buf)
-    };
-    let n = bytes.len();
-    let head = word(&bytes[..n.min(8)]);
-    let tail = word(&bytes[n.saturating_sub(8)..]);
-    let mut h = (head ^ n as u64).wrapping_mul(K);
-    h = (h ^ (h >> 29) ^ tail).wrapping_mul(K);
-    (h >> 59) as usize & (SETS - 1)
 }
 
 impl HeaderInterner {
@@ -152,6 +180,32 @@ mod tests {
         assert!(interner.value(b"bad\nvalue").is_err());
         let long = vec![b'a'; VALUE_MAX + 1];
         assert_eq!(interner.value(&long).unwrap().as_bytes(), &long[..]);
+    }
+
+    #[test]
+    fn fingerprints_tell_short_keys_apart() {
+        let keys: Vec<Vec<u8>> = (0..=SHORT)
+            .flat_map(|n| {
+                (0..4u8).map(move |v| (0..n).map(|i| b'a' + (i as u8 + v) % 26).collect())
+            })
+            .collect();
+        for a in &keys {
+            for b in &keys {
+                assert_eq!(
+                    Fingerprint::of(a) == Fingerprint::of(b),
+                    a == b,
+                    "{a:?} {b:?}"
+                );
+            }
+        }
+        // Long keys share fingerprints when only their middles differ; the
+        // full compare tells them apart.
+        let mut interner = HeaderInterner::default();
+        let (a, b) = (b"x-aaaaaaaa-1-aaaaaaaa", b"x-aaaaaaaa-2-aaaaaaaa");
+        assert!(Fingerprint::of(a) == Fingerprint::of(b));
+        assert_eq!(interner.name(a).unwrap().as_str(), "x-aaaaaaaa-1-aaaaaaaa");
+        assert_eq!(interner.name(b).unwrap().as_str(), "x-aaaaaaaa-2-aaaaaaaa");
+        assert_eq!(interner.name(a).unwrap().as_str(), "x-aaaaaaaa-1-aaaaaaaa");
     }
 
     #[test]

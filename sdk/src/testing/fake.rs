@@ -7,6 +7,7 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::cell::RefCell;
+use core::mem::MaybeUninit;
 
 use weir_abi::{self as abi, LogLevel, MetricKind, Phase, limits, status};
 
@@ -83,9 +84,11 @@ fn phase_in(h: &FakeHost, allowed: &[Phase]) -> bool {
 const REQUEST_READ: &[Phase] = &[Phase::OnRequest, Phase::Select, Phase::OnResponse];
 
 /// Copies `value` into `out` if it fits; returns its full length either way.
-fn copy_out(out: &mut [u8], value: &[u8]) -> i32 {
+fn copy_out(out: &mut [MaybeUninit<u8>], value: &[u8]) -> i32 {
     if value.len() <= out.len() {
-        out[..value.len()].copy_from_slice(value);
+        for (slot, byte) in out.iter_mut().zip(value) {
+            slot.write(*byte);
+        }
     }
     i32::try_from(value.len()).unwrap_or(status::TOO_LARGE)
 }
@@ -155,7 +158,7 @@ pub(crate) mod backend {
         status::OK
     }
 
-    pub fn input_read(out: &mut [u8]) -> i32 {
+    pub fn input_read(out: &mut [MaybeUninit<u8>]) -> i32 {
         with(|h| {
             if !phase_in(h, &[Phase::Configure, Phase::Restore]) {
                 return status::BAD_PHASE;
@@ -183,7 +186,7 @@ pub(crate) mod backend {
         })
     }
 
-    pub fn request_field(field: i32, out: &mut [u8]) -> i32 {
+    pub fn request_field(field: i32, out: &mut [MaybeUninit<u8>]) -> i32 {
         with(|h| {
             if !phase_in(h, REQUEST_READ) {
                 return status::BAD_PHASE;
@@ -208,7 +211,7 @@ pub(crate) mod backend {
         })
     }
 
-    pub fn header_get(map: i32, name: &[u8], out: &mut [u8]) -> i32 {
+    pub fn header_get(map: i32, name: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
         with(|h| {
             let list = match headers(h, map, false) {
                 Ok(l) => l,
@@ -409,7 +412,7 @@ pub(crate) mod backend {
         })
     }
 
-    pub fn cache_get(key: &[u8], out: &mut [u8]) -> i32 {
+    pub fn cache_get(key: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
         with(|h| match h.cache.get(key) {
             Some((v, exp)) if *exp > h.now_ns => copy_out(out, v),
             _ => status::NOT_FOUND,
@@ -514,7 +517,7 @@ pub(crate) mod backend {
     pub fn time_unix_ms() -> i64 {
         with(|h| i64::try_from(h.now_ns / 1_000_000).unwrap_or(i64::MAX))
     }
-    pub fn cache_lookup(_: &[u8], _: &mut [u8]) -> i32 {
+    pub fn cache_lookup(_: &[u8], _: &mut [MaybeUninit<u8>]) -> i32 {
         status::UNAVAILABLE
     }
     pub fn cache_serve(_: &[u8], _: &[u8], _: i32) -> i32 {
