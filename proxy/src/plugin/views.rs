@@ -1,6 +1,8 @@
 //! Plain host-side views of a request and its outcome, as the plugin runtime
 //! sees them. The HTTP server adapts its types to these; the chain moves them
 //! into a plugin's store for a call and back out afterwards, never copying.
+//! The request travels boxed (`Box<RequestView>`), so that move is a pointer
+//! swap per hook call rather than a copy of the whole head.
 
 use std::net::IpAddr;
 use std::time::Instant;

@@ -28,6 +28,9 @@ enum BodySource {
 /// The core step for one request.
 struct HttpCore<'a> {
     route: &'a Route,
+    /// Some layer exports `on_response` (`Chain::may_retry`): the request's
+    /// headers must outlive the attempt.
+    keep_request: bool,
     body: BodySource,
     /// The failure behind the last `Outcome::Error`, for the client's answer.
     last_error: Option<UpstreamError>,
@@ -98,7 +101,13 @@ impl Core<WeirBody> for HttpCore<'_> {
         let mut request = Request::new(body);
         *request.method_mut() = req.method.clone();
         *request.uri_mut() = req.uri.clone();
-        *request.headers_mut() = req.headers.clone();
+        // Plugins read the request again only in `on_response` (and a retry
+        // sends it again); without such a layer it is moved, not copied.
+        *request.headers_mut() = if self.keep_request {
+            req.headers.clone()
+        } else {
+            std::mem::take(&mut req.headers)
+        };
         let in_flight = InFlight::start(endpoint);
         let send = upstream.send(in_flight.endpoint(), request);
         let result = match attempt.timeout {
@@ -191,6 +200,7 @@ pub(super) async fn forward(
     });
     let mut core = HttpCore {
         route,
+        keep_request: chain.may_retry(),
         body,
         last_error: None,
         upgrade: None,
