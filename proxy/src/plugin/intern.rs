@@ -18,6 +18,10 @@ const SETS: usize = 32;
 /// timestamps) are rarely repeated.
 const VALUE_MAX: usize = 64;
 
+/// Names longer than this are parsed every time, not kept: the tables'
+/// memory lies outside the plugin's memory limit, so it stays small.
+const NAME_MAX: usize = 128;
+
 /// Keys up to this long are identified by their [`Fingerprint`] alone.
 const SHORT: usize = 16;
 
@@ -119,12 +123,17 @@ pub(crate) struct HeaderInterner {
     /// match.
     names: Table<(Box<[u8]>, HeaderName)>,
     values: Table<HeaderValue>,
+    /// The last name over [`NAME_MAX`], lent out like a table entry.
+    long_name: Option<HeaderName>,
 }
 
 impl HeaderInterner {
     /// The header name `raw` names (any case), parsed once while it stays
     /// in the table.
     pub(crate) fn name(&mut self, raw: &[u8]) -> Result<&HeaderName, InvalidHeaderName> {
+        if raw.len() > NAME_MAX {
+            return Ok(self.long_name.insert(HeaderName::from_bytes(raw)?));
+        }
         self.names
             .get_or_make(
                 raw,
@@ -180,6 +189,12 @@ mod tests {
         assert!(interner.value(b"bad\nvalue").is_err());
         let long = vec![b'a'; VALUE_MAX + 1];
         assert_eq!(interner.value(&long).unwrap().as_bytes(), &long[..]);
+        let long_name = vec![b'x'; NAME_MAX + 1];
+        assert_eq!(
+            interner.name(&long_name).unwrap().as_str().as_bytes(),
+            &long_name[..]
+        );
+        assert!(interner.name(&vec![b'x'; 70_000]).is_err());
     }
 
     #[test]
