@@ -6,13 +6,15 @@
 //! repeated traps back off.
 
 use std::mem;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use wasmtime::{AsContextMut, Instance, Store, StoreLimitsBuilder, Trap, TypedFunc};
-use weir_abi::{self as abi, Phase, RequestDecision, ResponseDecision, exports, status};
+use wasmtime::{Store, StoreLimitsBuilder, Trap};
+use weir_abi::{self as abi, Phase, RequestDecision, ResponseDecision, status};
 
+use super::funcs::Funcs;
 use super::host::HostState;
 use super::loader::{HookSet, LoadedPlugin};
 use super::metrics::{MetricSample, MetricsRegistry};
@@ -84,70 +86,6 @@ pub enum ResponseVerdict {
     Retry(Duration),
 }
 
-type F<P, R> = Option<TypedFunc<P, R>>;
-
-/// The typed exports, looked up once per instantiation.
-pub(crate) struct Funcs {
-    configure: TypedFunc<i32, i32>,
-    on_request: F<(i64, i32, i32), i32>,
-    select: F<(i64, i32, i32, i32), i64>,
-    on_response: F<(i64, i32, i32, i32, i32, i64), i64>,
-    on_end: F<(i64, i32, i32), ()>,
-    status: F<(), i32>,
-    snapshot: F<(), i32>,
-    restore: F<i32, i32>,
-}
-
-impl Funcs {
-    /// Looks up every export; a hook that exists with the wrong type is an error.
-    pub(crate) fn new(
-        mut store: impl AsContextMut<Data = HostState>,
-        instance: &Instance,
-    ) -> Result<Self, String> {
-        let mut store = store.as_context_mut();
-        let memory = instance
-            .get_memory(&mut store, exports::MEMORY)
-            .ok_or_else(|| format!("missing export `{}`", exports::MEMORY))?;
-        store.data_mut().memory = Some(memory);
-        fn opt<P: wasmtime::WasmParams, R: wasmtime::WasmResults>(
-            store: &mut wasmtime::StoreContextMut<'_, HostState>,
-            instance: &Instance,
-            name: &str,
-        ) -> Result<F<P, R>, String> {
-            if instance.get_func(&mut *store, name).is_none() {
-                return Ok(None);
-            }
-            instance
-                .get_typed_func::<P, R>(&mut *store, name)
-                .map(Some)
-                .map_err(|e| format!("export `{name}` has the wrong type: {e:#}"))
-        }
-        Ok(Self {
-            configure: opt(&mut store, instance, exports::CONFIGURE)?
-                .ok_or_else(|| format!("missing export `{}`", exports::CONFIGURE))?,
-            on_request: opt(&mut store, instance, exports::ON_REQUEST)?,
-            select: opt(&mut store, instance, exports::SELECT)?,
-            on_response: opt(&mut store, instance, exports::ON_RESPONSE)?,
-            on_end: opt(&mut store, instance, exports::ON_END)?,
-            status: opt(&mut store, instance, exports::STATUS)?,
-            snapshot: opt(&mut store, instance, exports::SNAPSHOT)?,
-            restore: opt(&mut store, instance, exports::RESTORE)?,
-        })
-    }
-
-    pub(crate) fn hooks(&self) -> HookSet {
-        HookSet {
-            on_request: self.on_request.is_some(),
-            select: self.select.is_some(),
-            on_response: self.on_response.is_some(),
-            on_end: self.on_end.is_some(),
-            status: self.status.is_some(),
-            snapshot: self.snapshot.is_some(),
-            restore: self.restore.is_some(),
-        }
-    }
-}
-
 struct Live {
     store: Store<HostState>,
     funcs: Funcs,
@@ -173,6 +111,10 @@ pub struct PluginInstance {
     call_ticks: u64,
     init_ticks: u64,
     slot: Mutex<Slot>,
+    /// The live instance holds endpoint marks: the server drains them after
+    /// each request, and checks this first instead of taking every layer's
+    /// lock when (as almost always) there are none.
+    marks_pending: AtomicBool,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -209,6 +151,7 @@ impl PluginInstance {
                 calls: 0,
                 traps: 0,
             }),
+            marks_pending: AtomicBool::new(false),
         };
         let live = this.spawn(MetricsRegistry::default())?;
         this.lock().live = Some(live);
@@ -323,6 +266,9 @@ impl PluginInstance {
         match f(live) {
             Ok(r) => {
                 slot.consecutive_traps = 0;
+                if !live.store.data().marks.is_empty() {
+                    self.marks_pending.store(true, Ordering::Release);
+                }
                 Ok(r)
             }
             Err(e) => {
@@ -577,6 +523,12 @@ impl PluginInstance {
 
     /// Moves the plugin's endpoint marks (id, unhealthy for) into `out`.
     pub fn drain_endpoint_marks(&self, out: &mut Vec<(u32, Duration)>) {
+        if !self.marks_pending.load(Ordering::Acquire) {
+            return;
+        }
+        // Cleared before draining: marks a concurrent call adds after this
+        // set the flag again and are drained next time.
+        self.marks_pending.store(false, Ordering::Release);
         let mut slot = self.lock();
         if let Some(l) = slot.live.as_mut() {
             out.append(&mut l.store.data_mut().marks);

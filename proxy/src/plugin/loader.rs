@@ -11,8 +11,8 @@ use wasmtime::{InstancePre, Store, StoreLimitsBuilder};
 use weir_abi::{ABI_VERSION, exports};
 
 use super::engine::{PluginEngine, hex};
+use super::funcs::Funcs;
 use super::host::HostState;
-use super::instance::Funcs;
 
 /// Why a plugin could not be loaded. The old version (if any) keeps serving.
 #[derive(Debug, thiserror::Error)]

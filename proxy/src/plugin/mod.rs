@@ -8,6 +8,7 @@
 
 pub mod chain;
 pub mod engine;
+mod funcs;
 pub mod host;
 mod host_cache;
 mod host_extra;
