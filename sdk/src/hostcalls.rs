@@ -239,11 +239,11 @@ fn len(b: &[u8]) -> i32 {
     i32::try_from(b.len()).unwrap_or(i32::MAX)
 }
 #[cfg(target_arch = "wasm32")]
-fn uptr(b: &mut [core::mem::MaybeUninit<u8>]) -> i32 {
+fn uptr(b: &mut [MaybeUninit<u8>]) -> i32 {
     b.as_mut_ptr() as usize as i32
 }
 #[cfg(target_arch = "wasm32")]
-fn ulen(b: &[core::mem::MaybeUninit<u8>]) -> i32 {
+fn ulen(b: &[MaybeUninit<u8>]) -> i32 {
     i32::try_from(b.len()).unwrap_or(i32::MAX)
 }
 

@@ -174,6 +174,28 @@ fn state_map(st: &mut HostState, map: i32, write: bool) -> Result<&mut HeaderMap
     )
 }
 
+/// The map a `header_get`/`header_remove` call addresses and the name it
+/// looks for, borrowed side by side from the store (the map's phase check
+/// comes first, as its errors do).
+fn named_map<'a>(
+    st: &'a mut HostState,
+    mem: &[u8],
+    (ptr, len): (i32, i32),
+    map: i32,
+    write: bool,
+) -> Result<(&'a HeaderName, &'a mut HeaderMap), i32> {
+    let headers = header_map(
+        st.phase,
+        st.has_resp,
+        &mut st.req.headers,
+        &mut st.resp,
+        map,
+        write,
+    )?;
+    let name = lookup_name(&mut st.interner, mem, ptr, len)?;
+    Ok((name, headers))
+}
+
 /// The header name a `header_get`/`header_remove` call looks for. A name
 /// that is no valid header name names no header (`NOT_FOUND`); bytes that
 /// are not even UTF-8 are a bad argument.
@@ -325,27 +347,18 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let name = match lookup_name(&mut st.interner, mem, np, nl) {
-                Ok(name) => name,
-                Err(code) => return code,
-            };
             let value = if map == abi::HeaderMap::Cached.code() {
-                let name = name.clone();
+                let name = match lookup_name(&mut st.interner, mem, np, nl) {
+                    Ok(name) => name.clone(),
+                    Err(code) => return code,
+                };
                 match super::host_cache::cached_headers(st) {
                     Ok(h) => h.get(name),
                     Err(code) => return code,
                 }
             } else {
-                let (phase, has_resp) = (st.phase, st.has_resp);
-                match header_map(
-                    phase,
-                    has_resp,
-                    &mut st.req.headers,
-                    &mut st.resp,
-                    map,
-                    false,
-                ) {
-                    Ok(h) => h.get(name),
+                match named_map(st, mem, (np, nl), map, false) {
+                    Ok((name, h)) => h.get(name),
                     Err(code) => return code,
                 }
             };
@@ -392,20 +405,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let name = match lookup_name(&mut st.interner, mem, np, nl) {
-                Ok(name) => name,
-                Err(code) => return code,
-            };
-            let (phase, has_resp) = (st.phase, st.has_resp);
-            let headers = match header_map(
-                phase,
-                has_resp,
-                &mut st.req.headers,
-                &mut st.resp,
-                map,
-                true,
-            ) {
-                Ok(h) => h,
+            let (name, headers) = match named_map(st, mem, (np, nl), map, true) {
+                Ok(found) => found,
                 Err(code) => return code,
             };
             match headers.remove(name) {

@@ -102,21 +102,23 @@ impl HostServices {
         if let Some(r) = &self.redis {
             return r.add(name, delta, ttl);
         }
+        // The clock is read only when an expiry is involved, and then once.
+        let mut clock = None;
+        let mut now = || *clock.get_or_insert_with(Instant::now);
         let mut counters = self.counters.lock().unwrap_or_else(|p| p.into_inner());
         if counters.len() >= COUNTERS_MAX && !counters.contains_key(name) {
-            let now = Instant::now();
+            let now = now();
             counters.retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
         }
         let entry = match counters.get_mut(name) {
             Some(e) => e,
             None => counters.entry(name.into()).or_insert((0, None)),
         };
-        // The clock is read only for counters that expire.
-        if entry.1.is_some_and(|e| e <= Instant::now()) {
+        if entry.1.is_some_and(|e| e <= now()) {
             *entry = (0, None);
         }
         if entry.1.is_none() && entry.0 == 0 {
-            entry.1 = ttl.map(|t| Instant::now() + t);
+            entry.1 = ttl.map(|t| now() + t);
         }
         entry.0 = entry.0.wrapping_add(delta);
         Some(entry.0)
