@@ -99,6 +99,42 @@ async fn chains_edit_headers_both_ways_in_onion_order() {
     assert_eq!(get(&proxy.admin_url("/readyz")).await.unwrap().status, 200);
 }
 
+/// A chain with no `on_response` layer hands the request's headers to the
+/// upstream by move, not by copy: the client's headers and the plugin's
+/// edits must all arrive, on every request of the connection.
+#[tokio::test]
+async fn a_chain_without_on_response_forwards_edited_headers() {
+    let upstream = TestUpstream::start("u").await;
+    let config = format!(
+        "{}[upstreams.u]\nendpoints = [\"{}\"]\n{}",
+        config_head(),
+        upstream.addr,
+        route("u", r#"{ name = "realistic" }, { name = "counter" }"#)
+    );
+    let proxy = proxy_with(
+        &[
+            ("realistic", plugins::REALISTIC),
+            ("counter", plugins::COUNTER),
+        ],
+        &config,
+    );
+    let client = client();
+    for (user, tenant) in [("admin-1", "ops"), ("customer-2", "customers")] {
+        let request = Request::get(proxy.url("/headers"))
+            .header("x-user", user)
+            .header("x-extra", "kept")
+            .body(Full::default())
+            .unwrap();
+        let reply = send(&client, request).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let seen: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(seen["x-user"], serde_json::json!([user]), "{seen}");
+        assert_eq!(seen["x-extra"], serde_json::json!(["kept"]), "{seen}");
+        assert_eq!(seen["x-tenant"], serde_json::json!([tenant]), "{seen}");
+    }
+    assert_eq!(statuses(&proxy, "counter").await[0].1["requests"], 2);
+}
+
 #[tokio::test]
 async fn a_local_answer_skips_inner_layers_and_the_upstream() {
     let upstream = TestUpstream::start("u").await;
