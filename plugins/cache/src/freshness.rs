@@ -144,10 +144,14 @@ pub fn lifetime(f: &ResponseFacts, cfg: &Config, now: u64) -> (u64, bool) {
 /// The corrected initial age in seconds (RFC 9111 §4.2.3), from the `Age`
 /// and `Date` fields and when the request was sent and the response came
 /// back (Unix milliseconds).
+///
+/// The response delay is rounded to the nearest second: a fast upstream
+/// (a few milliseconds) adds no age, as in other caches, while a slow one
+/// (1.5 s) still counts. Rounding up made every fresh response a second old.
 pub fn initial_age(f: &ResponseFacts, request_ms: u64, response_ms: u64) -> u64 {
     let response_time = response_ms / 1000;
     let apparent = f.date.map_or(0, |d| response_time.saturating_sub(d));
-    let delay = response_ms.saturating_sub(request_ms).div_ceil(1000);
+    let delay = response_ms.saturating_sub(request_ms).saturating_add(500) / 1000;
     let corrected = f.age.unwrap_or(0).saturating_add(delay);
     apparent.max(corrected)
 }

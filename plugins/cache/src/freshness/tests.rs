@@ -184,6 +184,10 @@ fn initial_age_takes_the_larger_of_apparent_and_corrected_age() {
     // Age header plus the response delay.
     let f = facts(200, &[("date", DATE), ("age", "100")]);
     assert_eq!(initial_age(&f, ms(T), ms(T) + 1500), 102);
+    // The delay is rounded to the nearest second: a fast upstream adds none.
+    assert_eq!(initial_age(&f, ms(T), ms(T) + 1), 100);
+    assert_eq!(initial_age(&f, ms(T), ms(T) + 499), 100);
+    assert_eq!(initial_age(&f, ms(T), ms(T) + 500), 101);
     // A Date in the future: apparent age 0.
     let f = facts(200, &[("date", DATE)]);
     assert_eq!(initial_age(&f, ms(T - 100), ms(T - 100)), 0);
