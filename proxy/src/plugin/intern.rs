@@ -63,21 +63,32 @@ impl Fingerprint {
     }
 }
 
-type Slot<T> = Option<(Fingerprint, Box<T>)>;
+/// A slot: the key's fingerprint and the entry made from it.
+type Slot<T> = (Fingerprint, T);
+
+/// A fingerprint no key has: it marks a slot not filled yet.
+const EMPTY: Fingerprint = Fingerprint {
+    len: usize::MAX,
+    head: 0,
+    tail: 0,
+};
 
 /// A two-way set-associative cache, the most recently used slot of a set
-/// first. Entries are boxed so that reordering a set moves pointers.
+/// first. Slots start out holding `filler` under [`EMPTY`], so a lookup is
+/// a compare in place: no `Option`s to take apart and put back.
 struct Table<T> {
     sets: Vec<[Slot<T>; 2]>,
+    filler: T,
 }
 
-impl<T> Default for Table<T> {
-    fn default() -> Self {
-        Self { sets: Vec::new() }
+impl<T: Clone> Table<T> {
+    fn new(filler: T) -> Self {
+        Self {
+            sets: Vec::new(),
+            filler,
+        }
     }
-}
 
-impl<T> Table<T> {
     /// The entry of `key`, else the one `make` builds (which then replaces
     /// the set's least recently used). `same` compares a long key in full.
     fn get_or_make<E>(
@@ -87,37 +98,26 @@ impl<T> Table<T> {
         make: impl FnOnce() -> Result<T, E>,
     ) -> Result<&T, E> {
         if self.sets.is_empty() {
-            self.sets.resize_with(SETS, || [None, None]);
+            let empty = (EMPTY, self.filler.clone());
+            self.sets
+                .resize_with(SETS, || [empty.clone(), empty.clone()]);
         }
         let print = Fingerprint::of(key);
-        let hit =
-            |slot: &(Fingerprint, Box<T>)| slot.0 == print && (print.len <= SHORT || same(&slot.1));
-        let [first, second] = &mut self.sets[print.set()];
-        let entry = match first.take() {
-            Some(entry) if hit(&entry) => entry,
-            old_first => match second.take() {
-                Some(entry) if hit(&entry) => {
-                    *second = old_first;
-                    entry
-                }
-                old_second => match make() {
-                    Ok(made) => {
-                        *second = old_first;
-                        (print, Box::new(made))
-                    }
-                    Err(e) => {
-                        (*first, *second) = (old_first, old_second);
-                        return Err(e);
-                    }
-                },
-            },
-        };
-        Ok(&*first.insert(entry).1)
+        let hit = |slot: &Slot<T>| slot.0 == print && (print.len <= SHORT || same(&slot.1));
+        let set = &mut self.sets[print.set()];
+        if !hit(&set[0]) {
+            if hit(&set[1]) {
+                set.swap(0, 1);
+            } else {
+                let made = (print, make()?);
+                set[1] = std::mem::replace(&mut set[0], made);
+            }
+        }
+        Ok(&set[0].1)
     }
 }
 
 /// The interned names and values of one store.
-#[derive(Default)]
 pub(crate) struct HeaderInterner {
     /// Keyed by the bytes the plugin passed (any case): a hit is an exact
     /// match.
@@ -125,6 +125,17 @@ pub(crate) struct HeaderInterner {
     values: Table<HeaderValue>,
     /// The last name over [`NAME_MAX`], lent out like a table entry.
     long_name: Option<HeaderName>,
+}
+
+impl Default for HeaderInterner {
+    fn default() -> Self {
+        // Fillers of empty slots: never handed out, as no key matches them.
+        Self {
+            names: Table::new((Box::default(), http::header::HOST)),
+            values: Table::new(HeaderValue::from_static("")),
+            long_name: None,
+        }
+    }
 }
 
 impl HeaderInterner {
