@@ -4,10 +4,18 @@
 //! compare and a reference-count bump, where parsing a name and copying a
 //! value cost a validation pass and an allocation each.
 //!
+//! An entry seen a second time is made static: its bytes are leaked once,
+//! within a process-wide budget, so that cloning it (into every request)
+//! copies a pointer instead of counting references with atomics, and
+//! dropping it costs nothing. Values seen once (ids, timestamps) never are.
+//!
 //! The tables are two-way set-associative (two candidate slots per key, a
 //! miss evicts the older), so a plugin that sets a unique value per request
 //! costs one hash and two compares more than without them, never a scan.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use bytes::Bytes;
 use http::header::{InvalidHeaderName, InvalidHeaderValue};
 use http::{HeaderName, HeaderValue};
 
@@ -63,8 +71,48 @@ impl Fingerprint {
     }
 }
 
-/// A slot: the key's fingerprint and the entry made from it.
-type Slot<T> = (Fingerprint, T);
+/// Bytes all stores together may leak for static entries. Past it, entries
+/// stay reference-counted, as they are before their second use.
+const LEAK_BUDGET: usize = 256 * 1024;
+
+/// Bytes leaked so far (with an allocator's overhead per leak).
+static LEAKED: AtomicUsize = AtomicUsize::new(0);
+
+/// `bytes`, leaked for the life of the process, if the budget allows.
+fn leak(bytes: &[u8]) -> Option<&'static [u8]> {
+    reserve(&LEAKED, bytes.len() + 16, LEAK_BUDGET).then(|| &*Box::leak(bytes.into()))
+}
+
+/// Adds `cost` to `spent` if that stays within `budget`.
+fn reserve(spent: &AtomicUsize, cost: usize, budget: usize) -> bool {
+    spent
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |now| {
+            now.checked_add(cost).filter(|after| *after <= budget)
+        })
+        .is_ok()
+}
+
+/// `name`, backed by static bytes.
+fn static_name(name: &HeaderName) -> Option<HeaderName> {
+    let leaked = leak(name.as_str().as_bytes())?;
+    let leaked = std::str::from_utf8(leaked).ok()?;
+    // Cannot panic: `leaked` is the lowercase text of a valid header name,
+    // which is exactly what `from_static` accepts.
+    Some(HeaderName::from_static(leaked))
+}
+
+/// `value`, backed by static bytes.
+fn static_value(value: &HeaderValue) -> Option<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from_static(leak(value.as_bytes())?)).ok()
+}
+
+/// A slot: the key's fingerprint, the entry made from it, and whether the
+/// entry is settled (made static, or past trying: at most once a slot).
+struct Slot<T> {
+    print: Fingerprint,
+    item: T,
+    settled: bool,
+}
 
 /// A fingerprint no key has: it marks a slot not filled yet.
 const EMPTY: Fingerprint = Fingerprint {
@@ -90,30 +138,47 @@ impl<T: Clone> Table<T> {
     }
 
     /// The entry of `key`, else the one `make` builds (which then replaces
-    /// the set's least recently used). `same` compares a long key in full.
+    /// the set's least recently used). `same` compares a long key in full;
+    /// `settle` makes a static copy of an entry on its second use.
     fn get_or_make<E>(
         &mut self,
         key: &[u8],
         same: impl Fn(&T) -> bool,
         make: impl FnOnce() -> Result<T, E>,
+        settle: impl FnOnce(&T) -> Option<T>,
     ) -> Result<&T, E> {
         if self.sets.is_empty() {
-            let empty = (EMPTY, self.filler.clone());
-            self.sets
-                .resize_with(SETS, || [empty.clone(), empty.clone()]);
+            let empty = || Slot {
+                print: EMPTY,
+                item: self.filler.clone(),
+                settled: true,
+            };
+            self.sets.resize_with(SETS, || [empty(), empty()]);
         }
         let print = Fingerprint::of(key);
-        let hit = |slot: &Slot<T>| slot.0 == print && (print.len <= SHORT || same(&slot.1));
+        let hit = |slot: &Slot<T>| slot.print == print && (print.len <= SHORT || same(&slot.item));
         let set = &mut self.sets[print.set()];
         if !hit(&set[0]) {
             if hit(&set[1]) {
                 set.swap(0, 1);
             } else {
-                let made = (print, make()?);
+                let made = Slot {
+                    print,
+                    item: make()?,
+                    settled: false,
+                };
                 set[1] = std::mem::replace(&mut set[0], made);
+                return Ok(&set[0].item);
             }
         }
-        Ok(&set[0].1)
+        let slot = &mut set[0];
+        if !slot.settled {
+            slot.settled = true;
+            if let Some(settled) = settle(&slot.item) {
+                slot.item = settled;
+            }
+        }
+        Ok(&slot.item)
     }
 }
 
@@ -150,6 +215,7 @@ impl HeaderInterner {
                 raw,
                 |(key, _)| **key == *raw,
                 || Ok((raw.into(), HeaderName::from_bytes(raw)?)),
+                |(key, name)| Some((key.clone(), static_name(name)?)),
             )
             .map(|(_, name)| name)
     }
@@ -164,6 +230,7 @@ impl HeaderInterner {
                 raw,
                 |value| value.as_bytes() == raw,
                 || HeaderValue::from_bytes(raw),
+                static_value,
             )
             .cloned()
     }
@@ -206,6 +273,36 @@ mod tests {
             &long_name[..]
         );
         assert!(interner.name(&vec![b'x'; 70_000]).is_err());
+    }
+
+    #[test]
+    fn a_second_use_makes_the_entry_static() {
+        let mut interner = HeaderInterner::default();
+        let first = interner.value(b"settle-me").unwrap();
+        let second = interner.value(b"settle-me").unwrap();
+        let third = interner.value(b"settle-me").unwrap();
+        for value in [&first, &second, &third] {
+            assert_eq!(value, "settle-me");
+        }
+        // The second use swapped in a leaked copy; later ones hand it out.
+        assert_ne!(first.as_bytes().as_ptr(), second.as_bytes().as_ptr());
+        assert_eq!(second.as_bytes().as_ptr(), third.as_bytes().as_ptr());
+
+        let name = interner.name(b"X-Settle").unwrap().clone();
+        let settled = interner.name(b"X-Settle").unwrap().clone();
+        assert_eq!((name.as_str(), settled.as_str()), ("x-settle", "x-settle"));
+        assert_ne!(name.as_str().as_ptr(), settled.as_str().as_ptr());
+        assert_eq!(interner.name(b"x-settle").unwrap(), settled);
+    }
+
+    #[test]
+    fn leaking_stops_at_the_budget() {
+        let spent = AtomicUsize::new(0);
+        assert!(reserve(&spent, 60, 100));
+        assert!(reserve(&spent, 40, 100));
+        assert!(!reserve(&spent, 1, 100));
+        assert!(!reserve(&spent, usize::MAX, 100));
+        assert_eq!(spent.load(Ordering::Relaxed), 100);
     }
 
     #[test]
