@@ -121,6 +121,30 @@ fn infinite_loop_traps_within_the_deadline() {
 }
 
 #[test]
+fn infinite_loop_traps_after_the_engine_idled() {
+    // An idle engine parks its epoch ticker; the next call must wake it,
+    // or the loop would run on with the epoch standing still.
+    let engine = engine();
+    let looping = instance(&engine, plugins::LOOPING, "");
+    for round in 1..=2 {
+        std::thread::sleep(Duration::from_millis(200));
+        let started = Instant::now();
+        let err = looping
+            .on_request(round, &mut request(None), 1)
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        assert!(err.to_string().contains("deadline"), "{err}");
+    }
+    // A well-behaved call after the traps still runs.
+    let hello = instance(&engine, plugins::PANICKING, "");
+    assert!(hello.on_request(3, &mut request(None), 1).is_ok());
+}
+
+#[test]
 fn memory_bomb_is_contained_by_the_memory_limit() {
     let engine = engine();
     let bomb = instance(&engine, plugins::MEMORY_BOMB, "");

@@ -1,11 +1,11 @@
 //! The one wasmtime [`Engine`] of the proxy: Cranelift, epoch interruption
-//! driven by a ticker thread, the host functions' [`Linker`], and an on-disk
-//! cache of compiled plugins so restarts skip compilation.
+//! driven by a ticker thread ([`super::ticker`]), the host functions'
+//! [`Linker`], and an on-disk cache of compiled plugins so restarts skip
+//! compilation.
 
 use std::hash::Hasher;
 use std::path::PathBuf;
-use std::sync::{Arc, mpsc};
-use std::thread;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -13,6 +13,7 @@ use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
 use super::host::{self, HostState};
 use super::services::HostServices;
+use super::ticker::{Ticker, Watch};
 use crate::cache_store::CacheStoreConfig;
 
 /// How the engine and its instances are set up.
@@ -41,7 +42,7 @@ impl Default for EngineConfig {
     fn default() -> Self {
         Self {
             cache_dir: None,
-            epoch_tick: Duration::from_millis(1),
+            epoch_tick: EngineConfig::tick_for(Duration::from_millis(10)),
             call_deadline: Duration::from_millis(10),
             init_deadline: Duration::from_secs(1),
             memory_limit: 32 << 20,
@@ -49,6 +50,17 @@ impl Default for EngineConfig {
             trap_backoff_max: Duration::from_secs(30),
             cache: CacheStoreConfig::default(),
         }
+    }
+}
+
+impl EngineConfig {
+    /// The epoch tick for a call deadline: a fifth of it, between 1 ms and
+    /// 100 ms. A looping call then traps between its deadline and one tick
+    /// later, and a busy proxy wakes its ticker at most 1000 times a second
+    /// (500 at the default 10 ms deadline): each wake-up costs CPU, in a VM
+    /// some tens of microseconds.
+    pub fn tick_for(call_deadline: Duration) -> Duration {
+        (call_deadline / 5).clamp(Duration::from_millis(1), Duration::from_millis(100))
     }
 }
 
@@ -83,8 +95,8 @@ pub(crate) struct EngineInner {
     pub linker: Linker<HostState>,
     pub config: EngineConfig,
     pub services: Arc<HostServices>,
-    /// Dropping the sender stops the ticker thread.
-    _ticker: mpsc::Sender<()>,
+    /// Stops its thread when dropped.
+    ticker: Ticker,
     compat: String,
 }
 
@@ -108,17 +120,7 @@ impl PluginEngine {
         let mut linker = Linker::new(&engine);
         host::add_to_linker(&mut linker).map_err(|e| EngineError(format!("{e:#}")))?;
 
-        let (tx, rx) = mpsc::channel::<()>();
-        let ticking = engine.clone();
-        let tick = config.epoch_tick;
-        thread::Builder::new()
-            .name("weir-epoch".into())
-            .spawn(move || {
-                // Ends when the engine (the sender) is dropped.
-                while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(tick) {
-                    ticking.increment_epoch();
-                }
-            })
+        let ticker = Ticker::start(engine.clone(), config.epoch_tick)
             .map_err(|e| EngineError(format!("cannot start the epoch ticker: {e}")))?;
 
         // Artifacts are only valid for this wasmtime version and engine config.
@@ -132,7 +134,7 @@ impl PluginEngine {
             linker,
             config,
             services,
-            _ticker: tx,
+            ticker,
             compat,
         };
         Ok(Self {
@@ -148,6 +150,12 @@ impl PluginEngine {
     /// The shared host services (cache store, shared counters).
     pub fn services(&self) -> &Arc<HostServices> {
         &self.inner.services
+    }
+
+    /// A new deadline watch, for one store that calls into wasm: arm it
+    /// instead of setting the store's epoch deadline directly.
+    pub(crate) fn watch(&self) -> Watch {
+        self.inner.ticker.watch()
     }
 
     /// Epoch ticks covering `d`, plus one because the next tick may come at once.
@@ -225,4 +233,20 @@ pub(crate) fn hex(bytes: &[u8]) -> String {
             let _ = write!(s, "{b:02x}");
             s
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tick_is_a_fifth_of_the_deadline_within_bounds() {
+        let ms = Duration::from_millis;
+        assert_eq!(EngineConfig::tick_for(ms(10)), ms(2));
+        assert_eq!(EngineConfig::tick_for(ms(3)), ms(1));
+        assert_eq!(EngineConfig::tick_for(Duration::ZERO), ms(1));
+        assert_eq!(EngineConfig::tick_for(ms(250)), ms(50));
+        assert_eq!(EngineConfig::tick_for(Duration::from_secs(5)), ms(100));
+        assert_eq!(EngineConfig::default().epoch_tick, ms(2));
+    }
 }

@@ -18,6 +18,7 @@ use super::funcs::Funcs;
 use super::host::HostState;
 use super::loader::{HookSet, LoadedPlugin};
 use super::metrics::{MetricSample, MetricsRegistry};
+use super::ticker::Watch;
 use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, method_code};
 
 /// A plugin call failed. The chain applies the route's trap policy.
@@ -90,6 +91,8 @@ struct Live {
     store: Store<HostState>,
     funcs: Funcs,
     init_ticks: u64,
+    /// Armed before every call: sets the deadline, keeps the ticker going.
+    watch: Watch,
 }
 
 struct Slot {
@@ -207,7 +210,8 @@ impl PluginInstance {
         state.metrics = metrics;
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.init_ticks);
+        let watch = self.plugin.engine.watch();
+        watch.arm(&mut store, self.init_ticks);
         let instance = self
             .plugin
             .pre
@@ -218,6 +222,7 @@ impl PluginInstance {
             store,
             funcs,
             init_ticks: self.init_ticks,
+            watch,
         };
         let config = self.config.clone();
         let len = i32::try_from(config.len()).unwrap_or(i32::MAX);
@@ -315,7 +320,7 @@ impl PluginInstance {
             let st = l.store.data_mut();
             st.phase = Phase::OnRequest;
             mem::swap(&mut st.req, req);
-            l.store.set_epoch_deadline(self.call_ticks);
+            l.watch.arm(&mut l.store, self.call_ticks);
             let r = func.call(&mut l.store, (id as i64, method, attempt as i32));
             let st = l.store.data_mut();
             mem::swap(&mut st.req, req);
@@ -362,7 +367,7 @@ impl PluginInstance {
             st.tried.clear();
             st.tried.extend_from_slice(tried);
             let n = |len: usize| i32::try_from(len).unwrap_or(i32::MAX);
-            l.store.set_epoch_deadline(self.call_ticks);
+            l.watch.arm(&mut l.store, self.call_ticks);
             let r = func.call(
                 &mut l.store,
                 (
@@ -417,7 +422,7 @@ impl PluginInstance {
             }
             st.has_resp = headers.is_some();
             st.upstream_status = upstream_status;
-            l.store.set_epoch_deadline(self.call_ticks);
+            l.watch.arm(&mut l.store, self.call_ticks);
             let args = (
                 id as i64,
                 attempt as i32,
@@ -456,7 +461,7 @@ impl PluginInstance {
                 return Ok(());
             };
             l.store.data_mut().phase = Phase::OnEnd;
-            l.store.set_epoch_deadline(self.call_ticks);
+            l.watch.arm(&mut l.store, self.call_ticks);
             let r = func.call(&mut l.store, (id as i64, status_code, error));
             l.store.data_mut().phase = Phase::Idle;
             r
@@ -557,7 +562,7 @@ impl Live {
         st.phase = phase;
         st.input = input;
         st.output.clear();
-        self.store.set_epoch_deadline(self.init_ticks);
+        self.watch.arm(&mut self.store, self.init_ticks);
         let r = f(self);
         let st = self.store.data_mut();
         st.phase = Phase::Idle;

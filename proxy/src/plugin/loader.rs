@@ -13,6 +13,7 @@ use weir_abi::{ABI_VERSION, exports};
 use super::engine::{PluginEngine, hex};
 use super::funcs::Funcs;
 use super::host::HostState;
+use super::ticker::Watch;
 
 /// Why a plugin could not be loaded. The old version (if any) keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -163,7 +164,7 @@ impl PluginEngine {
         scratch
             .define_unknown_imports_as_traps(&module)
             .map_err(|e| contract(format!("{e:#}")))?;
-        let mut store = self.scratch_store(name);
+        let (mut store, _watch) = self.scratch_store(name);
         let instance = scratch
             .instantiate(&mut store, &module)
             .map_err(|e| contract(format!("cannot instantiate: {e:#}")))?;
@@ -191,7 +192,7 @@ impl PluginEngine {
             .instantiate_pre(&module)
             .map_err(|e| contract(format!("{e:#}")))?;
         // Signatures of every hook, checked once here rather than on a request.
-        let mut store = self.scratch_store(name);
+        let (mut store, _watch) = self.scratch_store(name);
         let instance = pre
             .instantiate(&mut store)
             .map_err(|e| contract(format!("{e:#}")))?;
@@ -205,14 +206,17 @@ impl PluginEngine {
         })
     }
 
-    fn scratch_store(&self, name: &str) -> Store<HostState> {
+    /// A store for the loader's own checks, armed with the init deadline
+    /// for as long as the returned watch lives.
+    fn scratch_store(&self, name: &str) -> (Store<HostState>, Watch) {
         let limits = StoreLimitsBuilder::new()
             .memory_size(self.inner.config.memory_limit)
             .build();
         let state = HostState::new(name.into(), self.inner.services.clone(), limits);
         let mut store = Store::new(&self.inner.engine, state);
         store.limiter(|s| &mut s.limits);
-        store.set_epoch_deadline(self.ticks(self.inner.config.init_deadline));
-        store
+        let watch = self.watch();
+        watch.arm(&mut store, self.ticks(self.inner.config.init_deadline));
+        (store, watch)
     }
 }

@@ -18,6 +18,7 @@ pub mod loader;
 pub mod metrics;
 pub mod registry;
 pub mod services;
+mod ticker;
 pub mod views;
 pub mod watcher;
 

@@ -54,6 +54,7 @@ impl PluginRegistry {
         let config = EngineConfig {
             cache_dir: Some(settings.compile_cache.clone()),
             call_deadline: settings.call_deadline,
+            epoch_tick: EngineConfig::tick_for(settings.call_deadline),
             memory_limit: settings.memory_limit_bytes,
             cache: crate::cache_store::CacheStoreConfig {
                 capacity_bytes: settings.cache_capacity_bytes as u64,
