@@ -14,7 +14,7 @@
 //! deadline is late by at most that, never lost.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak, mpsc};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, mpsc};
 use std::thread::{self, Thread};
 use std::time::Duration;
 
@@ -33,8 +33,9 @@ struct Shared {
     ticks: AtomicU64,
     parked: AtomicBool,
     stop: AtomicBool,
-    /// The tick each watch needs reached; dead watches are dropped on scan.
-    watches: Mutex<Vec<Weak<AtomicU64>>>,
+    /// The tick each watch needs reached. An entry only this list still
+    /// holds belongs to a dropped watch, and goes on the next scan.
+    watches: Mutex<Vec<Arc<AtomicU64>>>,
     thread: OnceLock<Thread>,
 }
 
@@ -43,12 +44,9 @@ impl Shared {
     fn pending(&self, now: u64) -> bool {
         let mut watches = self.watches.lock().unwrap_or_else(PoisonError::into_inner);
         let mut pending = false;
-        watches.retain(|watch| match watch.upgrade() {
-            Some(until) => {
-                pending |= until.load(Ordering::Relaxed) > now;
-                true
-            }
-            None => false,
+        watches.retain(|until| {
+            pending |= until.load(Ordering::Relaxed) > now;
+            Arc::strong_count(until) > 1
         });
         pending
     }
@@ -90,7 +88,7 @@ impl Ticker {
             .watches
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&until));
+            .push(Arc::clone(&until));
         Watch {
             until,
             shared: Arc::clone(&self.shared),
@@ -222,6 +220,18 @@ mod tests {
         let now = ticker.ticks();
         watch.until.store(now + 50, Ordering::Relaxed);
         assert!(eventually(|| ticker.ticks() >= now + 50));
+    }
+
+    #[test]
+    fn dropped_watches_leave_the_list() {
+        let engine = Engine::default();
+        let ticker = Ticker::start(engine, Duration::from_millis(1)).unwrap();
+        let kept = ticker.watch();
+        let dropped: Vec<Watch> = (0..3).map(|_| ticker.watch()).collect();
+        drop(dropped);
+        let count = || ticker.shared.watches.lock().unwrap().len();
+        assert!(eventually(|| count() == 1));
+        assert_eq!(Arc::strong_count(&kept.until), 2);
     }
 
     #[test]
