@@ -79,6 +79,7 @@ pub mod cache;
 pub mod config;
 mod export;
 mod hostcalls;
+pub mod http_date;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
@@ -99,7 +100,7 @@ pub type Endpoint = weir_abi::EndpointRecord;
 pub mod host {
     pub use crate::hostcalls::{
         cache_get, cache_put, clock_ns, counter_add, counter_add_ttl, endpoint_mark,
-        endpoint_stats, log, random,
+        endpoint_stats, log, random, time_unix_ms,
     };
 }
 

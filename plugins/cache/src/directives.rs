@@ -1,5 +1,5 @@
-//! `Cache-Control` parsing (RFC 9111 §5.2) and HTTP dates (RFC 9110 §5.6.7):
-//! pure functions, unit-tested natively.
+//! `Cache-Control` parsing (RFC 9111 §5.2) and the other header fields the
+//! cache reads: pure functions, unit-tested natively.
 
 /// Delta-seconds too large to represent become this (RFC 9111 §1.2.2).
 pub const DELTA_MAX: u64 = 2_147_483_648;
@@ -100,66 +100,8 @@ impl CacheControl {
     }
 }
 
-const MONTHS: [&str; 12] = [
-    "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-];
-
-/// Days since 1970-01-01 of a civil date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = i64::from((m + 9) % 12);
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn month(s: &str) -> Option<u32> {
-    let s = s.to_ascii_lowercase();
-    MONTHS.iter().position(|m| *m == s).map(|i| i as u32 + 1)
-}
-
-fn clock(s: &str) -> Option<u64> {
-    let mut it = s.split(':').map(|p| p.parse::<u64>().ok());
-    let (h, m, sec) = (it.next()??, it.next()??, it.next()??);
-    (h < 24 && m < 60 && sec < 61 && it.next().is_none()).then_some(h * 3600 + m * 60 + sec)
-}
-
-fn to_unix(year: i64, mon: u32, day: u32, secs: u64) -> Option<u64> {
-    if !(1..=31).contains(&day) {
-        return None;
-    }
-    let days = days_from_civil(year, mon, day);
-    u64::try_from(days * 86_400).ok().map(|d| d + secs)
-}
-
-/// Parses an HTTP date (IMF-fixdate, RFC 850 or asctime) into Unix seconds.
-pub fn http_date(v: &str) -> Option<u64> {
-    let parts: Vec<&str> = v.split_whitespace().collect();
-    match parts.as_slice() {
-        // Sun, 06 Nov 1994 08:49:37 GMT
-        [_, d, mo, y, t, "GMT"] => to_unix(y.parse().ok()?, month(mo)?, d.parse().ok()?, clock(t)?),
-        // Sunday, 06-Nov-94 08:49:37 GMT
-        [_, dmy, t, "GMT"] => {
-            let mut it = dmy.split('-');
-            let (d, mo, y) = (it.next()?, it.next()?, it.next()?);
-            let y: i64 = y.parse().ok()?;
-            // Two-digit years: RFC 9110 §5.6.7's 50-year rule, simplified.
-            let y = if y < 70 {
-                2000 + y
-            } else if y < 100 {
-                1900 + y
-            } else {
-                y
-            };
-            to_unix(y, month(mo)?, d.parse().ok()?, clock(t)?)
-        }
-        // Sun Nov  6 08:49:37 1994
-        [_, mo, d, t, y] => to_unix(y.parse().ok()?, month(mo)?, d.parse().ok()?, clock(t)?),
-        _ => None,
-    }
-}
+/// HTTP dates are parsed by the SDK, shared with the other policies.
+pub use weir_sdk::http_date::parse as http_date;
 
 /// Whether an entity tag in a stored `ETag` matches one listed in
 /// `If-None-Match` (weak comparison, RFC 9110 §8.8.3.2; `*` matches any).

@@ -68,11 +68,18 @@ fn idempotent(m: Method) -> bool {
     )
 }
 
-/// `Retry-After` as delta-seconds (an HTTP-date needs a wall clock the
-/// plugin does not have; it is treated as absent).
+/// `Retry-After` (RFC 9110 §10.2.3): delta-seconds, or an HTTP-date that
+/// counts from the host's wall clock (a date already past: retry now).
 fn retry_after(resp: &Response) -> Option<Duration> {
     let v = resp.header("retry-after").ok().flatten()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+    let v = v.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at_ms = weir_sdk::http_date::parse(v)?.saturating_mul(1000);
+    Some(Duration::from_millis(
+        at_ms.saturating_sub(weir_sdk::host::time_unix_ms()),
+    ))
 }
 
 impl Retry {

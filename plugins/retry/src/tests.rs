@@ -154,6 +154,40 @@ fn retry_after_is_honoured_up_to_a_cap() {
 }
 
 #[test]
+fn retry_after_as_an_http_date_counts_from_the_wall_clock() {
+    let cfg = no_budget_limit(r#","retry_on":["429"],"retry_after_max":"3s""#);
+    let mut h = Harness::<Retry>::new(&cfg).unwrap();
+    // Answered in no time, so the clock at `on_response` is where it started.
+    let limited = |s: &str| {
+        Outcome::status(429)
+            .header("retry-after", s)
+            .latency(Duration::ZERO)
+    };
+    // The fake host's wall clock starts at 1970-01-01 00:00:01.
+    let run = h.run(
+        TestRequest::get("/"),
+        &[limited("Thu, 01 Jan 1970 00:00:03 GMT")],
+    );
+    assert_eq!(run.delays, [Duration::from_secs(2)]);
+    // A date already past: retry at once.
+    let run = h.run(
+        TestRequest::get("/"),
+        &[limited("Thu, 01 Jan 1970 00:00:00 GMT")],
+    );
+    assert_eq!(run.delays, [Duration::ZERO]);
+    // Beyond the cap: not retried, counted.
+    let run = h.run(
+        TestRequest::get("/"),
+        &[limited("Thu, 01 Jan 1970 00:01:00 GMT")],
+    );
+    assert_eq!(run.attempts.len(), 1);
+    assert_eq!(h.status_json()["skipped"]["retry_after_too_long"], 1);
+    // Neither a number nor a date: as if absent (the plugin's own backoff).
+    let run = h.run(TestRequest::get("/"), &[limited("soon")]);
+    assert_eq!(run.attempts.len(), 2);
+}
+
+#[test]
 fn per_try_timeout_covers_every_attempt_and_retries_go_elsewhere() {
     let cfg = no_budget_limit(r#","per_try_timeout":"200ms","retry_on":["timeout"]"#);
     let mut h = Harness::<Retry>::new(&cfg).unwrap();
