@@ -20,6 +20,8 @@ use weir_tests::plugins;
 #[derive(Clone, Copy, Debug)]
 enum Step {
     Status(u16),
+    /// A status with a `Retry-After` header.
+    RetryAfter(u16, &'static str),
     Error(ErrorClass),
     Hang,
 }
@@ -74,14 +76,20 @@ impl Core<()> for ScriptCore {
             .copied()
             .unwrap_or(Step::Status(200));
         let endpoint = a.endpoint.or(Some(1));
-        let outcome = match step {
-            Step::Status(s) => Outcome::Response {
-                head: ResponseHead {
-                    status: StatusCode::from_u16(s).unwrap(),
-                    headers: HeaderMap::new(),
-                },
-                body: (),
+        let response = |s: u16, headers: HeaderMap| Outcome::Response {
+            head: ResponseHead {
+                status: StatusCode::from_u16(s).unwrap(),
+                headers,
             },
+            body: (),
+        };
+        let outcome = match step {
+            Step::Status(s) => response(s, HeaderMap::new()),
+            Step::RetryAfter(s, after) => {
+                let mut headers = HeaderMap::new();
+                headers.insert("retry-after", after.parse().unwrap());
+                response(s, headers)
+            }
             Step::Error(class) => Outcome::Error(UpstreamError {
                 class,
                 reached_upstream: class != ErrorClass::ConnectRefused,
@@ -215,6 +223,28 @@ async fn retry_retries_elsewhere_within_its_per_try_timeout() {
             .all(|s| s.timeout == Some(Duration::from_millis(250)))
     );
     assert_eq!(status_json(&retry)["recovered"], 1);
+}
+
+#[tokio::test]
+async fn retry_reads_a_retry_after_date_against_the_wall_clock() {
+    let engine = engine();
+    let retry = layer(
+        &engine,
+        plugins::RETRY,
+        r#"{"retry_on":["429"],"retry_after_max":"5s","backoff_base":"1ms","backoff_max":"2ms"}"#,
+    );
+    let c = chain(vec![retry.clone()]);
+    // A date already past: retried at once.
+    let past = "Thu, 01 Jan 1970 00:00:00 GMT";
+    let mut core = ScriptCore::new(&[Step::RetryAfter(429, past)]);
+    let out = c.run(&mut request(Method::GET), &mut core).await.0;
+    assert_eq!((status(&out), core.seen.len()), (Some(200), 2));
+    // A date decades ahead is longer than retry_after_max: passed on.
+    let future = "Fri, 01 Jan 2100 00:00:00 GMT";
+    let mut core = ScriptCore::new(&[Step::RetryAfter(429, future)]);
+    let out = c.run(&mut request(Method::GET), &mut core).await.0;
+    assert_eq!((status(&out), core.seen.len()), (Some(429), 1));
+    assert_eq!(status_json(&retry)["skipped"]["retry_after_too_long"], 1);
 }
 
 #[tokio::test]
