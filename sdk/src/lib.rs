@@ -63,9 +63,10 @@
 //!
 //! Everything a plugin asks of the host returns [`HostResult`]: header
 //! reads and writes on [`Request`] and [`Response`], [`Metric`]s, and the
-//! functions in [`host`] (clock, random, log, cache, shared counters, endpoint
-//! stats, endpoint marks) and [`cache`] (the HTTP cache store). None of
-//! them panics.
+//! functions in [`host`] (monotonic and wall clocks, random, log, cache,
+//! shared counters, endpoint stats, endpoint marks) and [`cache`] (the HTTP
+//! cache store). None of them panics. [`http_date`] parses the dates of
+//! `Date`, `Expires` or `Retry-After` for comparing with the wall clock.
 //!
 //! # Testing
 //!
