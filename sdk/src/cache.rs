@@ -56,9 +56,10 @@ pub fn lookup(key: &[u8]) -> HostResult<Option<Entry>> {
     }))
 }
 
-/// The first value of a header of the entry last looked up by this request.
+/// A header of the entry last looked up by this request: every line,
+/// joined with `", "`.
 pub fn stored_header(name: &str) -> HostResult<Option<alloc::string::String>> {
-    hostcalls::header_get(HeaderMap::Cached, name)
+    hostcalls::header_get_joined(HeaderMap::Cached, name)
         .map(|v| v.map(|b| alloc::string::String::from_utf8_lossy(&b).into_owned()))
 }
 

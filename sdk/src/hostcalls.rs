@@ -309,6 +309,12 @@ pub(crate) fn header_get(map: abi::HeaderMap, name: &str) -> HostResult<Option<V
     read_value(|out| backend::header_get(map.code(), name.as_bytes(), out))
 }
 
+/// Every line of a header, joined with `", "`.
+pub(crate) fn header_get_joined(map: abi::HeaderMap, name: &str) -> HostResult<Option<Vec<u8>>> {
+    let map = map.code() | abi::HEADER_JOINED;
+    read_value(|out| backend::header_get(map, name.as_bytes(), out))
+}
+
 pub(crate) fn header_set(
     map: abi::HeaderMap,
     name: &str,

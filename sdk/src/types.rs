@@ -102,6 +102,12 @@ impl Request {
         hostcalls::header_get(HeaderMap::Request, name)
     }
 
+    /// Every line of a request header, joined with `", "` (RFC 9110 §5.3):
+    /// the whole value of a list such as `Cache-Control` sent over lines.
+    pub fn header_joined(&self, name: &str) -> HostResult<Option<String>> {
+        hostcalls::header_get_joined(HeaderMap::Request, name).map(to_string)
+    }
+
     /// Replaces a request header (in `on_request`).
     pub fn set_header(&mut self, name: &str, value: &str) -> HostResult<()> {
         hostcalls::header_set(HeaderMap::Request, name, value.as_bytes(), SetMode::Replace)
@@ -182,6 +188,11 @@ impl Response {
     /// The first value of a response header.
     pub fn header(&self, name: &str) -> HostResult<Option<String>> {
         hostcalls::header_get(HeaderMap::Response, name).map(to_string)
+    }
+
+    /// Every line of a response header, joined with `", "` (RFC 9110 §5.3).
+    pub fn header_joined(&self, name: &str) -> HostResult<Option<String>> {
+        hostcalls::header_get_joined(HeaderMap::Response, name).map(to_string)
     }
 
     /// Replaces a response header.

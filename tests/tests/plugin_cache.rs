@@ -241,6 +241,30 @@ async fn uncacheable_responses_are_labelled_and_not_stored() {
 }
 
 #[tokio::test]
+async fn cache_control_split_over_lines_is_read_whole() {
+    // `no-store` on the second line must win over `max-age` on the first.
+    let f = Fixture::new("{}", |_| {
+        (
+            200,
+            vec![
+                ("cache-control", "max-age=60".into()),
+                ("cache-control", "no-store".into()),
+            ],
+            "n",
+        )
+    });
+    for _ in 0..2 {
+        let got = f.get("/split", &[]).await;
+        assert!(
+            !got.local && !got.cache_status().contains("stored"),
+            "{}",
+            got.cache_status()
+        );
+    }
+    assert_eq!(f.upstream_calls(), 2);
+}
+
+#[tokio::test]
 async fn a_stale_entry_is_revalidated_and_a_304_serves_the_stored_body() {
     let f = Fixture::new("{}", |r| {
         if r.headers

@@ -117,7 +117,8 @@ pub struct Ctx {
 }
 
 fn header(req: &Request, name: &str) -> Option<String> {
-    req.header(name).ok().flatten()
+    // Every line: a list such as `Cache-Control` may come split over lines.
+    req.header_joined(name).ok().flatten()
 }
 
 impl HttpCache {

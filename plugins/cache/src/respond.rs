@@ -130,7 +130,7 @@ impl HttpCache {
         status: u16,
         cs: CacheStatus,
     ) -> CacheStatus {
-        let facts = ResponseFacts::from_headers(status, |n| resp.header(n).ok().flatten());
+        let facts = ResponseFacts::from_headers(status, |n| resp.header_joined(n).ok().flatten());
         if let Err(reason) = freshness::storable(&ctx.req, &facts, &self.cfg) {
             return cs.detail(reason);
         }
@@ -178,7 +178,7 @@ impl HttpCache {
             return ResponseAction::Pass;
         };
         let facts = ResponseFacts::from_headers(stored_status, |n| {
-            resp.header(n)
+            resp.header_joined(n)
                 .ok()
                 .flatten()
                 .or_else(|| cache::stored_header(n).ok().flatten())

@@ -215,6 +215,24 @@ fn lookup_name<'a>(
     })
 }
 
+/// The map a `header_get` reads (the cached response's too) and the name it
+/// looks for. The cached map's name is cloned: that map is borrowed from
+/// the whole store.
+fn get_target<'a>(
+    st: &'a mut HostState,
+    mem: &[u8],
+    name: (i32, i32),
+    map: i32,
+) -> Result<(std::borrow::Cow<'a, HeaderName>, &'a HeaderMap), i32> {
+    if map == abi::HeaderMap::Cached.code() {
+        let name = lookup_name(&mut st.interner, mem, name.0, name.1)?.clone();
+        let headers = super::host_cache::cached_headers(st)?;
+        return Ok((std::borrow::Cow::Owned(name), headers));
+    }
+    let (name, headers) = named_map(st, mem, name, map, false)?;
+    Ok((std::borrow::Cow::Borrowed(name), headers))
+}
+
 /// Maps with at most this many values are scanned by [`first_value`].
 const SCAN_MAX: usize = 16;
 
@@ -363,24 +381,30 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let Some((mem, st)) = parts(&mut c) else {
                 return status::UNAVAILABLE;
             };
-            let value = if map == abi::HeaderMap::Cached.code() {
-                let name = match lookup_name(&mut st.interner, mem, np, nl) {
-                    Ok(name) => name.clone(),
-                    Err(code) => return code,
-                };
-                match super::host_cache::cached_headers(st) {
-                    Ok(h) => h.get(name),
-                    Err(code) => return code,
-                }
-            } else {
-                match named_map(st, mem, (np, nl), map, false) {
-                    Ok((name, h)) => first_value(h, name),
-                    Err(code) => return code,
-                }
+            let joined = map & abi::HEADER_JOINED != 0;
+            let map = map & !abi::HEADER_JOINED;
+            let (name, headers) = match get_target(st, mem, (np, nl), map) {
+                Ok(found) => found,
+                Err(code) => return code,
             };
-            match value {
-                Some(value) => copy_out(mem, p, cap, value.as_bytes()),
-                None => status::NOT_FOUND,
+            if !joined {
+                return match first_value(headers, &name) {
+                    Some(value) => copy_out(mem, p, cap, value.as_bytes()),
+                    None => status::NOT_FOUND,
+                };
+            }
+            let mut values = headers.get_all(&*name).iter();
+            match (values.next(), values.next()) {
+                (None, _) => status::NOT_FOUND,
+                (Some(only), None) => copy_out(mem, p, cap, only.as_bytes()),
+                (Some(first), Some(second)) => {
+                    let mut all = first.as_bytes().to_vec();
+                    for value in std::iter::once(second).chain(values) {
+                        all.extend_from_slice(b", ");
+                        all.extend_from_slice(value.as_bytes());
+                    }
+                    copy_out(mem, p, cap, &all)
+                }
             }
         },
     )?;

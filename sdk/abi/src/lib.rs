@@ -298,6 +298,11 @@ code_enum! {
     }
 }
 
+/// Flag or-ed into `header_get`'s `map`: read every line of the field,
+/// joined with `", "` (RFC 9110 §5.3), instead of the first line alone. For
+/// list-valued fields such as `Cache-Control` or `Vary`, split over lines.
+pub const HEADER_JOINED: i32 = 0x100;
+
 code_enum! {
     /// How `header_set` treats existing values.
     SetMode {

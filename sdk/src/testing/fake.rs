@@ -213,16 +213,26 @@ pub(crate) mod backend {
 
     pub fn header_get(map: i32, name: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
         with(|h| {
-            let list = match headers(h, map, false) {
+            let joined = map & abi::HEADER_JOINED != 0;
+            let list = match headers(h, map & !abi::HEADER_JOINED, false) {
                 Ok(l) => l,
                 Err(code) => return code,
             };
             let Ok(name) = core::str::from_utf8(name) else {
                 return status::BAD_ARGUMENT;
             };
-            list.iter()
-                .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                .map_or(status::NOT_FOUND, |(_, v)| copy_out(out, v.as_bytes()))
+            let mut values = list
+                .iter()
+                .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str());
+            match (values.next(), joined) {
+                (None, _) => status::NOT_FOUND,
+                (Some(first), false) => copy_out(out, first.as_bytes()),
+                (Some(first), true) => {
+                    let all = core::iter::once(first).chain(values).collect::<Vec<_>>();
+                    copy_out(out, all.join(", ").as_bytes())
+                }
+            }
         })
     }
 

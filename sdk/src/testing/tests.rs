@@ -94,3 +94,37 @@ fn a_slow_outcome_past_the_deadline_becomes_a_timeout() {
     let last = h.plugin().seen.last().map(|(_, r)| *r);
     assert_eq!(last, Some(Err(HostError(status::UNAVAILABLE))));
 }
+
+/// Reads `x-list` both ways.
+#[derive(Default)]
+struct ListReader {
+    first: Option<String>,
+    joined: Option<String>,
+}
+
+impl Plugin for ListReader {
+    type Config = ();
+    type Ctx = ();
+
+    fn on_request(&mut self, _: &mut (), req: &mut Request) -> RequestAction {
+        self.first = req.header("x-list").ok().flatten();
+        self.joined = req.header_joined("x-list").ok().flatten();
+        RequestAction::Continue
+    }
+}
+
+#[test]
+fn a_header_over_several_lines_reads_first_or_joined() {
+    let mut h = Harness::<ListReader>::new("").unwrap();
+    h.run(
+        TestRequest::get("/")
+            .header("X-List", "a")
+            .header("x-other", "z")
+            .header("x-list", "b, c"),
+        &[],
+    );
+    assert_eq!(h.plugin().first.as_deref(), Some("a"));
+    assert_eq!(h.plugin().joined.as_deref(), Some("a, b, c"));
+    h.run(TestRequest::get("/"), &[]);
+    assert_eq!(h.plugin().joined, None);
+}
