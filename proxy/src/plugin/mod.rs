@@ -12,6 +12,7 @@ mod funcs;
 pub mod host;
 mod host_cache;
 mod host_extra;
+mod host_headers;
 pub mod instance;
 mod intern;
 pub mod loader;
