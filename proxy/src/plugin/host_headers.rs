@@ -23,29 +23,33 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             };
             let joined = map & abi::HEADER_JOINED != 0;
             let map = map & !abi::HEADER_JOINED;
+            // The common case first: one value of the request or response.
+            if !joined && map != abi::HeaderMap::Cached.code() {
+                return match named_map(st, mem, (np, nl), map, false) {
+                    Ok((name, headers)) => match first_value(headers, name) {
+                        Some(value) => copy_out(mem, p, cap, value.as_bytes()),
+                        None => status::NOT_FOUND,
+                    },
+                    Err(code) => code,
+                };
+            }
             let (name, headers) = match get_target(st, mem, (np, nl), map) {
                 Ok(found) => found,
                 Err(code) => return code,
             };
-            if !joined {
-                return match first_value(headers, &name) {
-                    Some(value) => copy_out(mem, p, cap, value.as_bytes()),
-                    None => status::NOT_FOUND,
-                };
-            }
             let mut values = headers.get_all(&*name).iter();
-            match (values.next(), values.next()) {
-                (None, _) => status::NOT_FOUND,
-                (Some(only), None) => copy_out(mem, p, cap, only.as_bytes()),
-                (Some(first), Some(second)) => {
-                    let mut all = first.as_bytes().to_vec();
-                    for value in std::iter::once(second).chain(values) {
-                        all.extend_from_slice(b", ");
-                        all.extend_from_slice(value.as_bytes());
-                    }
-                    copy_out(mem, p, cap, &all)
-                }
+            let Some(first) = values.next() else {
+                return status::NOT_FOUND;
+            };
+            let Some(second) = values.next().filter(|_| joined) else {
+                return copy_out(mem, p, cap, first.as_bytes());
+            };
+            let mut all = first.as_bytes().to_vec();
+            for value in std::iter::once(second).chain(values) {
+                all.extend_from_slice(b", ");
+                all.extend_from_slice(value.as_bytes());
             }
+            copy_out(mem, p, cap, &all)
         },
     )?;
     linker.func_wrap(
