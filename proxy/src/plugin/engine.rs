@@ -21,7 +21,8 @@ use crate::cache_store::CacheStoreConfig;
 pub struct EngineConfig {
     /// Where compiled plugins are cached (`None`: no cache).
     pub cache_dir: Option<PathBuf>,
-    /// How often the epoch advances; the granularity of every deadline.
+    /// How often the epoch advances while some call's deadline is pending
+    /// (the ticker parks otherwise); the granularity of every deadline.
     pub epoch_tick: Duration,
     /// Longest a request-path hook may run before it traps.
     pub call_deadline: Duration,
