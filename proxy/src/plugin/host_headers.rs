@@ -66,8 +66,8 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                 return status::BAD_ARGUMENT;
             };
             let name = name.clone();
-            let headers = match state_map(st, map, true) {
-                Ok(h) => h,
+            let headers = match header_map(st, map, true) {
+                Ok((h, _)) => h,
                 Err(code) => return code,
             };
             match abi::SetMode::from_code(mode) {
@@ -103,55 +103,43 @@ pub(super) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
 }
 
 /// The header map a `header_*` call addresses, if this phase may read it
-/// (`write`: may also change it). Borrows only the maps, so the caller can
-/// use the interner beside it.
-fn header_map<'a>(
-    phase: Phase,
-    has_resp: bool,
-    req: &'a mut HeaderMap,
-    resp: &'a mut HeaderMap,
+/// (`write`: may also change it), and the store's interner beside it.
+fn header_map(
+    st: &mut HostState,
     map: i32,
     write: bool,
-) -> Result<&'a mut HeaderMap, i32> {
-    match abi::HeaderMap::from_code(map) {
+) -> Result<(&mut HeaderMap, &mut HeaderInterner), i32> {
+    let phase = st.phase;
+    let headers = match abi::HeaderMap::from_code(map) {
         Some(abi::HeaderMap::Request) => {
             let ok = if write {
                 phase == Phase::OnRequest
             } else {
                 REQUEST_READ.contains(&phase)
             };
-            if ok { Ok(req) } else { Err(status::BAD_PHASE) }
+            if !ok {
+                return Err(status::BAD_PHASE);
+            }
+            &mut st.req.headers
         }
         Some(abi::HeaderMap::Response) => {
             if phase != Phase::OnResponse {
-                Err(status::BAD_PHASE)
-            } else if !has_resp {
-                Err(status::UNAVAILABLE)
-            } else {
-                Ok(resp)
+                return Err(status::BAD_PHASE);
             }
+            if !st.has_resp {
+                return Err(status::UNAVAILABLE);
+            }
+            &mut st.resp
         }
         // Read-only, and read through `header_get` alone.
-        Some(abi::HeaderMap::Cached) => Err(status::BAD_PHASE),
-        None => Err(status::BAD_ARGUMENT),
-    }
-}
-
-/// [`header_map`] of the store's current request and response.
-fn state_map(st: &mut HostState, map: i32, write: bool) -> Result<&mut HeaderMap, i32> {
-    header_map(
-        st.phase,
-        st.has_resp,
-        &mut st.req.headers,
-        &mut st.resp,
-        map,
-        write,
-    )
+        Some(abi::HeaderMap::Cached) => return Err(status::BAD_PHASE),
+        None => return Err(status::BAD_ARGUMENT),
+    };
+    Ok((headers, &mut st.interner))
 }
 
 /// The map a `header_get`/`header_remove` call addresses and the name it
-/// looks for, borrowed side by side from the store (the map's phase check
-/// comes first, as its errors do).
+/// looks for (the map's phase check comes first, as its errors do).
 fn named_map<'a>(
     st: &'a mut HostState,
     mem: &[u8],
@@ -159,15 +147,8 @@ fn named_map<'a>(
     map: i32,
     write: bool,
 ) -> Result<(&'a HeaderName, &'a mut HeaderMap), i32> {
-    let headers = header_map(
-        st.phase,
-        st.has_resp,
-        &mut st.req.headers,
-        &mut st.resp,
-        map,
-        write,
-    )?;
-    let name = lookup_name(&mut st.interner, mem, ptr, len)?;
+    let (headers, interner) = header_map(st, map, write)?;
+    let name = lookup_name(interner, mem, ptr, len)?;
     Ok((name, headers))
 }
 

@@ -24,7 +24,7 @@ use wasmtime::{Engine, Store};
 const IDLE_TICKS: u64 = 16;
 
 /// Longest a parked ticker sleeps before it looks again.
-pub(crate) const PARK_MAX: Duration = Duration::from_millis(50);
+const PARK_MAX: Duration = Duration::from_millis(50);
 
 /// What the ticker thread and the watches share.
 #[derive(Default)]
@@ -165,14 +165,6 @@ impl Watch {
         if self.shared.parked.load(Ordering::Relaxed) {
             self.shared.wake();
         }
-    }
-}
-
-impl std::fmt::Debug for Watch {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watch")
-            .field("until", &self.until.load(Ordering::Relaxed))
-            .finish()
     }
 }
 
