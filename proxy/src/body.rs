@@ -4,6 +4,8 @@
 //! for it.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
@@ -12,14 +14,44 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 
 use crate::cache_store::TeeBody;
+use crate::fault::ClientFault;
 use crate::plugin::EndToken;
+
+/// Where a streamed request body records that the client broke it, so the
+/// request path can tell a failed upstream exchange caused by the client
+/// from one caused by the upstream.
+pub type ClientBodyFault = Arc<ClientBodyState>;
+
+/// How the client's side of a streamed request body is doing.
+#[derive(Debug, Default)]
+pub struct ClientBodyState {
+    fault: OnceLock<ClientFault>,
+    /// The body was last polled and had nothing: the exchange is waiting for
+    /// the client, not for the upstream.
+    waiting: AtomicBool,
+}
+
+impl ClientBodyState {
+    /// The client's fault that broke the body, if one did.
+    pub fn get(&self) -> Option<&ClientFault> {
+        self.fault.get()
+    }
+}
+
+/// Whether the exchange is waiting for more of the client's body.
+pub fn waiting_on_client(state: &ClientBodyState) -> bool {
+    state.waiting.load(Ordering::Relaxed)
+}
 
 pin_project_lite::pin_project! {
     /// A request or response body.
     #[project = WeirBodyProj]
     pub enum WeirBody {
-        /// Streamed from the client or the upstream, never buffered whole.
+        /// Streamed from the upstream, never buffered whole.
         Streaming { #[pin] body: Incoming },
+        /// Streamed from the client; an error of it is the client's fault,
+        /// recorded in `fault`.
+        Client { #[pin] body: Incoming, fault: ClientBodyFault },
         /// Made by the proxy (local answers, replayed request bodies).
         Full { #[pin] body: Full<Bytes> },
         /// An upstream body also being copied into the cache store.
@@ -39,6 +71,19 @@ impl WeirBody {
     pub fn empty() -> Self {
         Self::full(Bytes::new())
     }
+
+    /// The client's request body, streamed; its failure lands in the
+    /// returned cell.
+    pub fn from_client(body: Incoming) -> (Self, ClientBodyFault) {
+        let fault = ClientBodyFault::default();
+        (
+            Self::Client {
+                body,
+                fault: Arc::clone(&fault),
+            },
+            fault,
+        )
+    }
 }
 
 impl From<Incoming> for WeirBody {
@@ -51,6 +96,7 @@ impl std::fmt::Debug for WeirBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Streaming { .. } => f.write_str("WeirBody::Streaming"),
+            Self::Client { .. } => f.write_str("WeirBody::Client"),
             Self::Full { .. } => f.write_str("WeirBody::Full"),
             Self::Tee { .. } => f.write_str("WeirBody::Tee"),
         }
@@ -67,6 +113,14 @@ impl Body for WeirBody {
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
             WeirBodyProj::Streaming { body } => body.poll_frame(cx),
+            WeirBodyProj::Client { body, fault } => {
+                let polled = body.poll_frame(cx);
+                fault.waiting.store(polled.is_pending(), Ordering::Relaxed);
+                if let Poll::Ready(Some(Err(error))) = &polled {
+                    let _ = fault.fault.set(ClientFault::from_body_error(error));
+                }
+                polled
+            }
             WeirBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             WeirBodyProj::Tee { body } => body.as_mut().poll_frame(cx),
         }
@@ -74,7 +128,7 @@ impl Body for WeirBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streaming { body } => body.is_end_stream(),
+            Self::Streaming { body } | Self::Client { body, .. } => body.is_end_stream(),
             Self::Full { body } => body.is_end_stream(),
             Self::Tee { body } => body.is_end_stream(),
         }
@@ -82,7 +136,7 @@ impl Body for WeirBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streaming { body } => body.size_hint(),
+            Self::Streaming { body } | Self::Client { body, .. } => body.size_hint(),
             Self::Full { body } => body.size_hint(),
             Self::Tee { body } => body.size_hint(),
         }
@@ -132,12 +186,15 @@ impl ResponseBody {
     }
 
     /// A body that ends the chain when it is done.
+    /// A body with nothing in it (HEAD, 204, 304) is never polled: it counts
+    /// as finished once hyper takes the response.
     pub fn with_end(inner: WeirBody, token: EndToken) -> Self {
+        let finished = inner.is_end_stream();
         Self {
             inner,
             end: EndOnDrop {
                 token: Some(token),
-                finished: false,
+                finished,
             },
         }
     }
@@ -160,8 +217,15 @@ impl Body for ResponseBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let this = self.project();
-        let polled = this.inner.poll_frame(cx);
+        let mut inner = this.inner;
+        let polled = inner.as_mut().poll_frame(cx);
         match &polled {
+            // The server stops polling once the body says it has ended, so
+            // the last frame is the end too (a `None` may never be asked for).
+            Poll::Ready(Some(Ok(_))) if inner.is_end_stream() => {
+                this.end.finished = true;
+                this.end.token = None;
+            }
             Poll::Ready(None) => {
                 this.end.finished = true;
                 this.end.token = None;

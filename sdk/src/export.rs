@@ -212,6 +212,8 @@ impl<P: Plugin> Runtime<P> {
             status: status_code,
             error: class,
             cancelled: error & abi::CANCELLED != 0,
+            timed_out: error & abi::TIMED_OUT != 0,
+            client_error: error & abi::CLIENT_ERROR != 0,
         };
         let ctx = if stateless::<P::Ctx>() {
             P::Ctx::default()

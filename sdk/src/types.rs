@@ -226,6 +226,13 @@ pub struct End {
     /// True when the request did not finish normally (client went away, the
     /// request was dropped or a plugin trapped).
     pub cancelled: bool,
+    /// True when the route's timeout ran out before the request finished.
+    pub timed_out: bool,
+    /// True when the client's request was malformed or stalled (a bad
+    /// chunked body, a body that stopped arriving). It says nothing about
+    /// the upstream, and no `on_response` ran for it: a breaker or budget
+    /// should release what it holds for the request and count nothing.
+    pub client_error: bool,
 }
 
 /// A response made by the plugin itself (throttle's 429, breaker's 503, a

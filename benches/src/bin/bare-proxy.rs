@@ -1,5 +1,5 @@
 //! `bare-proxy`: the simplest honest hyper pass-through, the reference Weir
-//! must beat (DESIGN.md, "Budgets").
+//! must beat (`docs/architecture.md`, "Performance budgets").
 //!
 //! It accepts HTTP/1.1, rewrites each request's URI to the one upstream, drops
 //! hop-by-hop headers both ways, and forwards it with hyper-util's legacy

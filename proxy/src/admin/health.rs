@@ -178,6 +178,16 @@ pub fn health_json(server: &ServerHandle) -> Value {
         "window_seconds": window_seconds,
         "client_connections": server.open_connections(),
         "malformed_requests_total": metrics.bad_requests.load(std::sync::atomic::Ordering::Relaxed),
+        "listeners": metrics.listeners().iter().map(|(name, listener)| {
+            let client_errors: serde_json::Map<String, serde_json::Value> = crate::fault::ClientFaultClass::ALL
+                .iter()
+                .map(|class| (class.as_str().to_owned(), json!(listener.client_errors(*class))))
+                .collect();
+            json!({
+                "listener": name,
+                "client_errors_total": client_errors,
+            })
+        }).collect::<Vec<_>>(),
         "upstreams": server.upstreams().values().map(|u| upstream_json(u)).collect::<Vec<_>>(),
         "routes": routes,
     })

@@ -1,6 +1,6 @@
-//! The host's HTTP cache store (DESIGN.md "The request path"): the cache
-//! plugin decides what to store and for how long; this module holds the
-//! bytes. It is size-bounded in bytes (moka, weighed by body, headers and
+//! The host's HTTP cache store (`docs/architecture.md`, "The request path"):
+//! the cache plugin decides what to store and for how long; this module holds
+//! the bytes. It is size-bounded in bytes (moka, weighed by body, headers and
 //! metadata), refuses objects over a maximum size, tees response bodies into
 //! itself while they stream to the client ([`TeeBody`]), serves hits without
 //! copying the body, and coalesces concurrent fetches of one key

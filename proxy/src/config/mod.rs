@@ -61,6 +61,14 @@ pub struct Timeouts {
     /// A client connection with no request in flight is closed after this.
     #[serde(with = "duration_text")]
     pub idle: Duration,
+    /// A request head must arrive whole within this of its first byte (the
+    /// connection's start, for its first request); else 408 and close.
+    #[serde(with = "duration_text")]
+    pub header_read: Duration,
+    /// A request body may pause this long between bytes; else the request
+    /// is refused (408) as the client's fault and the connection closed.
+    #[serde(with = "duration_text")]
+    pub body_idle: Duration,
 }
 
 /// Request header limits.
@@ -70,6 +78,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// The most header fields accepted in one request.
     pub max_headers: usize,
+    /// The longest request line accepted (414 past it).
+    pub max_request_line_bytes: usize,
 }
 
 /// Where plugins come from and how they are run.
@@ -161,6 +171,9 @@ pub mod defaults {
     pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
     pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
     pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+    pub const BODY_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+    pub const MAX_REQUEST_LINE_BYTES: usize = 8 * 1024;
     pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
     pub const MAX_HEADER_BYTES: usize = 64 * 1024;
     pub const MAX_HEADERS: usize = 100;
@@ -293,6 +306,14 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         connect: raw.timeouts.connect.unwrap_or(defaults::CONNECT_TIMEOUT),
         request: raw.timeouts.request.unwrap_or(defaults::REQUEST_TIMEOUT),
         idle: raw.timeouts.idle.unwrap_or(defaults::IDLE_TIMEOUT),
+        header_read: raw
+            .timeouts
+            .header_read
+            .unwrap_or(defaults::HEADER_READ_TIMEOUT),
+        body_idle: raw
+            .timeouts
+            .body_idle
+            .unwrap_or(defaults::BODY_IDLE_TIMEOUT),
     };
 
     let limits = Limits {
@@ -312,6 +333,14 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             "limits.max_headers",
         )
         .unwrap_or(defaults::MAX_HEADERS),
+        max_request_line_bytes: bounded(
+            &mut errors,
+            locate,
+            raw.limits.max_request_line_bytes,
+            256..=1 << 20,
+            "limits.max_request_line_bytes",
+        )
+        .unwrap_or(defaults::MAX_REQUEST_LINE_BYTES),
     };
 
     let base = locate

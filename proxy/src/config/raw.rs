@@ -70,6 +70,10 @@ pub(crate) struct RawTimeouts {
     pub request: Option<Duration>,
     #[serde(default, deserialize_with = "super::duration::optional")]
     pub idle: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub header_read: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub body_idle: Option<Duration>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -77,6 +81,7 @@ pub(crate) struct RawTimeouts {
 pub(crate) struct RawLimits {
     pub max_header_bytes: Option<Spanned<usize>>,
     pub max_headers: Option<Spanned<usize>>,
+    pub max_request_line_bytes: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,6 +1,6 @@
-//! The onion executor of DESIGN.md "The request path", generic over the core
-//! step (endpoint choice and upstream call) so it does not depend on the HTTP
-//! server.
+//! The onion executor (`docs/architecture.md`, "The plugin chain: an onion"),
+//! generic over the core step (endpoint choice and upstream call) so it does
+//! not depend on the HTTP server.
 //!
 //! `on_request` runs outer → inner; an answer skips the inner layers and the
 //! core. The route's balancer (the innermost layer exporting `select`) picks
@@ -142,14 +142,51 @@ impl Chain {
         req: &mut Box<RequestView>,
         core: &mut C,
     ) -> (Outcome<B>, EndToken) {
-        let id = NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed);
-        let mut guard = EndToken {
+        let mut guard = self.end_token();
+        let outcome = self.attempts(req, core, &mut guard).await;
+        (outcome, guard)
+    }
+
+    /// As [`Chain::run`], within `deadline` (the route's timeout): `None`
+    /// when it passed first, and the `on_end`s have run then, flagged timed
+    /// out.
+    pub async fn run_until<B, C: Core<B>>(
+        &self,
+        req: &mut Box<RequestView>,
+        core: &mut C,
+        deadline: tokio::time::Instant,
+    ) -> Option<(Outcome<B>, EndToken)> {
+        let mut guard = self.end_token();
+        match tokio::time::timeout_at(deadline, self.attempts(req, core, &mut guard)).await {
+            Ok(outcome) => Some((outcome, guard)),
+            Err(_) => {
+                guard.error = weir_abi::TIMED_OUT;
+                None
+            }
+        }
+    }
+
+    /// A token for a new request: until the chain finishes, `on_end` is
+    /// told the request was cancelled.
+    fn end_token(&self) -> EndToken {
+        EndToken {
             layers: Arc::clone(&self.layers),
-            id,
+            id: NEXT_REQUEST_ID.fetch_add(1, Ordering::Relaxed),
             entered: 0,
             status: 0,
             error: weir_abi::CANCELLED,
-        };
+        }
+    }
+
+    /// The attempts of one request; leaves the final outcome's scalars in
+    /// `guard`.
+    async fn attempts<B, C: Core<B>>(
+        &self,
+        req: &mut Box<RequestView>,
+        core: &mut C,
+        guard: &mut EndToken,
+    ) -> Outcome<B> {
+        let id = guard.id;
         let n = self.layers.len();
         // Layers skipped for the rest of the request (fail-open after a failure).
         let mut skipped = 0u64;
@@ -231,6 +268,12 @@ impl Chain {
                             };
                             let (o, used) = core.send(req, &a).await;
                             tried.extend(used);
+                            if let Outcome::Client(_) = o {
+                                // The client's fault: no layer may take it
+                                // for the upstream's (no on_response).
+                                (guard.status, guard.error) = o.scalars();
+                                return o;
+                            }
                             (o, used)
                         }
                     }
@@ -275,7 +318,7 @@ impl Chain {
                     (guard.status, guard.error) = outcome.scalars();
                     req.cache
                         .settle(matches!(outcome, Outcome::Response { .. }));
-                    return (outcome, guard);
+                    return outcome;
                 }
                 Some((i, delay)) => {
                     // The discarded outcome's body (if any) is dropped here,

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use http::{HeaderMap, Method, StatusCode, Uri};
 
 use crate::cache_store::RequestCache;
 
@@ -65,11 +65,10 @@ impl LocalAnswer {
     /// `Proxy-Status` (RFC 9209) naming the plugin.
     pub fn plugin_failure(plugin: &str) -> Self {
         let mut headers = HeaderMap::new();
-        let status =
-            format!("weir; error=proxy_internal_error; details=\"plugin {plugin} failed\"");
-        if let Ok(v) = HeaderValue::from_str(&status) {
-            headers.insert("proxy-status", v);
-        }
+        headers.insert(
+            crate::proxy_status::NAME.clone(),
+            crate::proxy_status::render("proxy_internal_error", &format!("plugin {plugin} failed")),
+        );
         Self {
             status: StatusCode::SERVICE_UNAVAILABLE,
             headers,
@@ -102,6 +101,9 @@ pub enum Outcome<B> {
     Error(UpstreamError),
     /// A local answer.
     Local(LocalAnswer),
+    /// The client's request failed (its body was malformed, stalled or cut
+    /// off): not an upstream outcome, so no `on_response` sees it.
+    Client(crate::fault::ClientFault),
 }
 
 impl<B> Outcome<B> {
@@ -110,6 +112,7 @@ impl<B> Outcome<B> {
         match self {
             Self::Response { head, .. } => Some(head.status),
             Self::Local(a) => Some(a.status),
+            Self::Client(f) => Some(f.status),
             Self::Error(_) => None,
         }
     }
@@ -118,7 +121,7 @@ impl<B> Outcome<B> {
     pub(crate) fn upstream_status(&self) -> Option<StatusCode> {
         match self {
             Self::Response { head, .. } => Some(head.status),
-            Self::Local(_) | Self::Error(_) => None,
+            Self::Local(_) | Self::Error(_) | Self::Client(_) => None,
         }
     }
 
@@ -127,6 +130,7 @@ impl<B> Outcome<B> {
         match self {
             Self::Response { head, .. } => (i32::from(head.status.as_u16()), 0),
             Self::Local(a) => (i32::from(a.status.as_u16()), weir_abi::LOCAL_ANSWER),
+            Self::Client(f) => (i32::from(f.status.as_u16()), f.end_flags()),
             Self::Error(e) => {
                 let reached = if e.reached_upstream {
                     weir_abi::REACHED_UPSTREAM
@@ -143,7 +147,7 @@ impl<B> Outcome<B> {
         match self {
             Self::Response { head, .. } => Some(&mut head.headers),
             Self::Local(a) => Some(&mut a.headers),
-            Self::Error(_) => None,
+            Self::Error(_) | Self::Client(_) => None,
         }
     }
 }

@@ -1,5 +1,6 @@
 //! One client connection: HTTP/1.1 or HTTP/2 (prior knowledge) chosen by the
-//! first bytes, an idle timeout, and graceful close when the proxy drains.
+//! first bytes, read through the strict intake, an idle timeout, and
+//! graceful close when the proxy drains.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -15,14 +16,17 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use super::intake::{Intake, IntakeReport, IntakeSettings, head::HeadLimits};
 use super::{Shared, handler};
 use crate::config::Config;
+use crate::telemetry::metrics::ListenerMetrics;
 
 /// What every connection on one worker shares.
 pub(crate) struct WorkerContext {
     pub shared: Arc<Shared>,
     builder: auto::Builder<TokioExecutor>,
     idle_timeout: Duration,
+    intake: IntakeSettings,
 }
 
 impl WorkerContext {
@@ -46,6 +50,15 @@ impl WorkerContext {
             shared,
             builder,
             idle_timeout: config.timeouts.idle,
+            intake: IntakeSettings {
+                limits: HeadLimits {
+                    max_request_line: config.limits.max_request_line_bytes,
+                    max_head: config.limits.max_header_bytes,
+                    max_headers: config.limits.max_headers,
+                },
+                header_read: config.timeouts.header_read,
+                body_idle: config.timeouts.body_idle,
+            },
         }
     }
 }
@@ -86,6 +99,10 @@ pub(crate) struct Peer {
     /// The client's IP as a header value, made once per connection for
     /// `X-Forwarded-For`.
     pub ip_header: HeaderValue,
+    /// The listener the connection came in on: client faults count there.
+    pub listener: Arc<ListenerMetrics>,
+    /// What the intake refused on this connection.
+    pub intake: Arc<IntakeReport>,
 }
 
 /// What one connection's requests share.
@@ -96,15 +113,23 @@ struct ConnectionState {
 }
 
 /// Serves one accepted connection to its end.
-pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, ctx: Arc<WorkerContext>) {
+pub(crate) async fn serve(
+    stream: TcpStream,
+    addr: SocketAddr,
+    ctx: Arc<WorkerContext>,
+    listener: Arc<ListenerMetrics>,
+) {
     let shared = Arc::clone(&ctx.shared);
     let _open = shared.connections.open(&shared.metrics);
+    let intake = Arc::new(IntakeReport::default());
     let state = Arc::new(ConnectionState {
         ctx: Arc::clone(&ctx),
         peer: Peer {
             addr,
             ip_header: HeaderValue::from_str(&addr.ip().to_string())
                 .unwrap_or(HeaderValue::from_static("unknown")),
+            listener,
+            intake: Arc::clone(&intake),
         },
         activity: Activity {
             epoch: Instant::now(),
@@ -124,9 +149,10 @@ pub(crate) async fn serve(stream: TcpStream, addr: SocketAddr, ctx: Arc<WorkerCo
     };
     let activity = &state.activity;
     let peer = addr;
-    let connection = ctx
-        .builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service);
+    let connection = ctx.builder.serve_connection_with_upgrades(
+        TokioIo::new(Intake::new(stream, ctx.intake, intake)),
+        service,
+    );
     tokio::pin!(connection);
     let mut draining = false;
     let idle = tokio::time::sleep(ctx.idle_timeout);

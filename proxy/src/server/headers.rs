@@ -5,6 +5,7 @@
 //! are set from what this hop saw, and the client address is appended to any
 //! `X-Forwarded-For` chain the client sent.
 
+use crate::fault::{ClientFault, ClientFaultClass};
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -79,16 +80,22 @@ pub fn prepare_request(
     keep_upgrade: bool,
 ) {
     let headers = &mut parts.headers;
-    let host = match parts.uri.authority() {
-        Some(authority) => HeaderValue::from_str(authority.as_str()).ok(),
+    // One authority: the request target's when it has one (absolute-form,
+    // HTTP/2's `:authority`; RFC 9112 §3.2.2), else Host. The intake has
+    // already refused an HTTP/1 request whose two disagree.
+    let authority = parts
+        .uri
+        .authority()
+        .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+    remove_hop_by_hop(headers, keep_upgrade);
+    let host = match authority {
+        Some(authority) => {
+            headers.insert(header::HOST, authority.clone());
+            Some(authority)
+        }
         None => headers.get(header::HOST).cloned(),
     };
-    remove_hop_by_hop(headers, keep_upgrade);
     if let Some(host) = host {
-        // HTTP/2 clients send `:authority` only; HTTP/1.1 upstreams need `Host`.
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, host.clone());
-        }
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
     let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
@@ -104,6 +111,37 @@ pub fn prepare_request(
     headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     headers.append(header::VIA, via_value(parts.version));
+}
+
+/// The HTTP/2 request rules `h2` leaves to the application: at most one
+/// `host`, and equal to `:authority` when both are given (RFC 9113
+/// §8.3.1). HTTP/1 requests were checked by the intake.
+pub(crate) fn check_h2_request<B>(request: &http::Request<B>) -> Option<ClientFault> {
+    if request.version() != Version::HTTP_2 {
+        return None;
+    }
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = hosts.next()?;
+    let refuse = |detail| {
+        Some(ClientFault::new(
+            ClientFaultClass::BadHead,
+            http::StatusCode::BAD_REQUEST,
+            detail,
+        ))
+    };
+    if hosts.next().is_some() {
+        return refuse("more than one host field");
+    }
+    match request.uri().authority() {
+        Some(authority)
+            if !authority
+                .as_str()
+                .eq_ignore_ascii_case(host.to_str().unwrap_or("")) =>
+        {
+            refuse(":authority differs from host")
+        }
+        _ => None,
+    }
 }
 
 /// Rewrites an upstream response's headers for the client.

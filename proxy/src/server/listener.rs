@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{self, WorkerContext};
+use crate::telemetry::metrics::ListenerMetrics;
 
 /// Binds `count` sockets to `address`. With port 0, the first socket picks
 /// the port and the others join it.
@@ -42,6 +43,7 @@ pub(crate) fn bind(address: SocketAddr, count: usize) -> io::Result<Vec<std::net
 pub(crate) async fn accept_loop(
     socket: std::net::TcpListener,
     ctx: Arc<WorkerContext>,
+    metrics: Arc<ListenerMetrics>,
     stop: CancellationToken,
 ) {
     let listener = match TcpListener::from_std(socket) {
@@ -59,7 +61,12 @@ pub(crate) async fn accept_loop(
                 Ok((stream, peer)) => {
                     // Small responses must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(conn::serve(stream, peer, Arc::clone(&ctx)));
+                    tokio::spawn(conn::serve(
+                        stream,
+                        peer,
+                        Arc::clone(&ctx),
+                        Arc::clone(&metrics),
+                    ));
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off rather than spin.

@@ -7,12 +7,14 @@
 //! upstream pools; in `multi-thread` mode one multi-thread runtime serves
 //! everything. A separate control thread runs the admin API and reloads.
 
-mod chained;
 mod conn;
+mod forward;
 mod handler;
 mod headers;
+mod intake;
 mod listener;
 mod plugins;
+mod respond;
 
 pub use plugins::{SwapError, check_plugins};
 
@@ -482,8 +484,14 @@ impl Inner {
             .and_then(|s| s.local_addr().ok())
             .unwrap_or(configured);
         let stop = self.accepting.child_token();
+        let metrics = self.shared.metrics.listener(&configured.to_string());
         for (socket, (handle, ctx)) in sockets.into_iter().zip(self.workers.iter().cycle()) {
-            handle.spawn(listener::accept_loop(socket, Arc::clone(ctx), stop.clone()));
+            handle.spawn(listener::accept_loop(
+                socket,
+                Arc::clone(ctx),
+                Arc::clone(&metrics),
+                stop.clone(),
+            ));
         }
         self.listeners
             .lock()
@@ -520,9 +528,11 @@ impl Inner {
             || old.plugins != config.plugins
             || old.limits != config.limits
             || old.timeouts.idle != config.timeouts.idle
+            || old.timeouts.header_read != config.timeouts.header_read
+            || old.timeouts.body_idle != config.timeouts.body_idle
         {
             tracing::warn!(
-                "[server], [admin], [limits], [plugins] and timeouts.idle apply at start-up only; restart to change them"
+                "[server], [admin], [limits], [plugins] and timeouts.idle, header_read and body_idle apply at start-up only; restart to change them"
             );
         }
         let upstreams = {

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use super::window::Window;
+use crate::fault::ClientFaultClass;
 use crate::upstream::ErrorClass;
 
 /// Latency bucket upper bounds, in seconds.
@@ -143,11 +144,31 @@ impl UpstreamMetrics {
     }
 }
 
+/// Client faults by class, for one listener. Rare by nature (each closes
+/// its connection), so not sharded.
+#[derive(Default)]
+pub struct ListenerMetrics {
+    client_errors: [AtomicU64; ClientFaultClass::ALL.len()],
+}
+
+impl ListenerMetrics {
+    /// Counts one client fault.
+    pub fn client_error(&self, class: ClientFaultClass) {
+        self.client_errors[class as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Client faults of `class` so far.
+    pub fn client_errors(&self, class: ClientFaultClass) -> u64 {
+        self.client_errors[class as usize].load(Relaxed)
+    }
+}
+
 /// Every metric the proxy keeps.
 pub struct Metrics {
     shards: usize,
     routes: Mutex<BTreeMap<String, Arc<RouteMetrics>>>,
     upstreams: Mutex<BTreeMap<String, Arc<UpstreamMetrics>>>,
+    listeners: Mutex<BTreeMap<String, Arc<ListenerMetrics>>>,
     /// Client connections open now.
     pub open_connections: AtomicI64,
     /// Client connections accepted since start.
@@ -171,6 +192,7 @@ impl Metrics {
             shards: shards.max(1),
             routes: Mutex::default(),
             upstreams: Mutex::default(),
+            listeners: Mutex::default(),
             open_connections: AtomicI64::new(0),
             connections_total: AtomicU64::new(0),
             bad_requests: AtomicU64::new(0),
@@ -191,6 +213,24 @@ impl Metrics {
                 .entry(name.to_owned())
                 .or_insert_with(|| Arc::new(RouteMetrics::new(self.shards))),
         )
+    }
+
+    /// The metrics of listener `name` (its configured address), created on
+    /// first use and kept across reloads.
+    pub fn listener(&self, name: &str) -> Arc<ListenerMetrics> {
+        let mut listeners = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Arc::clone(listeners.entry(name.to_owned()).or_default())
+    }
+
+    /// Every listener's metrics, by name.
+    pub fn listeners(&self) -> BTreeMap<String, Arc<ListenerMetrics>> {
+        self.listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The metrics of upstream `name`, created on first use.
@@ -294,6 +334,18 @@ impl Metrics {
             }
         }
         render_upstream_events(&mut out, &upstreams);
+        out.push_str("# HELP weir_client_errors_total Requests refused or cut short by the client's fault, by listener and class.\n# TYPE weir_client_errors_total counter\n");
+        for (name, listener) in &self.listeners() {
+            for class in ClientFaultClass::ALL {
+                let _ = writeln!(
+                    out,
+                    "weir_client_errors_total{{listener=\"{}\",class=\"{}\"}} {}",
+                    escape(name),
+                    class.as_str(),
+                    listener.client_errors(class)
+                );
+            }
+        }
         let gauges = [
             (
                 "weir_open_connections",

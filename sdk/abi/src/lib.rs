@@ -341,6 +341,13 @@ pub const LOCAL_ANSWER: i32 = 0x200;
 /// Flag or-ed into `on_end`'s `error`: the request did not finish normally
 /// (the client went away or the request was dropped).
 pub const CANCELLED: i32 = 0x400;
+/// Flag or-ed into `on_end`'s `error`: the route's timeout ran out before
+/// the request finished.
+pub const TIMED_OUT: i32 = 0x800;
+/// Flag or-ed into `on_end`'s `error`: the client's request was malformed
+/// (a bad body, or a body that stalled); nothing about the upstream is
+/// known from it, and no `on_response` ran for it.
+pub const CLIENT_ERROR: i32 = 0x1000;
 /// Mask of the class in the `error` scalar.
 pub const ERROR_CLASS_MASK: i32 = 0xff;
 

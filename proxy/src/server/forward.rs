@@ -1,19 +1,28 @@
-//! The request path of a route with plugins: the route's chain runs around
-//! the core step defined here (choose an endpoint, send one attempt). The
+//! The one forwarding path. A route's plugin chain runs around the core step
+//! defined here (choose an endpoint, send one attempt); a route without
+//! plugins is a chain of zero layers and runs the core step alone. The
 //! request body is kept for replay when the chain may retry and the body is
-//! small enough; a body too large to keep is streamed once and never retried.
+//! small enough; a body too large to keep is streamed once and never
+//! retried. A failure of the client's body is the client's fault: it is
+//! answered 400 (408 if it stalled) and never reaches a plugin as an
+//! upstream outcome.
 
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
 use http::{Request, Response, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
 
-use super::headers;
-use crate::body::{ResponseBody, WeirBody};
+use super::conn::Peer;
+use super::{headers, respond};
+use crate::body::{ClientBodyFault, ResponseBody, WeirBody};
+use crate::fault::{ClientFault, ClientFaultClass};
 use crate::plugin::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, ResponseHead};
-use crate::plugin::{Attempt, Chain, Core};
+use crate::plugin::{Attempt, Chain, Core, EndToken};
 use crate::route::Route;
 use crate::upstream::{ErrorClass, InFlight, UpstreamError};
 
@@ -32,6 +41,8 @@ struct HttpCore<'a> {
     /// headers must outlive the attempt.
     keep_request: bool,
     body: BodySource,
+    /// Set when the streamed body failed by the client's fault.
+    client_fault: Option<ClientBodyFault>,
     /// The failure behind the last `Outcome::Error`, for the client's answer.
     last_error: Option<UpstreamError>,
     /// The upstream side of a protocol switch (101), if one happened.
@@ -71,17 +82,16 @@ impl Core<WeirBody> for HttpCore<'_> {
         attempt: &Attempt<'_>,
     ) -> (Outcome<WeirBody>, Option<u32>) {
         let upstream = &self.route.upstream;
-        let chosen = attempt
-            .endpoint
-            .and_then(|id| {
-                upstream
-                    .endpoints()
-                    .all()
-                    .iter()
-                    .find(|e| e.id == id)
-                    .cloned()
-            })
-            .or_else(|| upstream.pick_avoiding(attempt.tried));
+        let chosen = match attempt.endpoint {
+            Some(id) => upstream
+                .endpoints()
+                .all()
+                .iter()
+                .find(|e| e.id == id)
+                .cloned(),
+            None => None,
+        }
+        .or_else(|| upstream.pick_avoiding(attempt.tried));
         let Some(endpoint) = chosen else {
             let error = UpstreamError::new(
                 ErrorClass::NoEndpoint,
@@ -94,7 +104,11 @@ impl Core<WeirBody> for HttpCore<'_> {
         let body = match &mut self.body {
             BodySource::Kept(bytes) => WeirBody::full(bytes.clone()),
             BodySource::Once(body) => match body.take() {
-                Some(incoming) => WeirBody::from(incoming),
+                Some(incoming) => {
+                    let (body, fault) = WeirBody::from_client(incoming);
+                    self.client_fault = Some(fault);
+                    body
+                }
                 None => WeirBody::empty(),
             },
         };
@@ -120,6 +134,14 @@ impl Core<WeirBody> for HttpCore<'_> {
             }),
             None => send.await,
         };
+        if result.is_err()
+            && let Some(fault) = self.client_fault.as_ref().and_then(|f| f.get())
+        {
+            // The exchange broke because the client's body did: neither the
+            // endpoint's failure nor the upstream's.
+            in_flight.finish(false);
+            return (Outcome::Client(fault.clone()), Some(id));
+        }
         in_flight.finish(result.is_err());
         match result {
             Ok(response) => {
@@ -148,7 +170,7 @@ impl Core<WeirBody> for HttpCore<'_> {
 
 impl HttpCore<'_> {
     fn fail(&mut self, error: UpstreamError) -> Outcome<WeirBody> {
-        super::handler::note_failure(self.route, &error);
+        respond::note_upstream_failure(self.route, &error);
         let outcome = Outcome::Error(crate::plugin::views::UpstreamError {
             class: error.class.to_abi(),
             reached_upstream: error.reached_upstream,
@@ -156,15 +178,32 @@ impl HttpCore<'_> {
         self.last_error = Some(error);
         outcome
     }
+
+    /// The route's timeout ran out: the client's fault if the request was
+    /// waiting for the rest of the client's body, the upstream's otherwise.
+    fn timed_out(&self, route: &Route) -> Result<UpstreamError, ClientFault> {
+        if let Some(fault) = &self.client_fault
+            && crate::body::waiting_on_client(fault)
+        {
+            return Err(ClientFault::new(
+                ClientFaultClass::BodyStalled,
+                StatusCode::REQUEST_TIMEOUT,
+                "the request body stopped arriving",
+            ));
+        }
+        Ok(UpstreamError::new(
+            ErrorClass::Timeout,
+            true,
+            format!("no response within the route's {:?}", route.spec.timeout),
+        ))
+    }
 }
 
-/// Answers a request on a route with a plugin chain.
+/// Answers a request on `route`, through its plugin chain if it has one.
 pub(super) async fn forward(
     request: Request<Incoming>,
-    client_addr: std::net::IpAddr,
-    client_ip: &http::HeaderValue,
+    peer: &Peer,
     route: &Route,
-    chain: &Arc<Chain>,
     replay_limit: usize,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = request.into_parts();
@@ -175,53 +214,71 @@ pub(super) async fn forward(
     } else {
         None
     };
-    headers::prepare_request(&mut parts, client_ip, upgrade);
-    let body = match keep_for_replay(body, chain.may_retry(), replay_limit).await {
+    headers::prepare_request(&mut parts, &peer.ip_header, upgrade);
+    let chain = route.chain.as_ref();
+    let may_retry = chain.is_some_and(|c| c.may_retry());
+    let body = match keep_for_replay(body, may_retry, replay_limit).await {
         Ok(body) => body,
         Err(error) => {
-            return super::handler::local_answer(
-                StatusCode::BAD_REQUEST,
-                &format!("weir; error=http_request_error; details=\"{error}\""),
-                "the request body could not be read\n",
-            )
-            .map(ResponseBody::new);
+            let fault = ClientFault::from_body_error(&error);
+            return respond::client_fault(peer, &fault, client_version).map(ResponseBody::new);
         }
     };
-    // Boxed: plugin calls move the request into their store and back, and a
-    // pointer moves cheaper than the whole view.
-    let mut view = Box::new(RequestView {
+    let mut view = RequestView {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
-        client_addr: Some(client_addr),
+        client_addr: Some(peer.addr.ip()),
         // A body that streams once cannot be replayed: plugins must not retry.
-        body_not_replayable: matches!(body, BodySource::Once(_)),
+        body_not_replayable: matches!(body, BodySource::Once(Some(_))) && may_retry,
         ..RequestView::default()
-    });
+    };
     let mut core = HttpCore {
         route,
-        keep_request: chain.may_retry(),
+        keep_request: may_retry,
         body,
+        client_fault: None,
         last_error: None,
         upgrade: None,
     };
-    let run = tokio::time::timeout(route.spec.timeout, chain.run(&mut view, &mut core));
-    let finished = run.await;
-    apply_marks(route, chain);
-    let Ok((outcome, end)) = finished else {
-        // The chain's future was dropped: its on_end calls ran, cancelled.
-        let error = UpstreamError::new(
-            ErrorClass::Timeout,
-            true,
-            format!("no response within the route's {:?}", route.spec.timeout),
-        );
-        return super::handler::upstream_failure(route, &error).map(ResponseBody::new);
+    let deadline = Instant::now() + route.spec.timeout;
+    let (outcome, end, store) = match chain {
+        None => {
+            // A chain of zero layers: the core step alone.
+            let attempt = Attempt {
+                number: 1,
+                timeout: None,
+                endpoint: None,
+                tried: &[],
+            };
+            match tokio::time::timeout_at(deadline, core.send(&mut view, &attempt)).await {
+                Ok((outcome, _)) => (outcome, None, None),
+                Err(_) => return timed_out(peer, route, &core, client_version),
+            }
+        }
+        Some(chain) => {
+            // Boxed: plugin calls move the request into their store and
+            // back, and a pointer moves cheaper than the whole view.
+            let mut view = Box::new(view);
+            let finished = chain.run_until(&mut view, &mut core, deadline).await;
+            apply_marks(route, chain);
+            let Some((outcome, end)) = finished else {
+                return timed_out(peer, route, &core, client_version);
+            };
+            // The cache plugin asked to keep this response: copy it into the
+            // store while it streams to the client.
+            (outcome, Some(end), view.cache.take_store())
+        }
+    };
+    let with_end = |response: Response<WeirBody>, end: Option<EndToken>| {
+        response.map(|body| match end {
+            Some(end) => ResponseBody::with_end(body, end),
+            None => ResponseBody::new(body),
+        })
     };
     match outcome {
         Outcome::Response { head, body } => {
-            // The cache plugin asked to keep this response: copy it into the
-            // store while it streams to the client.
-            let body = match view.cache.take_store() {
+            let body = match store {
                 Some(directive) => WeirBody::Tee {
                     body: Box::pin(directive.tee(body)),
                 },
@@ -234,7 +291,7 @@ pub(super) async fn forward(
             if head.status == StatusCode::SWITCHING_PROTOCOLS {
                 match (client_upgrade, core.upgrade.take()) {
                     (Some(client), Some(upstream)) => {
-                        tokio::spawn(super::handler::tunnel(client, upstream));
+                        tokio::spawn(tunnel(client, upstream));
                     }
                     _ => {
                         let error = UpstreamError::new(
@@ -242,16 +299,21 @@ pub(super) async fn forward(
                             true,
                             "upstream switched protocols without an upgrade request",
                         );
-                        return super::handler::failure_response(&error)
-                            .map(|b| ResponseBody::with_end(b, end));
+                        respond::note_upstream_failure(route, &error);
+                        return with_end(respond::upstream_failure(&error), end);
                     }
                 }
+            } else if upgrade && client_version < Version::HTTP_2 {
+                // The intake passed the bytes after a switch request through
+                // unchecked; the switch did not happen, so they must not be
+                // read as requests.
+                response
+                    .headers_mut()
+                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
-            response.map(|b| ResponseBody::with_end(b, end))
+            with_end(response, end)
         }
-        Outcome::Local(answer) => {
-            local_response(answer, client_version).map(|b| ResponseBody::with_end(b, end))
-        }
+        Outcome::Local(answer) => with_end(local_response(answer, client_version), end),
         Outcome::Error(abi_error) => {
             let error = core.last_error.take().unwrap_or_else(|| {
                 UpstreamError::new(
@@ -260,14 +322,49 @@ pub(super) async fn forward(
                     "upstream failure",
                 )
             });
-            super::handler::failure_response(&error).map(|b| ResponseBody::with_end(b, end))
+            with_end(respond::upstream_failure(&error), end)
         }
+        Outcome::Client(fault) => {
+            with_end(respond::client_fault(peer, &fault, client_version), end)
+        }
+    }
+}
+
+/// The route's timeout ran out before a response head.
+fn timed_out(
+    peer: &Peer,
+    route: &Route,
+    core: &HttpCore<'_>,
+    version: Version,
+) -> Response<ResponseBody> {
+    match core.timed_out(route) {
+        Ok(error) => {
+            respond::note_upstream_failure(route, &error);
+            respond::upstream_failure(&error).map(ResponseBody::new)
+        }
+        Err(fault) => respond::client_fault(peer, &fault, version).map(ResponseBody::new),
+    }
+}
+
+/// Copies bytes both ways once both sides have switched protocols.
+async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(error) => {
+            tracing::debug!(%error, "protocol upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(%error, "upgraded connection ended with an error");
     }
 }
 
 /// Applies the endpoint marks the chain's plugins left (passive ejection,
 /// e.g. a per-endpoint breaker opening) to the route's upstream.
-fn apply_marks(route: &Route, chain: &Chain) {
+fn apply_marks(route: &Route, chain: &Arc<Chain>) {
     let mut marks = Vec::new();
     chain.drain_endpoint_marks(&mut marks);
     for (id, duration) in marks {

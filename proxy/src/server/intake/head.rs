@@ -1,0 +1,424 @@
+//! The rules a request head must pass before hyper parses it: strict
+//! RFC 9112 syntax (CRLF line endings, no obs-fold, no whitespace before a
+//! colon, no control characters in values), one known version, one Host,
+//! and unambiguous body framing. A pure function over bytes, so the rules
+//! can be tested and fuzzed without sockets.
+
+use http::StatusCode;
+
+/// How a refused head is answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    /// Why, for the `Proxy-Status` details and the log. Never echoes client
+    /// bytes.
+    pub reason: &'static str,
+}
+
+impl Refusal {
+    const fn bad(reason: &'static str) -> Self {
+        Self {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        }
+    }
+}
+
+/// What the next bytes after an accepted head are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body (no Content-Length, no Transfer-Encoding).
+    Empty,
+    /// Exactly this many body bytes.
+    Length(u64),
+    /// A chunked body.
+    Chunked,
+}
+
+/// What the intake needs to know about an accepted head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Head {
+    pub framing: Framing,
+    /// The request asks to switch protocols (`Connection: upgrade` and an
+    /// `Upgrade` field): if the upstream agrees, the bytes after its body are
+    /// no longer HTTP/1.
+    pub upgrade: bool,
+    /// `Expect: 100-continue`: the client waits for the interim response
+    /// before sending its body.
+    pub expects_continue: bool,
+}
+
+/// Limits a head is checked against.
+#[derive(Debug, Clone, Copy)]
+pub struct HeadLimits {
+    pub max_request_line: usize,
+    pub max_head: usize,
+    pub max_headers: usize,
+}
+
+/// The HTTP/2 connection preface's first line: a request line whose
+/// "method" is `PRI` and version `HTTP/2.0`.
+pub const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// The result of looking at the start of a head that is not complete yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Partial {
+    /// More bytes are needed; the head so far breaks no rule.
+    NeedMore,
+    /// The head ends at this offset (just past its empty line).
+    Complete(usize),
+}
+
+/// How far [`find_end`] has looked into a head that is still arriving, so
+/// a head that trickles in is scanned once, not once per arrival.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Scan {
+    /// The next byte to look at (just past the last line ending found).
+    at: usize,
+    /// Line endings found so far.
+    lines: usize,
+}
+
+/// Scans `buf` (the head so far) for the end of the head, refusing early
+/// what can be refused early: a bare LF, an over-long request line, an
+/// over-large head.
+pub fn find_end(buf: &[u8], scan: &mut Scan, limits: &HeadLimits) -> Result<Partial, Refusal> {
+    while let Some(offset) = memchr::memchr(b'\n', &buf[scan.at..]) {
+        let lf = scan.at + offset;
+        if lf == 0 || buf[lf - 1] != b'\r' {
+            return Err(Refusal::bad("bare LF line ending in the request head"));
+        }
+        if lf + 1 > limits.max_head {
+            return Err(too_large());
+        }
+        if scan.lines == 0 && lf - 1 > limits.max_request_line {
+            return Err(uri_too_long());
+        }
+        // An empty line (CRLF right after the previous CRLF) ends the head.
+        let empty_line = lf == scan.at + 1 && scan.lines > 0;
+        scan.lines += 1;
+        scan.at = lf + 1;
+        if empty_line {
+            return Ok(Partial::Complete(lf + 1));
+        }
+    }
+    if scan.lines == 0 && buf.len() > limits.max_request_line + 1 {
+        return Err(uri_too_long());
+    }
+    if buf.len() >= limits.max_head {
+        return Err(too_large());
+    }
+    Ok(Partial::NeedMore)
+}
+
+fn too_large() -> Refusal {
+    Refusal {
+        status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+        reason: "request head too large",
+    }
+}
+
+fn uri_too_long() -> Refusal {
+    Refusal {
+        status: StatusCode::URI_TOO_LONG,
+        reason: "request line too long",
+    }
+}
+
+/// Checks a complete head (request line, fields, the empty line; CRLF line
+/// endings already checked by [`find_end`]).
+pub fn check(head: &[u8], limits: &HeadLimits) -> Result<Head, Refusal> {
+    let mut lines = Lines { rest: head };
+    let request_line = lines.next().ok_or(Refusal::bad("empty request head"))?;
+    let line = parse_request_line(request_line, limits)?;
+    let mut facts = Fields::default();
+    let mut count = 0usize;
+    for field in lines.by_ref() {
+        if field.is_empty() {
+            break;
+        }
+        count += 1;
+        if count > limits.max_headers {
+            return Err(Refusal {
+                status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                reason: "too many header fields",
+            });
+        }
+        facts.add(field)?;
+    }
+    facts.finish(&line)
+}
+
+/// Splits a head into lines without their CRLF.
+struct Lines<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let lf = memchr::memchr(b'\n', self.rest)?;
+        let line = &self.rest[..lf.saturating_sub(1)];
+        self.rest = &self.rest[lf + 1..];
+        Some(line)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Version {
+    Http10,
+    Http11,
+}
+
+struct RequestLine<'a> {
+    version: Version,
+    /// The authority of an absolute-form target.
+    authority: Option<&'a [u8]>,
+}
+
+fn parse_request_line<'a>(line: &'a [u8], limits: &HeadLimits) -> Result<RequestLine<'a>, Refusal> {
+    if line.len() > limits.max_request_line {
+        return Err(uri_too_long());
+    }
+    let mut parts = line.split(|b| *b == b' ');
+    let method = parts.next().unwrap_or_default();
+    let target = parts.next().ok_or(Refusal::bad("malformed request line"))?;
+    let Some(version) = parts.next() else {
+        // `GET /path`: HTTP/0.9.
+        return Err(version_not_supported());
+    };
+    if parts.next().is_some() {
+        return Err(Refusal::bad("malformed request line"));
+    }
+    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+        return Err(Refusal::bad("malformed method"));
+    }
+    let version = match version {
+        b"HTTP/1.1" => Version::Http11,
+        b"HTTP/1.0" => Version::Http10,
+        [b'H', b'T', b'T', b'P', b'/', major, b'.', minor]
+            if major.is_ascii_digit() && minor.is_ascii_digit() =>
+        {
+            return Err(version_not_supported());
+        }
+        _ => return Err(Refusal::bad("malformed HTTP version")),
+    };
+    if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+        return Err(Refusal::bad("malformed request target"));
+    }
+    if method == b"CONNECT" {
+        return Err(Refusal {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: "CONNECT is not supported",
+        });
+    }
+    let authority = match target[0] {
+        b'/' => None,
+        b'*' if target == b"*" && method == b"OPTIONS" => None,
+        _ => Some(absolute_authority(target)?),
+    };
+    Ok(RequestLine { version, authority })
+}
+
+fn version_not_supported() -> Refusal {
+    Refusal {
+        status: StatusCode::HTTP_VERSION_NOT_SUPPORTED,
+        reason: "only HTTP/1.0, HTTP/1.1 and HTTP/2 are supported",
+    }
+}
+
+/// The authority of an absolute-form target (`http://host:port/path`).
+fn absolute_authority(target: &[u8]) -> Result<&[u8], Refusal> {
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .or_else(|| strip_prefix_ignore_case(target, b"https://"))
+        .ok_or(Refusal::bad("malformed request target"))?;
+    let end = rest
+        .iter()
+        .position(|b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..end];
+    if authority.is_empty() || authority.contains(&b'@') {
+        return Err(Refusal::bad("malformed authority in the request target"));
+    }
+    Ok(authority)
+}
+
+fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (bytes.len() >= prefix.len() && bytes[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &bytes[prefix.len()..])
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric()
+        || matches!(
+            b,
+            b'!' | b'#'
+                | b'$'
+                | b'%'
+                | b'&'
+                | b'\''
+                | b'*'
+                | b'+'
+                | b'-'
+                | b'.'
+                | b'^'
+                | b'_'
+                | b'`'
+                | b'|'
+                | b'~'
+        )
+}
+
+/// RFC 9110 §5.5 field-value bytes: visible, space, tab, obs-text.
+fn is_value_byte(b: u8) -> bool {
+    b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+}
+
+/// What the fields said about framing and routing.
+#[derive(Default)]
+struct Fields<'a> {
+    hosts: usize,
+    host: &'a [u8],
+    content_length: Option<u64>,
+    content_lengths: usize,
+    transfer_encodings: usize,
+    chunked: bool,
+    connection_upgrade: bool,
+    upgrade: bool,
+    expects_continue: bool,
+}
+
+impl<'a> Fields<'a> {
+    fn add(&mut self, line: &'a [u8]) -> Result<(), Refusal> {
+        if matches!(line.first(), Some(b' ' | b'\t')) {
+            return Err(Refusal::bad("obsolete line folding in the request head"));
+        }
+        let colon =
+            memchr::memchr(b':', line).ok_or(Refusal::bad("header field without a colon"))?;
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+            return Err(Refusal::bad("malformed header field name"));
+        }
+        let value = trim_ows(&line[colon + 1..]);
+        if !value.iter().all(|b| is_value_byte(*b)) {
+            return Err(Refusal::bad("control character in a header field value"));
+        }
+        // Only a handful of fields matter; the length check keeps the common
+        // case to one comparison.
+        match name.len() {
+            4 if name.eq_ignore_ascii_case(b"host") => {
+                self.hosts += 1;
+                self.host = value;
+            }
+            6 if name.eq_ignore_ascii_case(b"expect") => {
+                self.expects_continue = value.eq_ignore_ascii_case(b"100-continue");
+            }
+            7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                if value
+                    .split(|b| *b == b',')
+                    .any(|token| trim_ows(token).eq_ignore_ascii_case(b"upgrade"))
+                {
+                    self.connection_upgrade = true;
+                }
+            }
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                self.content_lengths += 1;
+                self.content_length = Some(parse_content_length(value)?);
+            }
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                self.transfer_encodings += 1;
+                self.chunked = check_transfer_encoding(value)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn finish(self, line: &RequestLine<'_>) -> Result<Head, Refusal> {
+        if self.hosts > 1 {
+            return Err(Refusal::bad("more than one Host field"));
+        }
+        if self.hosts == 0 && line.version == Version::Http11 {
+            return Err(Refusal::bad("HTTP/1.1 request without Host"));
+        }
+        if let Some(authority) = line.authority
+            && self.hosts == 1
+            && !authority.eq_ignore_ascii_case(self.host)
+        {
+            return Err(Refusal::bad(
+                "the request target's authority differs from Host",
+            ));
+        }
+        if self.hosts == 1 && self.host.is_empty() && line.authority.is_none() {
+            return Err(Refusal::bad("empty Host field"));
+        }
+        if self.content_lengths > 1 {
+            return Err(Refusal::bad("more than one Content-Length field"));
+        }
+        if self.transfer_encodings > 1 {
+            return Err(Refusal::bad("more than one Transfer-Encoding field"));
+        }
+        let framing = match (self.transfer_encodings, self.content_length) {
+            (1, Some(_)) => {
+                return Err(Refusal::bad("both Content-Length and Transfer-Encoding"));
+            }
+            (1, None) if line.version == Version::Http10 => {
+                return Err(Refusal::bad("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            (1, None) if self.chunked => Framing::Chunked,
+            (_, Some(0)) | (_, None) => Framing::Empty,
+            (_, Some(n)) => Framing::Length(n),
+        };
+        Ok(Head {
+            framing,
+            upgrade: self.upgrade && self.connection_upgrade,
+            expects_continue: self.expects_continue,
+        })
+    }
+}
+
+/// RFC 9110 §8.6: `1*DIGIT`, nothing else (no sign, no list, no spaces).
+fn parse_content_length(value: &[u8]) -> Result<u64, Refusal> {
+    const MALFORMED: Refusal = Refusal::bad("malformed Content-Length");
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return Err(MALFORMED);
+    }
+    value.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)
+            .and_then(|n| n.checked_add(u64::from(d - b'0')))
+            .ok_or(MALFORMED)
+    })
+}
+
+/// Only exactly `chunked` is accepted; any other coding is not implemented
+/// (501), and lists, odd case or odd spacing are refused as ambiguous (400):
+/// a peer might read them differently.
+fn check_transfer_encoding(value: &[u8]) -> Result<bool, Refusal> {
+    if value == b"chunked" {
+        return Ok(true);
+    }
+    let token_only = !value.is_empty() && value.iter().all(|b| is_tchar(*b));
+    if token_only && !value.eq_ignore_ascii_case(b"chunked") {
+        return Err(Refusal {
+            status: StatusCode::NOT_IMPLEMENTED,
+            reason: "unsupported transfer coding",
+        });
+    }
+    Err(Refusal::bad("ambiguous Transfer-Encoding"))
+}
+
+fn trim_ows(mut value: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = value {
+        value = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = value {
+        value = rest;
+    }
+    value
+}
+
+#[cfg(test)]
+mod tests;
