@@ -4,8 +4,10 @@
 
 mod cache;
 mod discovery;
+mod end_flags;
 mod failures;
 mod health;
+mod intake;
 mod plugin_faults;
 pub mod plugins;
 #[allow(clippy::float_cmp)]

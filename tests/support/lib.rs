@@ -165,6 +165,45 @@ pub async fn get(url: &str) -> anyhow::Result<Reply> {
     send(&client(), Request::get(url).body(Full::default())?).await
 }
 
+/// What came back on a raw connection: the first response's status (0 if
+/// none), everything read, and whether the proxy closed the connection.
+#[derive(Debug)]
+pub struct RawExchange {
+    pub status: u16,
+    pub text: String,
+    pub closed: bool,
+}
+
+/// Writes `bytes` to the proxy on a fresh connection and reads until the
+/// proxy closes it or `wait` passes with nothing more.
+pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> RawExchange {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    // The proxy may close before taking every byte: that is an answer too.
+    let _ = stream.write_all(bytes).await;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break true,
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => break false,
+        }
+    };
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let status = text
+        .strip_prefix("HTTP/1.1 ")
+        .or_else(|| text.strip_prefix("HTTP/1.0 "))
+        .and_then(|rest| rest.get(..3))
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0);
+    RawExchange {
+        status,
+        text,
+        closed,
+    }
+}
+
 /// Retries `check` until it passes or `within` runs out; then fails with the
 /// last message. For hot reloads and other convergence, instead of sleeps.
 pub async fn assert_eventually<F, Fut>(within: Duration, what: &str, mut check: F)

@@ -36,6 +36,7 @@ pub struct TestUpstream {
     pub name: String,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -53,17 +54,20 @@ impl TestUpstream {
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
+        let bytes = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(serve(
             listener,
             name.to_owned(),
             Arc::clone(&connections),
             Arc::clone(&requests),
+            Arc::clone(&bytes),
         ));
         Ok(Self {
             addr,
             name: name.to_owned(),
             connections,
             requests,
+            bytes,
             task,
         })
     }
@@ -76,6 +80,11 @@ impl TestUpstream {
     /// Requests received so far.
     pub fn requests(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Bytes received so far, over every connection.
+    pub fn bytes_received(&self) -> usize {
+        self.bytes.load(Ordering::SeqCst)
     }
 }
 
@@ -90,6 +99,7 @@ async fn serve(
     name: String,
     connections: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
+    bytes: Arc<AtomicUsize>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -98,6 +108,7 @@ async fn serve(
         connections.fetch_add(1, Ordering::SeqCst);
         let name = name.clone();
         let requests = Arc::clone(&requests);
+        let bytes = Arc::clone(&bytes);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 requests.fetch_add(1, Ordering::SeqCst);
@@ -105,9 +116,53 @@ async fn serve(
                 async move { Ok::<_, Infallible>(answer(request, &name).await) }
             });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
+                .serve_connection(TokioIo::new(Counted { stream, bytes }), service)
                 .await;
         });
+    }
+}
+
+/// A stream that counts the bytes read from it.
+struct Counted {
+    stream: tokio::net::TcpStream,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.stream).poll_read(cx, buf);
+        self.bytes
+            .fetch_add(buf.filled().len() - before, Ordering::SeqCst);
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

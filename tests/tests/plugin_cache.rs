@@ -155,6 +155,7 @@ impl Fixture {
                 local: true,
             },
             Outcome::Error(e) => panic!("upstream error {e:?}"),
+            Outcome::Client(f) => panic!("client fault {f}"),
         }
     }
 

@@ -91,8 +91,11 @@ pub fn find_end(buf: &[u8], scan: &mut Scan, limits: &HeadLimits) -> Result<Part
         if lf + 1 > limits.max_head {
             return Err(too_large());
         }
-        if scan.lines == 0 && lf - 1 > limits.max_request_line {
-            return Err(uri_too_long());
+        if scan.lines == 0 {
+            // The request line is whole: judge it now, so an HTTP/0.9
+            // request (which has no head to end) or a bad version is
+            // answered at once rather than at the head's deadline.
+            parse_request_line(&buf[..lf - 1], limits)?;
         }
         // An empty line (CRLF right after the previous CRLF) ends the head.
         let empty_line = lf == scan.at + 1 && scan.lines > 0;
@@ -301,7 +304,8 @@ impl<'a> Fields<'a> {
         if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
             return Err(Refusal::bad("malformed header field name"));
         }
-        let value = trim_ows(&line[colon + 1..]);
+        let raw_value = &line[colon + 1..];
+        let value = trim_ows(raw_value);
         if !value.iter().all(|b| is_value_byte(*b)) {
             return Err(Refusal::bad("control character in a header field value"));
         }
@@ -325,10 +329,12 @@ impl<'a> Fields<'a> {
                 }
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
+                check_framing_spacing(raw_value)?;
                 self.content_lengths += 1;
                 self.content_length = Some(parse_content_length(value)?);
             }
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                check_framing_spacing(raw_value)?;
                 self.transfer_encodings += 1;
                 self.chunked = check_transfer_encoding(value)?;
             }
@@ -378,6 +384,17 @@ impl<'a> Fields<'a> {
             expects_continue: self.expects_continue,
         })
     }
+}
+
+/// The framing fields allow what every parser reads the same way: at most
+/// spaces before the value, nothing after it, no tabs. (Other whitespace is
+/// valid HTTP, but a peer that trims it differently would frame the body
+/// differently.)
+fn check_framing_spacing(raw: &[u8]) -> Result<(), Refusal> {
+    if raw.contains(&b'\t') || matches!(raw.last(), Some(b' ')) {
+        return Err(Refusal::bad("odd whitespace in a framing field"));
+    }
+    Ok(())
 }
 
 /// RFC 9110 §8.6: `1*DIGIT`, nothing else (no sign, no list, no spaces).

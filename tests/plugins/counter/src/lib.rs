@@ -1,5 +1,5 @@
 //! Counts `on_request` (first attempt only, via per-request state) and
-//! `on_end`, and reports both via `status`; also feeds a plugin metric and a
+//! `on_end` with its flags, and reports them via `status`; also feeds a plugin metric and a
 //! shared counter.
 use weir_sdk::{End, Metric, Plugin, Request, RequestAction};
 
@@ -8,6 +8,9 @@ struct Counter {
     requests: u64,
     ends: u64,
     cancelled: u64,
+    timed_out: u64,
+    client_errors: u64,
+    completed: u64,
     metric: Option<Metric>,
 }
 
@@ -45,12 +48,26 @@ impl Plugin for Counter {
         if end.cancelled {
             self.cancelled += 1;
         }
+        if end.timed_out {
+            self.timed_out += 1;
+        }
+        if end.client_error {
+            self.client_errors += 1;
+        }
+        if !end.cancelled && !end.timed_out && !end.client_error {
+            self.completed += 1;
+        }
     }
 
     fn status(&self) -> String {
         format!(
-            r#"{{"requests":{},"ends":{},"cancelled":{}}}"#,
-            self.requests, self.ends, self.cancelled
+            r#"{{"requests":{},"ends":{},"cancelled":{},"timed_out":{},"client_errors":{},"completed":{}}}"#,
+            self.requests,
+            self.ends,
+            self.cancelled,
+            self.timed_out,
+            self.client_errors,
+            self.completed
         )
     }
 }

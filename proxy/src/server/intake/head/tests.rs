@@ -63,6 +63,10 @@ fn framing_ambiguity_is_refused() {
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: \r\n\r\n",
         "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 5 \r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nContent-Length:\t5\r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked \r\n\r\n",
+        "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding:\tchunked\r\n\r\n",
     ] {
         assert_eq!(refused(head), StatusCode::BAD_REQUEST, "{head:?}");
     }
@@ -120,6 +124,13 @@ fn host_rules() {
 
 #[test]
 fn versions() {
+    // HTTP/0.9 has no head to end: refused at its request line.
+    assert_eq!(
+        find_end(b"GET /\r\n", &mut Scan::default(), &LIMITS)
+            .unwrap_err()
+            .status,
+        StatusCode::HTTP_VERSION_NOT_SUPPORTED
+    );
     assert_eq!(
         refused("GET /\r\n\r\n"),
         StatusCode::HTTP_VERSION_NOT_SUPPORTED
