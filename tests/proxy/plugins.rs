@@ -340,7 +340,8 @@ async fn on_end_runs_once_on_timeout_and_on_trap() {
             let trapped = &by_route["route-1"];
             if timed_out["requests"] == 1
                 && timed_out["ends"] == 1
-                && timed_out["cancelled"] == 1
+                && timed_out["timed_out"] == 1
+                && timed_out["cancelled"] == 0
                 && trapped["requests"] == 1
                 && trapped["ends"] == 1
             {

@@ -190,6 +190,16 @@ impl<S> Intake<S> {
                     if rest == b"\r" && !*skipped_crlf {
                         return Ok(done);
                     }
+                    if self.first {
+                        if rest.starts_with(head::H2_PREFACE) {
+                            self.phase = Phase::Passthrough;
+                            return Ok(pending.len());
+                        }
+                        if head::H2_PREFACE.starts_with(rest) {
+                            // Perhaps HTTP/2's preface: wait for the rest.
+                            return Ok(done);
+                        }
+                    }
                     let end = match head::find_end(rest, scan, &self.settings.limits)
                         .map_err(|r| (done, r))?
                     {
@@ -197,14 +207,6 @@ impl<S> Intake<S> {
                         Partial::Complete(end) => end,
                     };
                     let bytes = &rest[..end];
-                    if self.first && rest.starts_with(head::H2_PREFACE) {
-                        self.phase = Phase::Passthrough;
-                        return Ok(pending.len());
-                    }
-                    if self.first && bytes == &head::H2_PREFACE[..end.min(head::H2_PREFACE.len())] {
-                        // The preface's tail has not arrived yet.
-                        return Ok(done);
-                    }
                     let head = head::check(bytes, &self.settings.limits).map_err(|r| (done, r))?;
                     self.first = false;
                     self.head_started = None;
