@@ -123,6 +123,7 @@ fn response_headers<B>(o: &Outcome<B>) -> &HeaderMap {
         Outcome::Response { head, .. } => &head.headers,
         Outcome::Local(a) => &a.headers,
         Outcome::Error(e) => panic!("unexpected error outcome {e:?}"),
+        Outcome::Client(f) => panic!("unexpected client fault {f}"),
     }
 }
 

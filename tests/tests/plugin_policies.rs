@@ -136,7 +136,7 @@ fn header<'a, B>(o: &'a Outcome<B>, name: &str) -> Option<&'a str> {
     match o {
         Outcome::Local(a) => a.headers.get(name).map(|v| v.to_str().unwrap()),
         Outcome::Response { head, .. } => head.headers.get(name).map(|v| v.to_str().unwrap()),
-        Outcome::Error(_) => None,
+        Outcome::Error(_) | Outcome::Client(_) => None,
     }
 }
 
