@@ -8,6 +8,7 @@ mod end_flags;
 mod failures;
 mod health;
 mod intake;
+mod intake_h2;
 mod plugin_faults;
 pub mod plugins;
 #[allow(clippy::float_cmp)]

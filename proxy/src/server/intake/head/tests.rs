@@ -326,6 +326,9 @@ fn fuzz_one(bytes: &[u8]) {
             .filter_map(|l| l.strip_prefix("transfer-encoding:"))
             .filter(|v| v.trim_start_matches(' ') == "chunked")
             .count();
-        assert_eq!(chunked, 1, "chunked framing without one clean chunked field: {text:?}");
+        assert_eq!(
+            chunked, 1,
+            "chunked framing without one clean chunked field: {text:?}"
+        );
     }
 }
