@@ -320,13 +320,12 @@ impl<'a> Fields<'a> {
                 self.expects_continue = value.eq_ignore_ascii_case(b"100-continue");
             }
             7 if name.eq_ignore_ascii_case(b"upgrade") => self.upgrade = true,
-            10 if name.eq_ignore_ascii_case(b"connection") => {
-                if value
+            10 if name.eq_ignore_ascii_case(b"connection")
+                && value
                     .split(|b| *b == b',')
-                    .any(|token| trim_ows(token).eq_ignore_ascii_case(b"upgrade"))
-                {
-                    self.connection_upgrade = true;
-                }
+                    .any(|token| trim_ows(token).eq_ignore_ascii_case(b"upgrade")) =>
+            {
+                self.connection_upgrade = true;
             }
             14 if name.eq_ignore_ascii_case(b"content-length") => {
                 check_framing_spacing(raw_value)?;
