@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use weir_proxy::plugin::{
-    Attempt, Chain, Core, EndpointInfo, EngineConfig, ErrorClass, Outcome, PluginEngine,
-    PluginInstance, RequestView, ResponseHead, TrapPolicy, UpstreamError,
+    Attempt, Chain, Core, EndpointInfo, EngineConfig, Outcome, PluginEngine, PluginInstance,
+    RequestView, ResponseHead, TrapPolicy,
 };
+use weir_proxy::upstream::{ErrorClass, UpstreamError};
 use weir_tests::plugins;
 
 /// What the fake upstream saw of one attempt.
@@ -81,10 +82,11 @@ impl Core<&'static str> for FakeCore {
                     body: "upstream body",
                 }
             }
-            None => Outcome::Error(UpstreamError {
-                class: ErrorClass::ConnectRefused,
-                reached_upstream: false,
-            }),
+            None => Outcome::Error(UpstreamError::new(
+                ErrorClass::ConnectRefused,
+                false,
+                "no scripted endpoint",
+            )),
         };
         (outcome, Some(endpoint))
     }

@@ -11,9 +11,10 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use weir_proxy::plugin::{
-    Attempt, Chain, Core, EndpointInfo, EngineConfig, ErrorClass, Outcome, PluginEngine,
-    PluginInstance, RequestView, ResponseHead, TrapPolicy, UpstreamError,
+    Attempt, Chain, Core, EndpointInfo, EngineConfig, Outcome, PluginEngine, PluginInstance,
+    RequestView, ResponseHead, TrapPolicy,
 };
+use weir_proxy::upstream::{ErrorClass, UpstreamError};
 use weir_tests::plugins;
 
 /// One scripted upstream outcome.
@@ -90,10 +91,11 @@ impl Core<()> for ScriptCore {
                 headers.insert("retry-after", after.parse().unwrap());
                 response(s, headers)
             }
-            Step::Error(class) => Outcome::Error(UpstreamError {
+            Step::Error(class) => Outcome::Error(UpstreamError::new(
                 class,
-                reached_upstream: class != ErrorClass::ConnectRefused,
-            }),
+                class != ErrorClass::ConnectRefused,
+                "scripted failure",
+            )),
             Step::Hang => {
                 std::future::pending::<()>().await;
                 unreachable!()

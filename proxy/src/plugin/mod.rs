@@ -30,6 +30,4 @@ pub use loader::{HookSet, LoadError, LoadedPlugin};
 pub use metrics::MetricSample;
 pub use registry::{PluginRecord, PluginRegistry};
 pub use services::HostServices;
-pub use views::{
-    EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead, UpstreamError,
-};
+pub use views::{EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead};

@@ -77,15 +77,6 @@ impl LocalAnswer {
     }
 }
 
-/// A classified upstream failure, the way retry and breaker policies need it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UpstreamError {
-    /// What failed.
-    pub class: ErrorClass,
-    /// Whether anything reached the upstream (a retry may repeat an effect).
-    pub reached_upstream: bool,
-}
-
 /// The outcome of one attempt, or of the whole chain. `B` is the response
 /// body, which the chain never touches.
 #[derive(Debug)]
@@ -97,8 +88,9 @@ pub enum Outcome<B> {
         /// The body, opaque to the chain.
         body: B,
     },
-    /// The attempt failed before a response head arrived.
-    Error(UpstreamError),
+    /// The attempt failed before a response head arrived: the one upstream
+    /// error type, whose class plugins see as [`ErrorClass`].
+    Error(crate::upstream::UpstreamError),
     /// A local answer.
     Local(LocalAnswer),
     /// The client's request failed (its body was malformed, stalled or cut
@@ -137,7 +129,7 @@ impl<B> Outcome<B> {
                 } else {
                     0
                 };
-                (0, e.class.code() | reached)
+                (0, e.class.to_abi().code() | reached)
             }
         }
     }

@@ -43,8 +43,6 @@ struct HttpCore<'a> {
     body: BodySource,
     /// Set when the streamed body failed by the client's fault.
     client_fault: Option<ClientBodyFault>,
-    /// The failure behind the last `Outcome::Error`, for the client's answer.
-    last_error: Option<UpstreamError>,
     /// The upstream side of a protocol switch (101), if one happened.
     upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
@@ -171,12 +169,7 @@ impl Core<WeirBody> for HttpCore<'_> {
 impl HttpCore<'_> {
     fn fail(&mut self, error: UpstreamError) -> Outcome<WeirBody> {
         respond::note_upstream_failure(self.route, &error);
-        let outcome = Outcome::Error(crate::plugin::views::UpstreamError {
-            class: error.class.to_abi(),
-            reached_upstream: error.reached_upstream,
-        });
-        self.last_error = Some(error);
-        outcome
+        Outcome::Error(error)
     }
 
     /// The route's timeout ran out: the client's fault if the request was
@@ -238,7 +231,6 @@ pub(super) async fn forward(
         keep_request: may_retry,
         body,
         client_fault: None,
-        last_error: None,
         upgrade: None,
     };
     let deadline = Instant::now() + route.spec.timeout;
@@ -314,16 +306,7 @@ pub(super) async fn forward(
             with_end(response, end)
         }
         Outcome::Local(answer) => with_end(local_response(answer, client_version), end),
-        Outcome::Error(abi_error) => {
-            let error = core.last_error.take().unwrap_or_else(|| {
-                UpstreamError::new(
-                    ErrorClass::from_abi(abi_error.class),
-                    abi_error.reached_upstream,
-                    "upstream failure",
-                )
-            });
-            with_end(respond::upstream_failure(&error), end)
-        }
+        Outcome::Error(error) => with_end(respond::upstream_failure(&error), end),
         Outcome::Client(fault) => {
             with_end(respond::client_fault(peer, &fault, client_version), end)
         }

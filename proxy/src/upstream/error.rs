@@ -62,18 +62,6 @@ impl ErrorClass {
         }
     }
 
-    /// The host class for a plugin's view of it.
-    pub fn from_abi(class: weir_abi::ErrorClass) -> Self {
-        use weir_abi::ErrorClass as Abi;
-        match class {
-            Abi::ConnectRefused => Self::ConnectRefused,
-            Abi::ConnectTimeout => Self::ConnectTimeout,
-            Abi::Reset => Self::Reset,
-            Abi::Timeout => Self::Timeout,
-            Abi::Protocol | Abi::None => Self::Protocol,
-        }
-    }
-
     /// The status the proxy answers with when this failure ends a request.
     pub fn status(self) -> StatusCode {
         match self {
@@ -155,15 +143,6 @@ impl UpstreamError {
             _ => Self::new(ErrorClass::Protocol, true, detail),
         }
     }
-
-    /// The `Proxy-Status` header value (RFC 9209) for this failure.
-    pub fn proxy_status(&self) -> String {
-        format!(
-            "weir; error={}; details=\"{}\"",
-            self.class.proxy_status_error(),
-            sanitize_details(&self.detail)
-        )
-    }
 }
 
 fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {
@@ -196,16 +175,6 @@ pub(crate) fn error_chain(error: &(dyn StdError + 'static)) -> String {
     text
 }
 
-/// Keeps a `details` parameter a valid structured-field string.
-fn sanitize_details(detail: &str) -> String {
-    detail
-        .chars()
-        .filter(|c| (' '..='~').contains(c))
-        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
-        .take(200)
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,16 +191,6 @@ mod tests {
             ErrorClass::NoEndpoint.status(),
             StatusCode::SERVICE_UNAVAILABLE
         );
-    }
-
-    #[test]
-    fn proxy_status_is_a_valid_structured_field() {
-        let e = UpstreamError::new(ErrorClass::Reset, true, "bad \"quote\" \\ and\nnewline");
-        assert_eq!(
-            e.proxy_status(),
-            "weir; error=connection_terminated; details=\"bad 'quote' ' andnewline\""
-        );
-        assert!(http::HeaderValue::from_str(&e.proxy_status()).is_ok());
     }
 
     #[test]
