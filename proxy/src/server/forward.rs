@@ -111,15 +111,17 @@ impl Core<WeirBody> for HttpCore<'_> {
             },
         };
         let mut request = Request::new(body);
-        *request.method_mut() = req.method.clone();
-        *request.uri_mut() = req.uri.clone();
         // Plugins read the request again only in `on_response` (and a retry
         // sends it again); without such a layer it is moved, not copied.
-        *request.headers_mut() = if self.keep_request {
-            req.headers.clone()
+        if self.keep_request {
+            *request.method_mut() = req.method.clone();
+            *request.uri_mut() = req.uri.clone();
+            *request.headers_mut() = req.headers.clone();
         } else {
-            std::mem::take(&mut req.headers)
-        };
+            *request.method_mut() = std::mem::take(&mut req.method);
+            *request.uri_mut() = std::mem::take(&mut req.uri);
+            *request.headers_mut() = std::mem::take(&mut req.headers);
+        }
         let in_flight = InFlight::start(endpoint);
         let send = upstream.send(in_flight.endpoint(), request);
         let result = match attempt.timeout {
