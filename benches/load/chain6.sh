@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The load harness with the 6-plugin chain of issue 3's budget: the test
+# The load harness with a 6-plugin chain (the budget for six plugins): the test
 # plugins `realistic` and `counter`, three copies each, alternating, on
 # Weir's route. Knobs are run.sh's (ROUNDS, DURATION, ...).
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Weir's load harness (DESIGN.md, "Budgets"): throughput, latency and CPU per
+# Weir's load harness (docs/architecture.md, "Performance budgets"): throughput, latency and CPU per
 # request of Weir against nginx as a reverse proxy, a bare hyper pass-through
 # and the upstream served directly, in one interleaved run on this machine.
 #
