@@ -259,3 +259,85 @@ fn plugin_metrics_and_shared_counters_work() {
     assert_eq!(metrics[0].value, 2.0);
     assert_eq!(engine.services().counter_add("counter.requests", 0), 2);
 }
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: a zeroed cpu_set_t is a valid empty set; CPU_SET and
+    // sched_setaffinity only read and write the set we own.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        assert_eq!(
+            libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set),
+            0
+        );
+    }
+}
+
+#[test]
+fn deadlines_count_cpu_time_not_time_taken_by_a_busy_machine() {
+    let deadline = Duration::from_millis(4);
+    let engine = engine_with(EngineConfig {
+        memory_limit: 8 << 20,
+        call_deadline: deadline,
+        epoch_tick: EngineConfig::tick_for(deadline),
+        ..weir_tests::engine_config()
+    });
+    // Calibrate on a quiet core: ~2 ms of work per call, half the deadline.
+    let probe = instance(&engine, plugins::BUSY, r#"{"iterations":200000}"#);
+    let fastest = (0..5)
+        .map(|i| {
+            let started = Instant::now();
+            probe.on_request(i, &mut request(None), 1).unwrap();
+            started.elapsed()
+        })
+        .min()
+        .unwrap();
+    let iterations = (200_000.0 * 2.0 / (fastest.as_secs_f64() * 1000.0)) as u64;
+    let busy = instance(
+        &engine,
+        plugins::BUSY,
+        &format!(r#"{{"iterations":{iterations}}}"#),
+    );
+    let looping = instance(&engine, plugins::LOOPING, "");
+
+    // A CPU hog on the same core as the calls.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hog = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            pin_to(0);
+            let mut x = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                x = std::hint::black_box(x.wrapping_add(1));
+            }
+        })
+    };
+    let result = std::thread::spawn(move || {
+        pin_to(0);
+        let mut slowest = Duration::ZERO;
+        for i in 0..100 {
+            let started = Instant::now();
+            let outcome = busy.on_request(100 + i, &mut request(None), 1);
+            slowest = slowest.max(started.elapsed());
+            assert!(outcome.is_ok(), "call {i} trapped: {:?}", outcome.err());
+        }
+        let started = Instant::now();
+        let err = looping.on_request(1, &mut request(None), 1).unwrap_err();
+        (busy.traps(), slowest, started.elapsed(), err.to_string())
+    })
+    .join();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    hog.join().unwrap();
+    let (traps, slowest, looped_for, err) = result.unwrap();
+    assert_eq!(traps, 0);
+    // The hog did take time from the calls: some ran past the deadline in
+    // wall time (they would have trapped on a wall-clock deadline).
+    assert!(
+        slowest > deadline,
+        "slowest call {slowest:?}: the hog never got in the way"
+    );
+    // A loop still traps, on CPU time, well within the wall-clock backstop.
+    assert!(err.contains("deadline"), "{err}");
+    assert!(looped_for < Duration::from_secs(2), "{looped_for:?}");
+}

@@ -211,6 +211,11 @@ impl PluginInstance {
         let mut store = Store::new(&engine.engine, state);
         store.limiter(|s| &mut s.limits);
         let watch = self.plugin.engine.watch();
+        // Deadlines count the CPU a call used, not the wall time it took.
+        store.epoch_deadline_callback(super::cpu_budget::callback(
+            watch.handle(),
+            engine.config.epoch_tick,
+        ));
         watch.arm(&mut store, self.init_ticks);
         let instance = self
             .plugin

@@ -7,6 +7,7 @@
 //! and instantiating happen beside it and publish new chains.
 
 pub mod chain;
+mod cpu_budget;
 pub mod engine;
 mod funcs;
 pub mod host;

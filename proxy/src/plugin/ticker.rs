@@ -92,6 +92,7 @@ impl Ticker {
         Watch {
             until,
             shared: Arc::clone(&self.shared),
+            call: Arc::default(),
         }
     }
 
@@ -148,6 +149,53 @@ fn run(engine: &Engine, shared: &Shared, tick: Duration, sleep: &mpsc::Receiver<
 pub(crate) struct Watch {
     until: Arc<AtomicU64>,
     shared: Arc<Shared>,
+    call: Arc<CallCount>,
+}
+
+/// Which call a watch was last armed for, and with how many ticks: the
+/// epoch callback tells a new slow call from one it already extended.
+#[derive(Default)]
+struct CallCount {
+    calls: AtomicU64,
+    ticks: AtomicU64,
+}
+
+/// The part of a [`Watch`] the store's epoch callback holds.
+#[derive(Clone)]
+pub(crate) struct WatchHandle {
+    until: Arc<AtomicU64>,
+    shared: Arc<Shared>,
+    call: Arc<CallCount>,
+}
+
+impl WatchHandle {
+    /// The current call's number (it changes with every arming) and the
+    /// ticks it was armed with.
+    pub(crate) fn current_call(&self) -> (u64, u64) {
+        (
+            self.call.calls.load(Ordering::Relaxed),
+            self.call.ticks.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Keeps the ticker going for `ticks` more ticks (a call given more time).
+    pub(crate) fn extend(&self, ticks: u64) {
+        claim(&self.shared, &self.until, ticks);
+    }
+}
+
+/// Records that the ticker must reach `ticks` past now, and wakes it.
+fn claim(shared: &Shared, until: &AtomicU64, ticks: u64) {
+    // One tick more: `ticks` counts from the engine's epoch, which may
+    // run one ahead of `shared.ticks`.
+    let now = shared.ticks.load(Ordering::Relaxed);
+    until.store(
+        now.saturating_add(ticks).saturating_add(1),
+        Ordering::Relaxed,
+    );
+    if shared.parked.load(Ordering::Relaxed) {
+        shared.wake();
+    }
 }
 
 impl Watch {
@@ -155,15 +203,22 @@ impl Watch {
     /// running until they have passed.
     pub(crate) fn arm<T>(&self, store: &mut Store<T>, ticks: u64) {
         store.set_epoch_deadline(ticks);
-        // One tick more: `ticks` counts from the engine's epoch, which may
-        // run one ahead of `shared.ticks`.
-        let now = self.shared.ticks.load(Ordering::Relaxed);
-        self.until.store(
-            now.saturating_add(ticks).saturating_add(1),
-            Ordering::Relaxed,
-        );
-        if self.shared.parked.load(Ordering::Relaxed) {
-            self.shared.wake();
+        // One writer per watch (calls into a store are serialized): a load
+        // and a store, no read-modify-write.
+        let calls = self.call.calls.load(Ordering::Relaxed);
+        self.call
+            .calls
+            .store(calls.wrapping_add(1), Ordering::Relaxed);
+        self.call.ticks.store(ticks, Ordering::Relaxed);
+        claim(&self.shared, &self.until, ticks);
+    }
+
+    /// A handle for the store's epoch callback.
+    pub(crate) fn handle(&self) -> WatchHandle {
+        WatchHandle {
+            until: Arc::clone(&self.until),
+            shared: Arc::clone(&self.shared),
+            call: Arc::clone(&self.call),
         }
     }
 }
