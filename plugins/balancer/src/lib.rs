@@ -69,9 +69,27 @@ fn less_requests(a: &Endpoint, b: &Endpoint) -> bool {
     ca < cb
 }
 
-/// Peak EWMA cost: latency × (in-flight + 1) / weight.
-fn ewma_cost(e: &Endpoint) -> f64 {
-    e.latency_ewma_us.max(1) as f64 * f64::from(e.in_flight + 1) / f64::from(e.weight.max(1))
+/// Peak EWMA cost: latency × (in-flight + 1) / weight. An endpoint with no
+/// latency yet (new, or never chosen) costs `neutral`, the mean of the
+/// others, rather than nothing: it is tried, without drawing every request.
+fn ewma_cost(e: &Endpoint, neutral: f64) -> f64 {
+    let latency = if e.latency_ewma_us == 0 {
+        neutral
+    } else {
+        e.latency_ewma_us as f64
+    };
+    latency.max(1.0) * f64::from(e.in_flight + 1) / f64::from(e.weight.max(1))
+}
+
+/// The mean latency EWMA of the candidates that have one (1 µs if none has).
+fn neutral_latency(cands: &[Endpoint]) -> f64 {
+    let (sum, n) = cands
+        .iter()
+        .filter(|e| e.latency_ewma_us > 0)
+        .fold((0.0, 0u32), |(s, n), e| {
+            (s + e.latency_ewma_us as f64, n + 1)
+        });
+    if n == 0 { 1.0 } else { sum / f64::from(n) }
 }
 
 impl Balancer {
@@ -190,7 +208,8 @@ impl Balancer {
             }
             Algorithm::PeakEwma => {
                 let (i, j) = self.two(n);
-                if ewma_cost(&cands[j]) < ewma_cost(&cands[i]) {
+                let neutral = neutral_latency(cands);
+                if ewma_cost(&cands[j], neutral) < ewma_cost(&cands[i], neutral) {
                     cands[j].id
                 } else {
                     cands[i].id

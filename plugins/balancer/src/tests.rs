@@ -106,6 +106,25 @@ fn peak_ewma_avoids_the_slow_endpoint() {
 }
 
 #[test]
+fn peak_ewma_gives_a_new_endpoint_a_neutral_cost() {
+    let lat = |id, us| Endpoint {
+        latency_ewma_us: us,
+        ..ep(id, 1)
+    };
+    let cfg = r#"{"algorithm":"peak_ewma"}"#;
+    // Endpoint 3 has no latency yet: it costs the others' mean (2 ms), so it
+    // is tried (it beats the 3 ms one) but does not take every request.
+    let mut h = harness(cfg, vec![lat(1, 1_000), lat(2, 3_000), lat(3, 0)]);
+    let c = counts(&mut h, 3000);
+    assert!(c.get(&3).is_some_and(|n| *n > 500 && *n < 1500), "{c:?}");
+    assert!(
+        c.get(&1)
+            .is_some_and(|n| *n > c.get(&3).copied().unwrap_or(0)),
+        "{c:?}"
+    );
+}
+
+#[test]
 fn unhealthy_endpoints_are_skipped_unless_all_are() {
     let mut eps = Harness::<Balancer>::endpoints(3);
     eps[1].healthy = false;

@@ -51,6 +51,7 @@ impl Core<WeirBody> for HttpCore<'_> {
     fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) {
         let set = self.route.upstream.endpoints();
         let any_healthy = set.all().iter().any(|e| e.stats.is_healthy());
+        let now = std::time::Instant::now();
         for endpoint in set.all() {
             let healthy = endpoint.stats.is_healthy();
             if any_healthy && !healthy {
@@ -62,7 +63,7 @@ impl Core<WeirBody> for HttpCore<'_> {
                 in_flight: endpoint.stats.in_flight(),
                 healthy,
                 // Whole microseconds are plenty for a balancer.
-                latency_ewma_us: endpoint.stats.latency_ewma_micros() as u64,
+                latency_ewma_us: endpoint.stats.latency_ewma_micros_at(now) as u64,
             });
         }
     }

@@ -12,8 +12,15 @@ use http::uri::Authority;
 
 use crate::telemetry::window::Window;
 
-/// Weight of the newest sample in the latency EWMA.
-const EWMA_ALPHA: f64 = 0.2;
+/// Peak EWMA's decay time constant: with no new sample, a cost falls to
+/// 1/e of itself in this time (Finagle's and Linkerd's default), so an
+/// endpoint that was slow or failing once is tried again later.
+const EWMA_DECAY: Duration = Duration::from_secs(10);
+
+/// The latency a failed exchange counts as (refused, reset, timeout): far
+/// above any real latency, so a dead endpoint, whose refusals are fast, is
+/// not taken for a fast one.
+const FAILURE_PENALTY_MICROS: f64 = 1_000_000.0;
 
 /// One endpoint of an upstream. Its identity is its address: a discovery
 /// update that keeps the address keeps the endpoint, its id and its figures.
@@ -84,8 +91,10 @@ pub struct HealthNote {
 #[derive(Debug)]
 pub struct EndpointStats {
     in_flight: AtomicU32,
-    /// f64 bits; 0.0 until the first sample.
+    /// Peak EWMA cost, f64 bits; 0.0 until the first sample.
     ewma_micros: AtomicU64,
+    /// When the cost was last updated, in µs after `epoch`.
+    ewma_stamp_micros: AtomicU64,
     requests: AtomicU64,
     failures: AtomicU64,
     /// Set by active health checks; endpoints start healthy.
@@ -103,6 +112,7 @@ impl Default for EndpointStats {
         Self {
             in_flight: AtomicU32::new(0),
             ewma_micros: AtomicU64::new(0f64.to_bits()),
+            ewma_stamp_micros: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             healthy: AtomicBool::new(true),
@@ -120,9 +130,23 @@ impl EndpointStats {
         self.in_flight.load(Relaxed)
     }
 
-    /// Latency EWMA to the response head, in microseconds (0 before any).
+    /// Peak-EWMA latency to the response head, in microseconds, as of
+    /// now (0 before any sample): failures count as a large penalty, and the
+    /// cost decays with time when no sample comes.
     pub fn latency_ewma_micros(&self) -> f64 {
-        f64::from_bits(self.ewma_micros.load(Relaxed))
+        self.latency_ewma_micros_at(Instant::now())
+    }
+
+    /// As [`EndpointStats::latency_ewma_micros`] at `now` (read once for a
+    /// whole endpoint list).
+    pub fn latency_ewma_micros_at(&self, now: Instant) -> f64 {
+        let cost = f64::from_bits(self.ewma_micros.load(Relaxed));
+        let stamp = self.ewma_stamp_micros.load(Relaxed);
+        cost * decay(self.micros_since_epoch(now).saturating_sub(stamp))
+    }
+
+    fn micros_since_epoch(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.epoch).as_micros()).unwrap_or(u64::MAX)
     }
 
     /// Mean latency (µs) over the last minute, and the samples it is over.
@@ -215,16 +239,36 @@ impl EndpointStats {
         }
         self.window
             .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-        let sample = latency.as_secs_f64() * 1e6;
+        self.observe(latency, failed, Instant::now());
+    }
+
+    /// Peak EWMA (Finagle's `PeakEwma`): a sample above the cost replaces
+    /// it at once (a slowdown shows immediately); one below pulls the cost
+    /// down by how long it has been since the last sample.
+    fn observe(&self, latency: Duration, failed: bool, now: Instant) {
+        let sample = if failed {
+            FAILURE_PENALTY_MICROS
+        } else {
+            latency.as_secs_f64() * 1e6
+        };
+        let now_micros = self.micros_since_epoch(now);
         let old = f64::from_bits(self.ewma_micros.load(Relaxed));
-        let new = if old == 0.0 {
+        let stamp = self.ewma_stamp_micros.load(Relaxed);
+        let w = decay(now_micros.saturating_sub(stamp));
+        let new = if sample > old {
             sample
         } else {
-            old + EWMA_ALPHA * (sample - old)
+            old * w + sample * (1.0 - w)
         };
         // Racy read-modify-write: a lost sample under contention is harmless for an average.
         self.ewma_micros.store(new.to_bits(), Relaxed);
+        self.ewma_stamp_micros.store(now_micros, Relaxed);
     }
+}
+
+/// The weight left of a cost after `micros` without a sample.
+fn decay(micros: u64) -> f64 {
+    (-(micros as f64) / (EWMA_DECAY.as_secs_f64() * 1e6)).exp()
 }
 
 /// Counts a request against an endpoint from send to response head (or
@@ -294,12 +338,42 @@ mod tests {
         assert_eq!(e.stats.in_flight(), 0);
         assert_eq!(e.stats.requests(), 1);
         assert_eq!(e.stats.failures(), 1);
-        e.stats.record(Duration::from_micros(1000), false);
-        e.stats.record(Duration::from_micros(1000), false);
-        let first = e.stats.latency_ewma_micros();
-        e.stats.record(Duration::from_micros(11_000), false);
-        let after = e.stats.latency_ewma_micros();
-        assert!(after > first && after < 11_000.0, "{first} → {after}");
+    }
+
+    #[test]
+    fn peak_ewma_jumps_to_peaks_and_decays_toward_zero() {
+        let e = endpoint();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        e.stats.observe(Duration::from_millis(1), false, at(0));
+        let base = e.stats.latency_ewma_micros_at(at(0));
+        assert!((base - 1000.0).abs() < 1.0, "{base}");
+        // A slow answer shows at once.
+        e.stats.observe(Duration::from_millis(150), false, at(10));
+        assert!(e.stats.latency_ewma_micros_at(at(10)) >= 150_000.0 - 1.0);
+        // Fast answers right after pull it down only a little…
+        e.stats.observe(Duration::from_millis(1), false, at(20));
+        assert!(e.stats.latency_ewma_micros_at(at(20)) > 100_000.0);
+        // …but with no samples at all it decays: a once-slow endpoint is
+        // cheaper than a steady 1 ms one within a minute, and gets tried.
+        let later = e.stats.latency_ewma_micros_at(at(60_000));
+        assert!(later < 1000.0, "{later}");
+    }
+
+    #[test]
+    fn a_failure_costs_a_penalty_not_its_fast_latency() {
+        let dead = endpoint();
+        let live = endpoint();
+        let now = Instant::now();
+        live.stats.observe(Duration::from_millis(5), false, now);
+        // A refused connect takes 100 µs.
+        dead.stats.observe(Duration::from_micros(100), true, now);
+        assert!(
+            dead.stats.latency_ewma_micros_at(now) > 100.0 * live.stats.latency_ewma_micros_at(now)
+        );
+        // It stays dearer than the live one for seconds, then is probed again.
+        let soon = now + Duration::from_secs(5);
+        assert!(dead.stats.latency_ewma_micros_at(soon) > live.stats.latency_ewma_micros_at(soon));
     }
 
     #[test]
