@@ -79,6 +79,13 @@ pub struct Scan {
     lines: usize,
 }
 
+impl Scan {
+    /// Nothing of the head has been scanned yet.
+    pub fn is_fresh(&self) -> bool {
+        self.at == 0
+    }
+}
+
 /// Scans `buf` (the head so far) for the end of the head, refusing early
 /// what can be refused early: a bare LF, an over-long request line, an
 /// over-large head.
@@ -128,17 +135,52 @@ fn uri_too_long() -> Refusal {
     }
 }
 
-/// Checks a complete head (request line, fields, the empty line; CRLF line
-/// endings already checked by [`find_end`]).
+/// Checks a complete head (request line, fields, the empty line).
+#[cfg(test)]
 pub fn check(head: &[u8], limits: &HeadLimits) -> Result<Head, Refusal> {
-    let mut lines = Lines { rest: head };
-    let request_line = lines.next().ok_or(Refusal::bad("empty request head"))?;
-    let line = parse_request_line(request_line, limits)?;
+    match parse(head, limits)? {
+        Some((_, head)) => Ok(head),
+        None => Err(Refusal::bad("incomplete request head")),
+    }
+}
+
+/// Checks the head at the start of `buf` in one pass: `Some((end, head))`
+/// when it is complete and passes every rule, `None` when its empty line has
+/// not arrived yet (nothing seen so far breaks a rule). Lines are found with
+/// `memchr` and every byte is judged by a table lookup, so a head that
+/// arrives whole costs one pass.
+pub fn parse(buf: &[u8], limits: &HeadLimits) -> Result<Option<(usize, Head)>, Refusal> {
+    let Some(lf) = memchr::memchr(b'\n', buf) else {
+        if buf.len() > limits.max_request_line + 1 {
+            return Err(uri_too_long());
+        }
+        return Ok(None);
+    };
+    if lf == 0 || buf[lf - 1] != b'\r' {
+        return Err(Refusal::bad("bare LF line ending in the request head"));
+    }
+    let line = parse_request_line(&buf[..lf - 1], limits)?;
     let mut facts = Fields::default();
     let mut count = 0usize;
-    for field in lines.by_ref() {
-        if field.is_empty() {
-            break;
+    let mut at = lf + 1;
+    loop {
+        match buf.get(at..at + 2) {
+            Some(b"\r\n") => {
+                let end = at + 2;
+                if end > limits.max_head {
+                    return Err(too_large());
+                }
+                return facts.finish(&line).map(|head| Some((end, head)));
+            }
+            _ if at >= buf.len() => return incomplete(buf, limits),
+            _ => {}
+        }
+        let Some(offset) = memchr::memchr(b'\n', &buf[at..]) else {
+            return incomplete(buf, limits);
+        };
+        let lf = at + offset;
+        if lf == at || buf[lf - 1] != b'\r' {
+            return Err(Refusal::bad("bare LF line ending in the request head"));
         }
         count += 1;
         if count > limits.max_headers {
@@ -147,25 +189,20 @@ pub fn check(head: &[u8], limits: &HeadLimits) -> Result<Head, Refusal> {
                 reason: "too many header fields",
             });
         }
-        facts.add(field)?;
+        if lf + 1 > limits.max_head {
+            return Err(too_large());
+        }
+        facts.add(&buf[at..lf - 1])?;
+        at = lf + 1;
     }
-    facts.finish(&line)
 }
 
-/// Splits a head into lines without their CRLF.
-struct Lines<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let lf = memchr::memchr(b'\n', self.rest)?;
-        let line = &self.rest[..lf.saturating_sub(1)];
-        self.rest = &self.rest[lf + 1..];
-        Some(line)
+/// No empty line yet: fine unless the head is already too large.
+fn incomplete(buf: &[u8], limits: &HeadLimits) -> Result<Option<(usize, Head)>, Refusal> {
+    if buf.len() >= limits.max_head {
+        return Err(too_large());
     }
+    Ok(None)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,7 +231,7 @@ fn parse_request_line<'a>(line: &'a [u8], limits: &HeadLimits) -> Result<Request
     if parts.next().is_some() {
         return Err(Refusal::bad("malformed request line"));
     }
-    if method.is_empty() || !method.iter().all(|b| is_tchar(*b)) {
+    if method.is_empty() || !all_in(method, &TCHAR) {
         return Err(Refusal::bad("malformed method"));
     }
     let version = match version {
@@ -207,7 +244,7 @@ fn parse_request_line<'a>(line: &'a [u8], limits: &HeadLimits) -> Result<Request
         }
         _ => return Err(Refusal::bad("malformed HTTP version")),
     };
-    if target.is_empty() || !target.iter().all(|b| (0x21..=0x7e).contains(b)) {
+    if target.is_empty() || !all_in(target, &TARGET) {
         return Err(Refusal::bad("malformed request target"));
     }
     if method == b"CONNECT" {
@@ -252,8 +289,20 @@ fn strip_prefix_ignore_case<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u
         .then(|| &bytes[prefix.len()..])
 }
 
-/// RFC 9110 §5.6.2 `tchar`.
-pub fn is_tchar(b: u8) -> bool {
+/// A byte-class table: `TABLE[b]` says whether byte `b` belongs.
+macro_rules! byte_table {
+    ($belongs:expr) => {{
+        let mut out = [false; 256];
+        let mut b = 0usize;
+        while b < 256 {
+            out[b] = $belongs(b as u8);
+            b += 1;
+        }
+        out
+    }};
+}
+
+const fn tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,
@@ -274,9 +323,25 @@ pub fn is_tchar(b: u8) -> bool {
         )
 }
 
+const fn value_byte(b: u8) -> bool {
+    b == b'\t' || (b >= 0x20 && b <= 0x7e) || b >= 0x80
+}
+
+const fn target_byte(b: u8) -> bool {
+    b >= 0x21 && b <= 0x7e
+}
+
+/// RFC 9110 §5.6.2 `tchar`.
+static TCHAR: [bool; 256] = byte_table!(tchar);
+
 /// RFC 9110 §5.5 field-value bytes: visible, space, tab, obs-text.
-fn is_value_byte(b: u8) -> bool {
-    b == b'\t' || (0x20..=0x7e).contains(&b) || b >= 0x80
+static VALUE: [bool; 256] = byte_table!(value_byte);
+
+/// Request-target bytes: visible ASCII.
+static TARGET: [bool; 256] = byte_table!(target_byte);
+
+fn all_in(bytes: &[u8], class: &[bool; 256]) -> bool {
+    bytes.iter().all(|b| class[usize::from(*b)])
 }
 
 /// What the fields said about framing and routing.
@@ -301,12 +366,12 @@ impl<'a> Fields<'a> {
         let colon =
             memchr::memchr(b':', line).ok_or(Refusal::bad("header field without a colon"))?;
         let name = &line[..colon];
-        if name.is_empty() || !name.iter().all(|b| is_tchar(*b)) {
+        if name.is_empty() || !all_in(name, &TCHAR) {
             return Err(Refusal::bad("malformed header field name"));
         }
         let raw_value = &line[colon + 1..];
         let value = trim_ows(raw_value);
-        if !value.iter().all(|b| is_value_byte(*b)) {
+        if !all_in(value, &VALUE) {
             return Err(Refusal::bad("control character in a header field value"));
         }
         // Only a handful of fields matter; the length check keeps the common
@@ -416,7 +481,7 @@ fn check_transfer_encoding(value: &[u8]) -> Result<bool, Refusal> {
     if value == b"chunked" {
         return Ok(true);
     }
-    let token_only = !value.is_empty() && value.iter().all(|b| is_tchar(*b));
+    let token_only = !value.is_empty() && all_in(value, &TCHAR);
     if token_only && !value.eq_ignore_ascii_case(b"chunked") {
         return Err(Refusal {
             status: StatusCode::NOT_IMPLEMENTED,

@@ -200,14 +200,28 @@ impl<S> Intake<S> {
                             return Ok(done);
                         }
                     }
-                    let end = match head::find_end(rest, scan, &self.settings.limits)
-                        .map_err(|r| (done, r))?
-                    {
-                        Partial::NeedMore => return Ok(done),
-                        Partial::Complete(end) => end,
+                    let limits = &self.settings.limits;
+                    // A head that arrived whole is judged in one pass; one
+                    // that trickles in is scanned as it comes, then judged.
+                    let judged = if scan.is_fresh() {
+                        head::parse(rest, limits)
+                    } else {
+                        match head::find_end(rest, scan, limits) {
+                            Ok(Partial::Complete(end)) => head::parse(&rest[..end], limits),
+                            Ok(Partial::NeedMore) => Ok(None),
+                            Err(refusal) => Err(refusal),
+                        }
                     };
-                    let bytes = &rest[..end];
-                    let head = head::check(bytes, &self.settings.limits).map_err(|r| (done, r))?;
+                    let (end, head) = match judged.map_err(|r| (done, r))? {
+                        Some(judged) => judged,
+                        None => {
+                            // Remember how far it was scanned.
+                            if scan.is_fresh() {
+                                head::find_end(rest, scan, limits).map_err(|r| (done, r))?;
+                            }
+                            return Ok(done);
+                        }
+                    };
                     self.first = false;
                     self.head_started = None;
                     let upgrade = head.upgrade;
