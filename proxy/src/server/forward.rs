@@ -19,10 +19,10 @@ use tokio::time::Instant;
 
 use super::conn::Peer;
 use super::{headers, respond};
-use crate::body::{ClientBodyFault, ResponseBody, WeirBody};
+use crate::body::{ClientBodyFault, ClientBodyState, ResponseBody, WeirBody};
 use crate::fault::{ClientFault, ClientFaultClass};
 use crate::plugin::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, ResponseHead};
-use crate::plugin::{Attempt, Chain, Core, EndToken};
+use crate::plugin::{Attempt, Chain, Core};
 use crate::route::Route;
 use crate::upstream::{ErrorClass, InFlight, UpstreamError};
 
@@ -80,26 +80,6 @@ impl Core<WeirBody> for HttpCore<'_> {
         req: &mut RequestView,
         attempt: &Attempt<'_>,
     ) -> (Outcome<WeirBody>, Option<u32>) {
-        let upstream = &self.route.upstream;
-        let chosen = match attempt.endpoint {
-            Some(id) => upstream
-                .endpoints()
-                .all()
-                .iter()
-                .find(|e| e.id == id)
-                .cloned(),
-            None => None,
-        }
-        .or_else(|| upstream.pick_avoiding(attempt.tried));
-        let Some(endpoint) = chosen else {
-            let error = UpstreamError::new(
-                ErrorClass::NoEndpoint,
-                false,
-                format!("upstream {} has no endpoints", upstream.name),
-            );
-            return (self.fail(error), None);
-        };
-        let id = endpoint.id;
         let body = match &mut self.body {
             BodySource::Kept(bytes) => WeirBody::full(bytes.clone()),
             BodySource::Once(body) => match body.take() {
@@ -123,79 +103,121 @@ impl Core<WeirBody> for HttpCore<'_> {
             *request.uri_mut() = std::mem::take(&mut req.uri);
             *request.headers_mut() = std::mem::take(&mut req.headers);
         }
-        let in_flight = InFlight::start(endpoint);
-        let send = upstream.send(in_flight.endpoint(), request);
-        let result = match attempt.timeout {
-            Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
-                Err(UpstreamError::new(
-                    ErrorClass::Timeout,
-                    true,
-                    format!("no response within the attempt's {limit:?}"),
-                ))
-            }),
-            None => send.await,
-        };
-        if result.is_err()
-            && let Some(fault) = self.client_fault.as_ref().and_then(|f| f.get())
-        {
-            // The exchange broke because the client's body did: neither the
-            // endpoint's failure nor the upstream's.
-            in_flight.finish(false);
-            return (Outcome::Client(fault.clone()), Some(id));
-        }
-        in_flight.finish(result.is_err());
-        match result {
+        let (result, used) =
+            exchange(self.route, request, attempt, self.client_fault.as_deref()).await;
+        let outcome = match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
-                let switching = parts.status == StatusCode::SWITCHING_PROTOCOLS;
-                headers::prepare_response(&mut parts.headers, parts.version, switching);
-                if switching {
-                    self.upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
-                }
-                let head = ResponseHead {
-                    status: parts.status,
-                    headers: parts.headers,
-                };
-                (
-                    Outcome::Response {
-                        head,
-                        body: WeirBody::from(body),
+                self.upgrade = upstream_upgrade(
+                    &mut parts.headers,
+                    &mut parts.extensions,
+                    parts.status,
+                    parts.version,
+                );
+                Outcome::Response {
+                    head: ResponseHead {
+                        status: parts.status,
+                        headers: parts.headers,
                     },
-                    Some(id),
-                )
+                    body: WeirBody::from(body),
+                }
             }
-            Err(error) => (self.fail(error), Some(id)),
+            Err(Failed::Upstream(error)) => Outcome::Error(error),
+            Err(Failed::Client(fault)) => Outcome::Client(fault),
+        };
+        (outcome, used)
+    }
+}
+
+/// Why an attempt produced no response: classified once, here.
+enum Failed {
+    Upstream(UpstreamError),
+    Client(ClientFault),
+}
+
+/// The core step, the same for every route: the endpoint the balancer
+/// chose (else round robin, avoiding those already tried), `request` sent
+/// to it within the attempt's timeout, and a failure classified as the
+/// upstream's (counted) or, when the client's body broke, the client's.
+/// Returns the endpoint used.
+async fn exchange(
+    route: &Route,
+    request: Request<WeirBody>,
+    attempt: &Attempt<'_>,
+    client_body: Option<&ClientBodyState>,
+) -> (Result<Response<Incoming>, Failed>, Option<u32>) {
+    let upstream = &route.upstream;
+    let chosen = match attempt.endpoint {
+        Some(id) => upstream
+            .endpoints()
+            .all()
+            .iter()
+            .find(|e| e.id == id)
+            .cloned(),
+        None => None,
+    }
+    .or_else(|| upstream.pick_avoiding(attempt.tried));
+    let Some(endpoint) = chosen else {
+        let error = UpstreamError::new(
+            ErrorClass::NoEndpoint,
+            false,
+            format!("upstream {} has no endpoints", upstream.name),
+        );
+        respond::note_upstream_failure(route, &error);
+        return (Err(Failed::Upstream(error)), None);
+    };
+    let id = endpoint.id;
+    let in_flight = InFlight::start(endpoint);
+    let send = upstream.send(in_flight.endpoint(), request);
+    let result = match attempt.timeout {
+        Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
+            Err(UpstreamError::new(
+                ErrorClass::Timeout,
+                true,
+                format!("no response within the attempt's {limit:?}"),
+            ))
+        }),
+        None => send.await,
+    };
+    match result {
+        Ok(response) => {
+            in_flight.finish(false);
+            (Ok(response), Some(id))
+        }
+        Err(error) => {
+            if let Some(fault) = client_body.and_then(ClientBodyState::get) {
+                // The exchange broke because the client's body did: neither
+                // the endpoint's failure nor the upstream's.
+                in_flight.finish(false);
+                return (Err(Failed::Client(fault.clone())), Some(id));
+            }
+            in_flight.finish(true);
+            respond::note_upstream_failure(route, &error);
+            (Err(Failed::Upstream(error)), Some(id))
         }
     }
 }
 
-impl HttpCore<'_> {
-    fn fail(&mut self, error: UpstreamError) -> Outcome<WeirBody> {
-        respond::note_upstream_failure(self.route, &error);
-        Outcome::Error(error)
-    }
-
-    /// The route's timeout ran out: the client's fault if the request was
-    /// waiting for the rest of the client's body, the upstream's otherwise.
-    fn timed_out(&self, route: &Route) -> Result<UpstreamError, ClientFault> {
-        if let Some(fault) = &self.client_fault
-            && crate::body::waiting_on_client(fault)
-        {
-            return Err(ClientFault::new(
-                ClientFaultClass::BodyStalled,
-                StatusCode::REQUEST_TIMEOUT,
-                "the request body stopped arriving",
-            ));
-        }
-        Ok(UpstreamError::new(
-            ErrorClass::Timeout,
-            true,
-            format!("no response within the route's {:?}", route.spec.timeout),
-        ))
+/// Rewrites an upstream response's headers for the client and takes the
+/// upstream side of a protocol switch, if it is one.
+fn upstream_upgrade(
+    headers: &mut http::HeaderMap,
+    extensions: &mut http::Extensions,
+    status: StatusCode,
+    version: Version,
+) -> Option<hyper::upgrade::OnUpgrade> {
+    let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+    headers::prepare_response(headers, version, switching);
+    if switching {
+        extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
     }
 }
 
-/// Answers a request on `route`, through its plugin chain if it has one.
+/// Answers a request on `route`: the core step alone for a chain of zero
+/// layers, wrapped in the route's plugin chain otherwise; the same upstream
+/// exchange, response tail and error answers either way.
 pub(super) async fn forward(
     request: Request<Incoming>,
     peer: &Peer,
@@ -211,8 +233,61 @@ pub(super) async fn forward(
         None
     };
     headers::prepare_request(&mut parts, &peer.ip_header, upgrade);
-    let chain = route.chain.as_ref();
-    let may_retry = chain.is_some_and(|c| c.may_retry());
+    let deadline = Instant::now() + route.spec.timeout;
+    let Some(chain) = route.chain.as_ref() else {
+        // A chain of zero layers: one attempt, nothing to replay, so the
+        // body streams (its failure is watched only if it has bytes).
+        let (body, client_body) = if http_body::Body::is_end_stream(&body) {
+            (WeirBody::from(body), None)
+        } else {
+            let (body, fault) = WeirBody::from_client(body);
+            (body, Some(fault))
+        };
+        let attempt = Attempt {
+            number: 1,
+            timeout: None,
+            endpoint: None,
+            tried: &[],
+        };
+        let exchanged = tokio::time::timeout_at(
+            deadline,
+            exchange(
+                route,
+                Request::from_parts(parts, body),
+                &attempt,
+                client_body.as_deref(),
+            ),
+        )
+        .await;
+        let response = match exchanged {
+            Err(_) => return timed_out(peer, route, client_body.as_deref(), client_version),
+            Ok((Ok(response), _)) => response,
+            Ok((Err(Failed::Upstream(error)), _)) => {
+                return respond::upstream_failure(&error).map(ResponseBody::new);
+            }
+            Ok((Err(Failed::Client(fault)), _)) => {
+                return respond::client_fault(peer, &fault, client_version).map(ResponseBody::new);
+            }
+        };
+        let (mut parts, body) = response.into_parts();
+        let upstream_upgrade = upstream_upgrade(
+            &mut parts.headers,
+            &mut parts.extensions,
+            parts.status,
+            parts.version,
+        );
+        let response = Response::from_parts(parts, WeirBody::from(body));
+        return finish(
+            response,
+            route,
+            client_version,
+            client_upgrade,
+            upstream_upgrade,
+            upgrade,
+        )
+        .map(ResponseBody::new);
+    };
+    let may_retry = chain.may_retry();
     let body = match keep_for_replay(body, may_retry, replay_limit).await {
         Ok(body) => body,
         Err(error) => {
@@ -220,15 +295,17 @@ pub(super) async fn forward(
             return respond::client_fault(peer, &fault, client_version).map(ResponseBody::new);
         }
     };
-    let mut view = RequestView {
+    // Boxed: plugin calls move the request into their store and back, and a
+    // pointer moves cheaper than the whole view.
+    let mut view = Box::new(RequestView {
         method: parts.method,
         uri: parts.uri,
         headers: parts.headers,
         client_addr: Some(peer.addr.ip()),
         // A body that streams once cannot be replayed: plugins must not retry.
-        body_not_replayable: matches!(body, BodySource::Once(Some(_))) && may_retry,
+        body_not_replayable: matches!(body, BodySource::Once(Some(_))),
         ..RequestView::default()
-    };
+    });
     let mut core = HttpCore {
         route,
         keep_request: may_retry,
@@ -236,44 +313,16 @@ pub(super) async fn forward(
         client_fault: None,
         upgrade: None,
     };
-    let deadline = Instant::now() + route.spec.timeout;
-    let (outcome, end, store) = match chain {
-        None => {
-            // A chain of zero layers: the core step alone.
-            let attempt = Attempt {
-                number: 1,
-                timeout: None,
-                endpoint: None,
-                tried: &[],
-            };
-            match tokio::time::timeout_at(deadline, core.send(&mut view, &attempt)).await {
-                Ok((outcome, _)) => (outcome, None, None),
-                Err(_) => return timed_out(peer, route, &core, client_version),
-            }
-        }
-        Some(chain) => {
-            // Boxed: plugin calls move the request into their store and
-            // back, and a pointer moves cheaper than the whole view.
-            let mut view = Box::new(view);
-            let finished = chain.run_until(&mut view, &mut core, deadline).await;
-            apply_marks(route, chain);
-            let Some((outcome, end)) = finished else {
-                return timed_out(peer, route, &core, client_version);
-            };
+    let finished = chain.run_until(&mut view, &mut core, deadline).await;
+    apply_marks(route, chain);
+    let Some((outcome, end)) = finished else {
+        return timed_out(peer, route, core.client_fault.as_deref(), client_version);
+    };
+    let response = match outcome {
+        Outcome::Response { head, body } => {
             // The cache plugin asked to keep this response: copy it into the
             // store while it streams to the client.
-            (outcome, Some(end), view.cache.take_store())
-        }
-    };
-    let with_end = |response: Response<WeirBody>, end: Option<EndToken>| {
-        response.map(|body| match end {
-            Some(end) => ResponseBody::with_end(body, end),
-            None => ResponseBody::new(body),
-        })
-    };
-    match outcome {
-        Outcome::Response { head, body } => {
-            let body = match store {
+            let body = match view.cache.take_store() {
                 Some(directive) => WeirBody::Tee {
                     body: Box::pin(directive.tee(body)),
                 },
@@ -282,54 +331,81 @@ pub(super) async fn forward(
             let mut response = Response::new(body);
             *response.status_mut() = head.status;
             *response.headers_mut() = head.headers;
-            *response.version_mut() = client_version;
-            if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                match (client_upgrade, core.upgrade.take()) {
-                    (Some(client), Some(upstream)) => {
-                        tokio::spawn(tunnel(client, upstream));
-                    }
-                    _ => {
-                        let error = UpstreamError::new(
-                            ErrorClass::Protocol,
-                            true,
-                            "upstream switched protocols without an upgrade request",
-                        );
-                        respond::note_upstream_failure(route, &error);
-                        return with_end(respond::upstream_failure(&error), end);
-                    }
-                }
-            } else if upgrade && client_version < Version::HTTP_2 {
-                // The intake passed the bytes after a switch request through
-                // unchecked; the switch did not happen, so they must not be
-                // read as requests.
-                response
-                    .headers_mut()
-                    .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            }
-            with_end(response, end)
+            finish(
+                response,
+                route,
+                client_version,
+                client_upgrade,
+                core.upgrade.take(),
+                upgrade,
+            )
         }
-        Outcome::Local(answer) => with_end(local_response(answer, client_version), end),
-        Outcome::Error(error) => with_end(respond::upstream_failure(&error), end),
-        Outcome::Client(fault) => {
-            with_end(respond::client_fault(peer, &fault, client_version), end)
-        }
-    }
+        Outcome::Local(answer) => local_response(answer, client_version),
+        Outcome::Error(error) => respond::upstream_failure(&error),
+        Outcome::Client(fault) => respond::client_fault(peer, &fault, client_version),
+    };
+    response.map(|body| ResponseBody::with_end(body, end))
 }
 
-/// The route's timeout ran out before a response head.
+/// The tail every upstream response goes through: the client's version, a
+/// protocol switch tunnelled (or refused, if the client never asked), and
+/// `Connection: close` when a switch the client asked for did not happen.
+fn finish(
+    mut response: Response<WeirBody>,
+    route: &Route,
+    client_version: Version,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade_requested: bool,
+) -> Response<WeirBody> {
+    // The client hears its own protocol version, whatever the upstream spoke.
+    *response.version_mut() = client_version;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client), Some(upstream)) = (client_upgrade, upstream_upgrade) else {
+            let error = UpstreamError::new(
+                ErrorClass::Protocol,
+                true,
+                "upstream switched protocols without an upgrade request",
+            );
+            respond::note_upstream_failure(route, &error);
+            return respond::upstream_failure(&error);
+        };
+        tokio::spawn(tunnel(client, upstream));
+    } else if upgrade_requested && client_version < Version::HTTP_2 {
+        // The intake passed the bytes after a switch request through
+        // unchecked; the switch did not happen, so they must not be read as
+        // requests.
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// The route's timeout ran out before a response head: the client's fault
+/// if the exchange was waiting for more of the client's body, the
+/// upstream's otherwise.
 fn timed_out(
     peer: &Peer,
     route: &Route,
-    core: &HttpCore<'_>,
+    client_body: Option<&ClientBodyState>,
     version: Version,
 ) -> Response<ResponseBody> {
-    match core.timed_out(route) {
-        Ok(error) => {
-            respond::note_upstream_failure(route, &error);
-            respond::upstream_failure(&error).map(ResponseBody::new)
-        }
-        Err(fault) => respond::client_fault(peer, &fault, version).map(ResponseBody::new),
+    if client_body.is_some_and(crate::body::waiting_on_client) {
+        let fault = ClientFault::new(
+            ClientFaultClass::BodyStalled,
+            StatusCode::REQUEST_TIMEOUT,
+            "the request body stopped arriving",
+        );
+        return respond::client_fault(peer, &fault, version).map(ResponseBody::new);
     }
+    let error = UpstreamError::new(
+        ErrorClass::Timeout,
+        true,
+        format!("no response within the route's {:?}", route.spec.timeout),
+    );
+    respond::note_upstream_failure(route, &error);
+    respond::upstream_failure(&error).map(ResponseBody::new)
 }
 
 /// Copies bytes both ways once both sides have switched protocols.

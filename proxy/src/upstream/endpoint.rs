@@ -232,14 +232,14 @@ impl EndpointStats {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    fn record(&self, latency: Duration, failed: bool) {
+    fn record(&self, latency: Duration, failed: bool, now: Instant) {
         self.requests.fetch_add(1, Relaxed);
         if failed {
             self.failures.fetch_add(1, Relaxed);
         }
         self.window
             .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX));
-        self.observe(latency, failed, Instant::now());
+        self.observe(latency, failed, now);
     }
 
     /// Peak EWMA (Finagle's `PeakEwma`): a sample above the cost replaces
@@ -297,8 +297,9 @@ impl InFlight {
 
     /// Records the outcome: latency since start and whether it failed.
     pub fn finish(mut self, failed: bool) -> Duration {
-        let latency = self.started.elapsed();
-        self.endpoint.stats.record(latency, failed);
+        let now = Instant::now();
+        let latency = now.saturating_duration_since(self.started);
+        self.endpoint.stats.record(latency, failed, now);
         self.finished = true;
         latency
     }
