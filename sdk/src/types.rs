@@ -223,8 +223,8 @@ pub struct End {
     pub status: Option<u16>,
     /// The final classified error, if the request failed upstream.
     pub error: Option<ErrorClass>,
-    /// True when the request did not finish normally (client went away, the
-    /// request was dropped or a plugin trapped).
+    /// True when the client went away before the response was sent whole
+    /// (or the upstream's body failed part-way).
     pub cancelled: bool,
     /// True when the route's timeout ran out before the request finished.
     pub timed_out: bool,

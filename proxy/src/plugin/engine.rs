@@ -56,8 +56,9 @@ impl Default for EngineConfig {
 
 impl EngineConfig {
     /// The epoch tick for a call deadline: a fifth of it, between 1 ms and
-    /// 100 ms. A looping call then traps between its deadline and one tick
-    /// later, and a busy proxy wakes its ticker at most 1000 times a second
+    /// 100 ms: the granularity of the deadline's alarm (after which CPU
+    /// time decides, see `cpu_budget`), and a busy proxy wakes its ticker at
+    /// most 1000 times a second
     /// (500 at the default 10 ms deadline): each wake-up costs CPU, in a VM
     /// some tens of microseconds.
     pub fn tick_for(call_deadline: Duration) -> Duration {

@@ -103,8 +103,14 @@ impl Core<WeirBody> for HttpCore<'_> {
             *request.uri_mut() = std::mem::take(&mut req.uri);
             *request.headers_mut() = std::mem::take(&mut req.headers);
         }
-        let (result, used) =
-            exchange(self.route, request, attempt, self.client_fault.as_deref()).await;
+        let (result, used) = exchange(
+            self.route,
+            request,
+            attempt,
+            self.client_fault.as_deref(),
+            None,
+        )
+        .await;
         let outcome = match result {
             Ok(response) => {
                 let (mut parts, body) = response.into_parts();
@@ -124,6 +130,12 @@ impl Core<WeirBody> for HttpCore<'_> {
             }
             Err(Failed::Upstream(error)) => Outcome::Error(error),
             Err(Failed::Client(fault)) => Outcome::Client(fault),
+            // Not given a route deadline: the chain enforces it.
+            Err(Failed::RouteTimeout) => Outcome::Error(UpstreamError::new(
+                ErrorClass::Timeout,
+                true,
+                "no response within the route's timeout",
+            )),
         };
         (outcome, used)
     }
@@ -133,6 +145,8 @@ impl Core<WeirBody> for HttpCore<'_> {
 enum Failed {
     Upstream(UpstreamError),
     Client(ClientFault),
+    /// The route's deadline passed (only when `exchange` was given it).
+    RouteTimeout,
 }
 
 /// The core step, the same for every route: the endpoint the balancer
@@ -140,11 +154,15 @@ enum Failed {
 /// to it within the attempt's timeout, and a failure classified as the
 /// upstream's (counted) or, when the client's body broke, the client's.
 /// Returns the endpoint used.
+///
+/// `route_deadline` caps the attempt when no chain enforces the route's
+/// timeout around it (one timer, one future level fewer).
 async fn exchange(
     route: &Route,
     request: Request<WeirBody>,
     attempt: &Attempt<'_>,
     client_body: Option<&ClientBodyState>,
+    route_deadline: Option<Instant>,
 ) -> (Result<Response<Incoming>, Failed>, Option<u32>) {
     let upstream = &route.upstream;
     let chosen = match attempt.endpoint {
@@ -169,14 +187,42 @@ async fn exchange(
     let id = endpoint.id;
     let in_flight = InFlight::start(endpoint);
     let send = upstream.send(in_flight.endpoint(), request);
-    let result = match attempt.timeout {
-        Some(limit) => tokio::time::timeout(limit, send).await.unwrap_or_else(|_| {
-            Err(UpstreamError::new(
+    let attempt_deadline = attempt.timeout.map(|limit| Instant::now() + limit);
+    let deadline = match (attempt_deadline, route_deadline) {
+        (Some(a), Some(r)) => Some(a.min(r)),
+        (a, r) => a.or(r),
+    };
+    let waiting_on_client = || client_body.is_some_and(crate::body::waiting_on_client);
+    let result = match deadline {
+        Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
+            Ok(result) => result,
+            Err(_) if waiting_on_client() => {
+                // The exchange was waiting for the rest of the client's
+                // body: no sample for the endpoint, no upstream failure.
+                drop(in_flight);
+                if Some(deadline) == route_deadline {
+                    return (Err(Failed::RouteTimeout), Some(id));
+                }
+                let fault = ClientFault::new(
+                    ClientFaultClass::BodyStalled,
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request body stopped arriving",
+                );
+                return (Err(Failed::Client(fault)), Some(id));
+            }
+            Err(_) if Some(deadline) == route_deadline => {
+                in_flight.finish(true);
+                return (Err(Failed::RouteTimeout), Some(id));
+            }
+            Err(_) => Err(UpstreamError::new(
                 ErrorClass::Timeout,
                 true,
-                format!("no response within the attempt's {limit:?}"),
-            ))
-        }),
+                format!(
+                    "no response within the attempt's {:?}",
+                    attempt.timeout.unwrap_or_default()
+                ),
+            )),
+        },
         None => send.await,
     };
     match result {
@@ -187,8 +233,9 @@ async fn exchange(
         Err(error) => {
             if let Some(fault) = client_body.and_then(ClientBodyState::get) {
                 // The exchange broke because the client's body did: neither
-                // the endpoint's failure nor the upstream's.
-                in_flight.finish(false);
+                // the endpoint's failure nor the upstream's, and no latency
+                // sample for it (a stalled body's wait is not the endpoint's).
+                drop(in_flight);
                 return (Err(Failed::Client(fault.clone())), Some(id));
             }
             in_flight.finish(true);
@@ -249,23 +296,23 @@ pub(super) async fn forward(
             endpoint: None,
             tried: &[],
         };
-        let exchanged = tokio::time::timeout_at(
-            deadline,
-            exchange(
-                route,
-                Request::from_parts(parts, body),
-                &attempt,
-                client_body.as_deref(),
-            ),
+        let exchanged = exchange(
+            route,
+            Request::from_parts(parts, body),
+            &attempt,
+            client_body.as_deref(),
+            Some(deadline),
         )
         .await;
         let response = match exchanged {
-            Err(_) => return timed_out(peer, route, client_body.as_deref(), client_version),
-            Ok((Ok(response), _)) => response,
-            Ok((Err(Failed::Upstream(error)), _)) => {
+            (Ok(response), _) => response,
+            (Err(Failed::RouteTimeout), _) => {
+                return timed_out(peer, route, client_body.as_deref(), client_version);
+            }
+            (Err(Failed::Upstream(error)), _) => {
                 return respond::upstream_failure(&error).map(ResponseBody::new);
             }
-            Ok((Err(Failed::Client(fault)), _)) => {
+            (Err(Failed::Client(fault)), _) => {
                 return respond::client_fault(peer, &fault, client_version).map(ResponseBody::new);
             }
         };
