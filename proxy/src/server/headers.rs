@@ -115,17 +115,20 @@ pub fn prepare_request(
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST.clone(), host);
     }
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR) {
-        Some(chain) => {
-            let mut joined = Vec::with_capacity(chain.len() + 2 + client_ip.len());
-            joined.extend_from_slice(chain.as_bytes());
+    // One hash of the name, whether the client sent a chain or not.
+    match headers.entry(X_FORWARDED_FOR.clone()) {
+        header::Entry::Occupied(mut chain) => {
+            let first = chain.get();
+            let mut joined = Vec::with_capacity(first.len() + 2 + client_ip.len());
+            joined.extend_from_slice(first.as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(client_ip.as_bytes());
-            HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone())
+            chain.insert(HeaderValue::from_bytes(&joined).unwrap_or_else(|_| client_ip.clone()));
         }
-        None => client_ip.clone(),
-    };
-    headers.insert(X_FORWARDED_FOR.clone(), forwarded_for);
+        header::Entry::Vacant(slot) => {
+            slot.insert(client_ip.clone());
+        }
+    }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     headers.append(header::VIA, via_value(parts.version));
 }

@@ -465,7 +465,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Intake<S> {
                     let (released, refusal) = {
                         let new = &out.filled()[before..];
                         let (released, refusal) = this.advance(new);
-                        if refusal.is_none() && !matches!(this.phase, Phase::Closed) {
+                        if refusal.is_none()
+                            && released < new.len()
+                            && !matches!(this.phase, Phase::Closed)
+                        {
                             this.hold.extend_from_slice(&new[released..]);
                         }
                         (released, refusal)
