@@ -17,6 +17,7 @@ use tokio::net::TcpStream;
 use tokio::time::Instant;
 
 use super::intake::{Intake, IntakeReport, IntakeSettings, head::HeadLimits};
+use super::peer::Peer;
 use super::{Shared, handler};
 use crate::config::Config;
 use crate::telemetry::metrics::ListenerMetrics;
@@ -91,18 +92,6 @@ impl Drop for InFlight<'_> {
         self.0.last_done_millis.store(millis, Relaxed);
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
-}
-
-/// The client side of one connection, as the request path sees it.
-pub(crate) struct Peer {
-    pub addr: SocketAddr,
-    /// The client's IP as a header value, made once per connection for
-    /// `X-Forwarded-For`.
-    pub ip_header: HeaderValue,
-    /// The listener the connection came in on: client faults count there.
-    pub listener: Arc<ListenerMetrics>,
-    /// What the intake refused on this connection.
-    pub intake: Arc<IntakeReport>,
 }
 
 /// What one connection's requests share.

@@ -17,7 +17,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
-use super::conn::Peer;
+use super::peer::Peer;
 use super::{headers, respond};
 use crate::body::{ClientBodyFault, ClientBodyState, ResponseBody, WeirBody};
 use crate::fault::{ClientFault, ClientFaultClass};

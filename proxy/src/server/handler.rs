@@ -10,7 +10,7 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 
 use super::Shared;
-use super::conn::Peer;
+use super::peer::Peer;
 use super::respond;
 use crate::body::ResponseBody;
 use crate::fault::{ClientFault, ClientFaultClass};

@@ -13,6 +13,7 @@ mod handler;
 mod headers;
 mod intake;
 mod listener;
+mod peer;
 mod plugins;
 mod respond;
 

@@ -5,7 +5,7 @@
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode, Version};
 
-use super::conn::Peer;
+use super::peer::Peer;
 use crate::body::WeirBody;
 use crate::fault::ClientFault;
 use crate::proxy_status;
