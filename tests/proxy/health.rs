@@ -412,3 +412,55 @@ fn route<'a>(report: &'a Value, name: &str) -> &'a Value {
         .find(|r| r["name"] == name)
         .unwrap()
 }
+
+#[tokio::test]
+async fn a_hung_check_holds_up_only_its_own_endpoint() {
+    let hung = weir_tests::upstream::RawPeer::start(weir_tests::upstream::Misbehaviour::Hang).await;
+    let ok = Switch::start("ok").await;
+    let proxy = TestProxy::start(&format!(
+        "{}[upstreams.app]\nendpoints = [\"{}\", \"{}\"]\n\
+         [upstreams.app.health_check]\npath = \"/health\"\ninterval = \"300ms\"\n\
+         timeout = \"300ms\"\nunhealthy_threshold = 2\nhealthy_threshold = 1\n\
+         [[routes]]\nupstream = \"app\"\n",
+        config_head(),
+        ok.addr,
+        hung.addr
+    ));
+    // Checks of the hung endpoint wait out their 300 ms timeout; the other
+    // endpoint is checked every 300 ms all the same (in lockstep rounds it
+    // would get one check per 600 ms: 5 in 3 s).
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let checks = ok.passed.load(Ordering::SeqCst);
+    assert!(checks >= 8, "{checks} checks in 3 s at a 300 ms interval");
+
+    // A failing endpoint is marked after two checks, not after two of the
+    // hung endpoint's timeouts.
+    ok.set_health(500);
+    let failed_before = ok.failed.load(Ordering::SeqCst);
+    assert_eventually(WAIT, "the failing endpoint is marked", || async {
+        let report = admin_json(&proxy, "/admin/upstreams").await;
+        let e = endpoint(&report, "app", &ok.addr.to_string());
+        if e["health"] == "unhealthy" {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
+    })
+    .await;
+    let checks_to_mark = ok.failed.load(Ordering::SeqCst) - failed_before;
+    assert!(
+        checks_to_mark <= 3,
+        "marked after {checks_to_mark} failed checks"
+    );
+    // The hung endpoint is marked unhealthy too, by its own timeouts.
+    assert_eventually(WAIT, "the hung endpoint is marked", || async {
+        let report = admin_json(&proxy, "/admin/upstreams").await;
+        let e = endpoint(&report, "app", &hung.addr.to_string());
+        if e["health"] == "unhealthy" {
+            Ok(())
+        } else {
+            Err(e.to_string())
+        }
+    })
+    .await;
+}

@@ -1,14 +1,19 @@
 //! Active health checks: every `interval` (plus up to `jitter`), each
-//! endpoint of the upstream gets one HTTP request; `unhealthy_threshold`
+//! endpoint of the upstream gets one HTTP request, on its own schedule (a
+//! hung check holds up only its endpoint); `unhealthy_threshold`
 //! consecutive failures mark it unhealthy, `healthy_threshold` consecutive
 //! passes mark it healthy again. Endpoints start healthy, so that a new
 //! endpoint takes traffic at once rather than after its first checks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Weak;
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesUnordered;
+use tokio::time::Instant;
 
 use bytes::Bytes;
 use http::header::{HOST, USER_AGENT};
@@ -31,36 +36,62 @@ struct Streak {
 }
 
 /// Runs the checks until `stop` is cancelled or the upstream is gone.
+/// Every endpoint is checked on its own schedule: the next check is due
+/// `interval` (plus jitter) after the previous one ended, and a check that
+/// hangs until its timeout delays only its own endpoint.
 pub(crate) async fn run(upstream: Weak<Upstream>, spec: HealthCheckSpec, stop: CancellationToken) {
     let Some(client) = upstream.upgrade().map(|u| probe_client(&u)) else {
         return;
     };
     let mut streaks: HashMap<u32, Streak> = HashMap::new();
+    // When each endpoint's next check is due; absent: at once.
+    let mut due: HashMap<u32, Instant> = HashMap::new();
+    let mut running: HashSet<u32> = HashSet::new();
+    let mut probes = FuturesUnordered::new();
     loop {
         let Some(current) = upstream.upgrade() else {
             return;
         };
         let set = current.endpoints();
-        let probes = set.all().iter().map(|endpoint| {
-            let client = client.clone();
-            let spec = &spec;
-            async move { (endpoint, probe(&client, spec, endpoint).await) }
-        });
-        let results = tokio::select! {
-            () = stop.cancelled() => return,
-            results = futures_util::future::join_all(probes) => results,
-        };
+        let now = Instant::now();
         // Forget endpoints that discovery removed.
         streaks.retain(|id, _| set.all().iter().any(|e| e.id == *id));
-        for (endpoint, result) in results {
-            let streak = streaks.entry(endpoint.id).or_default();
-            judge(&current, &spec, endpoint, streak, result);
+        due.retain(|id, _| set.all().iter().any(|e| e.id == *id));
+        let mut next = now + spec.interval;
+        for endpoint in set.all() {
+            if running.contains(&endpoint.id) {
+                continue;
+            }
+            match due.get(&endpoint.id) {
+                Some(at) if *at > now => next = next.min(*at),
+                _ => {
+                    running.insert(endpoint.id);
+                    let endpoint = Arc::clone(endpoint);
+                    let (client, spec) = (&client, &spec);
+                    probes.push(async move {
+                        let result = probe(client, spec, &endpoint).await;
+                        (endpoint, result)
+                    });
+                }
+            }
         }
+        drop(set);
         drop(current);
-        let pause = spec.interval + jitter(spec.jitter);
         tokio::select! {
             () = stop.cancelled() => return,
-            () = tokio::time::sleep(pause) => {}
+            Some((endpoint, result)) = probes.next() => {
+                running.remove(&endpoint.id);
+                due.insert(endpoint.id, Instant::now() + spec.interval + jitter(spec.jitter));
+                let Some(current) = upstream.upgrade() else {
+                    return;
+                };
+                // A result for an endpoint discovery removed meanwhile is dropped.
+                if current.endpoints().all().iter().any(|e| e.id == endpoint.id) {
+                    let streak = streaks.entry(endpoint.id).or_default();
+                    judge(&current, &spec, &endpoint, streak, result);
+                }
+            }
+            () = tokio::time::sleep_until(next) => {}
         }
     }
 }
