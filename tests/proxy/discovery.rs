@@ -305,3 +305,113 @@ async fn etcd_discovery_follows_changes_without_failed_requests() {
     let health = get(&proxy.admin_url("/admin/health")).await.unwrap().text();
     assert!(health.contains("etcd at"), "{health}");
 }
+
+/// The discovery status of upstream `app`.
+async fn discovery_state(proxy: &TestProxy) -> Value {
+    upstreams(proxy).await["upstreams"][0]["discovery"].clone()
+}
+
+#[tokio::test]
+async fn file_discovery_recovers_keeps_the_last_set_when_emptied_and_merges_duplicates() {
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("endpoints.json");
+    let write = |text: &str| {
+        let tmp = dir.path().join("endpoints.json.tmp");
+        std::fs::write(&tmp, text).unwrap();
+        std::fs::rename(&tmp, &list).unwrap();
+    };
+    let good = format!("[\"{}\", \"{}\"]", a.addr, b.addr);
+    write(&good);
+    let proxy = TestProxy::start(&format!(
+        "{}[upstreams.app]\ndiscovery = {{ kind = \"file\", path = \"{}\" }}\n[[routes]]\nupstream = \"app\"\n",
+        config_head(),
+        list.display()
+    ));
+    eventually_served_by(&proxy, &["a", "b"]).await;
+
+    // A bad file, then the same good file again: the error clears.
+    write("[not json");
+    assert_eventually(WAIT, "discovery reports the error", || async {
+        let d = discovery_state(&proxy).await;
+        if d["state"] == "error" {
+            Ok(())
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    write(&good);
+    assert_eventually(WAIT, "a restored good file clears the error", || async {
+        let d = discovery_state(&proxy).await;
+        if d["state"] == "ok" {
+            Ok(())
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+
+    // An empty list is not applied: the last set keeps serving, as a warning.
+    write("[]");
+    assert_eventually(WAIT, "an empty list is a warning", || async {
+        let d = discovery_state(&proxy).await;
+        if d["state"] == "warning" {
+            Ok(())
+        } else {
+            Err(d.to_string())
+        }
+    })
+    .await;
+    assert_eq!(
+        names(&proxy, "/", 12).await.len(),
+        2,
+        "the last set still serves"
+    );
+
+    // A duplicate is merged: `a` listed three times does not get three shares.
+    write(&format!(
+        "[\"{}\", \"{}\", \"{}\", \"{}\"]",
+        a.addr, a.addr, a.addr, b.addr
+    ));
+    assert_eventually(WAIT, "the duplicates are merged", || async {
+        let u = upstreams(&proxy).await;
+        let endpoints = u["upstreams"][0]["endpoints"]
+            .as_array()
+            .map_or(0, Vec::len);
+        let d = &u["upstreams"][0]["discovery"];
+        if endpoints == 2 && d["state"] == "ok" {
+            Ok(())
+        } else {
+            Err(u.to_string())
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn file_discovery_applies_an_empty_list_when_allowed() {
+    let a = TestUpstream::start("a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("endpoints.json");
+    std::fs::write(&list, format!("[\"{}\"]", a.addr)).unwrap();
+    let proxy = TestProxy::start(&format!(
+        "{}[upstreams.app]\ndiscovery = {{ kind = \"file\", path = \"{}\", allow_empty = true }}\n[[routes]]\nupstream = \"app\"\n",
+        config_head(),
+        list.display()
+    ));
+    eventually_served_by(&proxy, &["a"]).await;
+    let tmp = dir.path().join("endpoints.json.tmp");
+    std::fs::write(&tmp, "[]").unwrap();
+    std::fs::rename(&tmp, &list).unwrap();
+    assert_eventually(WAIT, "the empty list is applied", || async {
+        let reply = get(&proxy.url("/")).await.map_err(|e| e.to_string())?;
+        if reply.status == 503 {
+            Ok(())
+        } else {
+            Err(reply.status.to_string())
+        }
+    })
+    .await;
+}

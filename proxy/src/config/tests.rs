@@ -264,12 +264,14 @@ fn health_passive_and_discovery_settings_are_read() {
             port: 80,
             interval: Duration::from_secs(5),
             nameservers: vec!["127.0.0.1:5353".parse().unwrap()],
+            allow_empty: false,
         }
     );
     assert_eq!(
         config.upstreams["file"].discovery,
         Discovery::File {
-            path: "/etc/weir/endpoints.json".into()
+            path: "/etc/weir/endpoints.json".into(),
+            allow_empty: false,
         }
     );
     assert!(matches!(

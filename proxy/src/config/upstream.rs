@@ -96,13 +96,19 @@ pub(crate) enum RawDiscovery {
         interval: Option<Duration>,
         #[serde(default)]
         nameservers: Vec<String>,
+        #[serde(default)]
+        allow_empty: bool,
     },
     File {
         path: String,
+        #[serde(default)]
+        allow_empty: bool,
     },
     Etcd {
         endpoints: Vec<String>,
         prefix: String,
+        #[serde(default)]
+        allow_empty: bool,
     },
 }
 
@@ -121,19 +127,35 @@ pub enum Discovery {
         interval: Duration,
         /// Empty: the system's resolver configuration.
         nameservers: Vec<SocketAddr>,
+        /// Apply an empty answer (see [`Discovery::allow_empty`]).
+        allow_empty: bool,
     },
     /// A JSON or TOML file with a list of endpoints, watched for changes.
-    File { path: PathBuf },
+    File { path: PathBuf, allow_empty: bool },
     /// Every key under `prefix` in etcd v3 is an endpoint (JSON value).
     Etcd {
         /// `host:port` of etcd's client (HTTP/JSON gateway) listeners.
         #[serde(serialize_with = "authorities_text")]
         endpoints: Vec<Authority>,
         prefix: String,
+        allow_empty: bool,
     },
 }
 
 impl Discovery {
+    /// Whether an empty endpoint set from the source is applied. By default
+    /// it is not: a file briefly empty or every etcd key deleted before the
+    /// new ones are written would otherwise answer every request 503; the
+    /// last non-empty set keeps serving and discovery reports `warning`.
+    pub fn allow_empty(&self) -> bool {
+        match self {
+            Self::Static => true,
+            Self::Dns { allow_empty, .. }
+            | Self::File { allow_empty, .. }
+            | Self::Etcd { allow_empty, .. } => *allow_empty,
+        }
+    }
+
     /// The name the admin API and the endpoints' `source` use.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -358,6 +380,7 @@ fn discovery(
             port,
             interval,
             nameservers,
+            allow_empty,
         } => {
             if name.is_empty() || name.parse::<Authority>().is_err() || name.contains(':') {
                 errors.push(locate.at(raw.span(), format!("invalid DNS name {name:?}")));
@@ -382,17 +405,23 @@ fn discovery(
                 port: *port,
                 interval: interval.unwrap_or(defaults::DNS_INTERVAL),
                 nameservers: servers,
+                allow_empty: *allow_empty,
             }
         }
-        RawDiscovery::File { path } => {
+        RawDiscovery::File { path, allow_empty } => {
             if path.is_empty() {
                 errors.push(locate.at(raw.span(), "discovery file path is empty"));
             }
             Discovery::File {
                 path: relative_to_config(locate.path, Path::new(path)),
+                allow_empty: *allow_empty,
             }
         }
-        RawDiscovery::Etcd { endpoints, prefix } => {
+        RawDiscovery::Etcd {
+            endpoints,
+            prefix,
+            allow_empty,
+        } => {
             if endpoints.is_empty() {
                 errors.push(locate.at(raw.span(), "etcd discovery needs at least one endpoint"));
             }
@@ -409,6 +438,7 @@ fn discovery(
             Discovery::Etcd {
                 endpoints: list,
                 prefix: prefix.clone(),
+                allow_empty: *allow_empty,
             }
         }
     }

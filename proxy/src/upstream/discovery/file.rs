@@ -69,7 +69,9 @@ pub(super) async fn run(publisher: Publisher, path: PathBuf, stop: CancellationT
             return;
         }
         match read(&path) {
-            Ok(specs) if last.as_ref() == Some(&specs) => {}
+            Ok(specs) if last.as_ref() == Some(&specs) => {
+                publisher.unchanged();
+            }
             Ok(specs) => {
                 publisher.publish(&specs);
                 last = Some(specs);

@@ -23,7 +23,8 @@ pub struct DiscoveryStatus {
     /// `static`, `dns`, `file` or `etcd`.
     pub kind: &'static str,
     /// `ok` once a set was published, `pending` before, `error` while the
-    /// source fails (the last known set keeps serving).
+    /// source fails, `warning` while it answers an empty set that is not
+    /// applied (the last known set keeps serving in both).
     pub state: &'static str,
     /// Endpoint sets published so far.
     pub updates: u64,
@@ -69,15 +70,47 @@ pub enum DiscoveryError {
 pub(crate) struct Publisher {
     upstream: Weak<Upstream>,
     source: &'static str,
+    allow_empty: bool,
 }
 
 impl Publisher {
-    /// Publishes a new endpoint set. Returns false once the upstream is gone.
+    /// Publishes a new endpoint set: duplicates of an address are merged
+    /// (the first entry wins, with a warning), and an empty set is not
+    /// applied over a non-empty one unless `allow_empty`. Returns false once
+    /// the upstream is gone.
     pub fn publish(&self, specs: &[EndpointSpec]) -> bool {
         let Some(upstream) = self.upstream.upgrade() else {
             return false;
         };
-        upstream.set_endpoints(specs, self.source);
+        let unique = merge_duplicates(specs);
+        if unique.len() < specs.len() {
+            tracing::warn!(
+                upstream = %upstream.name,
+                source = self.source,
+                duplicates = specs.len() - unique.len(),
+                "discovery listed an address more than once; the first entry of each is kept"
+            );
+        }
+        if unique.is_empty() && !self.allow_empty && !upstream.endpoints().all().is_empty() {
+            let mut status = upstream
+                .discovery
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if status.state != "warning" {
+                tracing::warn!(
+                    upstream = %upstream.name,
+                    source = self.source,
+                    "discovery returned no endpoints; the last non-empty set keeps serving (allow_empty = false)"
+                );
+            }
+            status.state = "warning";
+            status.last_error = Some(
+                "discovery returned no endpoints; the last non-empty set keeps serving".into(),
+            );
+            status.last_error_unix = Some(unix_now());
+            return true;
+        }
+        upstream.set_endpoints(&unique, self.source);
         upstream.metrics.discovery_updates.fetch_add(1, Relaxed);
         let mut status = upstream
             .discovery
@@ -89,6 +122,23 @@ impl Publisher {
         true
     }
 
+    /// The source answered the set already serving: discovery is healthy
+    /// again if it was failing (a restored good file clears the error).
+    pub fn unchanged(&self) -> bool {
+        let Some(upstream) = self.upstream.upgrade() else {
+            return false;
+        };
+        let mut status = upstream
+            .discovery
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if status.state == "error" {
+            tracing::info!(upstream = %upstream.name, source = self.source, "discovery recovered");
+            status.state = "ok";
+        }
+        true
+    }
+
     /// Records a failed round; the last set keeps serving. Returns false
     /// once the upstream is gone.
     pub fn failed(&self, error: &DiscoveryError) -> bool {
@@ -96,18 +146,22 @@ impl Publisher {
             return false;
         };
         upstream.metrics.discovery_errors.fetch_add(1, Relaxed);
-        tracing::warn!(
-            upstream = %upstream.name,
-            source = self.source,
-            %error,
-            "discovery failed; the last known endpoints keep serving"
-        );
+        let message = error.to_string();
         let mut status = upstream
             .discovery
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
+        // Logged once per distinct error, not once per failed round.
+        if status.state != "error" || status.last_error.as_deref() != Some(message.as_str()) {
+            tracing::warn!(
+                upstream = %upstream.name,
+                source = self.source,
+                error = %message,
+                "discovery failed; the last known endpoints keep serving"
+            );
+        }
         status.state = "error";
-        status.last_error = Some(error.to_string());
+        status.last_error = Some(message);
         status.last_error_unix = Some(unix_now());
         true
     }
@@ -116,6 +170,17 @@ impl Publisher {
     pub fn alive(&self) -> bool {
         self.upstream.strong_count() > 0
     }
+}
+
+/// `specs` with each address once (its first entry).
+fn merge_duplicates(specs: &[EndpointSpec]) -> Vec<EndpointSpec> {
+    let mut unique: Vec<EndpointSpec> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        if !unique.iter().any(|u| u.address == spec.address) {
+            unique.push(spec.clone());
+        }
+    }
+    unique
 }
 
 fn unix_now() -> u64 {
@@ -134,6 +199,7 @@ pub(crate) fn start(
     let publisher = Publisher {
         upstream: Arc::downgrade(upstream),
         source: discovery.kind(),
+        allow_empty: discovery.allow_empty(),
     };
     match discovery {
         Discovery::Static => {}
@@ -142,6 +208,7 @@ pub(crate) fn start(
             port,
             interval,
             nameservers,
+            ..
         } => {
             control.spawn(dns::run(
                 publisher,
@@ -154,13 +221,15 @@ pub(crate) fn start(
                 stop,
             ));
         }
-        Discovery::File { path } => {
+        Discovery::File { path, .. } => {
             // The first read is synchronous, so that a file-discovered
             // upstream has its endpoints before the first request.
             file::load(&publisher, &path);
             control.spawn(file::run(publisher, path, stop));
         }
-        Discovery::Etcd { endpoints, prefix } => {
+        Discovery::Etcd {
+            endpoints, prefix, ..
+        } => {
             control.spawn(etcd::run(publisher, endpoints, prefix, stop));
         }
     }
