@@ -109,3 +109,62 @@ async fn two_proxies_share_one_limit_through_redis() {
     let out = a.run(&mut Box::default(), &mut Ok200).await.0;
     assert_eq!(out.status().map(|s| s.as_u16()), Some(429));
 }
+
+/// One proxy's throttle chain over Redis at `url`, with `config` (JSON).
+fn proxy_with(url: &str, config: &str) -> Chain {
+    let services = HostServices::with_redis(url, Duration::from_millis(200)).unwrap();
+    let engine =
+        PluginEngine::with_services(weir_tests::engine_config(), Arc::new(services)).unwrap();
+    let plugin = engine.load_file(plugins::THROTTLE.as_ref()).unwrap();
+    let layer = PluginInstance::new(&plugin, config.as_bytes().to_vec()).unwrap();
+    Chain::new(vec![Arc::new(layer)], TrapPolicy::FailClosed).unwrap()
+}
+
+async fn allowed_of(chain: &Chain, n: usize) -> usize {
+    let mut allowed = 0;
+    for _ in 0..n {
+        let out = chain.run(&mut Box::default(), &mut Ok200).await.0;
+        if out.status().map(|s| s.as_u16()) == Some(200) {
+            allowed += 1;
+        }
+    }
+    allowed
+}
+
+#[tokio::test]
+async fn redis_down_falls_back_to_a_local_share_not_to_no_limit() {
+    if std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("skipped: redis-server is not installed");
+        return;
+    }
+    let redis = Redis::start().expect("start redis-server");
+    let url = format!("redis://127.0.0.1:{}/", redis.port);
+    // 10/s shared by an expected 2 proxies: 5/s (burst 5) each while Redis is down.
+    let local = proxy_with(
+        &url,
+        r#"{"rate":10,"global":true,"name":"fallback-local","expected_proxies":2}"#,
+    );
+    let unlimited = proxy_with(
+        &url,
+        r#"{"rate":10,"global":true,"name":"fallback-unlimited","fail_open":"unlimited"}"#,
+    );
+    assert!(
+        allowed_of(&local, 3).await == 3,
+        "Redis up: the global limit admits"
+    );
+    drop(redis);
+    let admitted = allowed_of(&local, 50).await;
+    assert!(
+        (1..=8).contains(&admitted),
+        "{admitted} of 50 admitted by the local fallback (5/s, burst 5)"
+    );
+    assert_eq!(
+        allowed_of(&unlimited, 50).await,
+        50,
+        "\"unlimited\" is chosen explicitly"
+    );
+}

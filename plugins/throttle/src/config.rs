@@ -36,8 +36,33 @@ pub struct RawConfig {
     pub global_window: Dur,
     /// Name of the shared counters (routes with the same name share limits).
     pub name: String,
-    /// When the shared store cannot be reached: allow (`true`) or reject.
-    pub fail_open: bool,
+    /// When the shared store cannot be reached: `"local"` (or `true`): a
+    /// local limit, the global one divided by `expected_proxies`;
+    /// `"unlimited"`: allow everything; `"closed"` (or `false`): reject.
+    pub fail_open: RawFallback,
+    /// How many proxies share the global limit: the local fallback takes
+    /// this share of it.
+    pub expected_proxies: u32,
+}
+
+/// `fail_open` as written: a boolean (the old form) or a word.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(untagged)]
+pub enum RawFallback {
+    Bool(bool),
+    Word(String),
+}
+
+/// What global mode does while the shared store cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fallback {
+    /// A local limit: the global rate and concurrency ÷ the expected
+    /// number of proxies.
+    Local,
+    /// No limit at all (chosen explicitly).
+    Unlimited,
+    /// Reject.
+    Closed,
 }
 
 impl Default for RawConfig {
@@ -51,7 +76,8 @@ impl Default for RawConfig {
             global: false,
             global_window: Dur::secs(1),
             name: "throttle".into(),
-            fail_open: true,
+            fail_open: RawFallback::Bool(true),
+            expected_proxies: 1,
         }
     }
 }
@@ -67,7 +93,8 @@ pub struct Config {
     pub global: bool,
     pub window_ms: u64,
     pub name: String,
-    pub fail_open: bool,
+    pub fallback: Fallback,
+    pub expected_proxies: u32,
 }
 
 impl Default for Config {
@@ -82,7 +109,24 @@ impl Default for Config {
             global: false,
             window_ms: 1000,
             name: "throttle".into(),
-            fail_open: true,
+            fallback: Fallback::Local,
+            expected_proxies: 1,
+        }
+    }
+}
+
+impl Config {
+    /// The local limit global mode falls back to: this proxy's share.
+    pub fn local_share(&self) -> Self {
+        let share = f64::from(self.expected_proxies.max(1));
+        Self {
+            rate: self.rate.map(|r| r / share),
+            burst: (self.burst / share).max(1.0),
+            max_concurrent: self
+                .max_concurrent
+                .map(|m| (m / self.expected_proxies.max(1)).max(1)),
+            global: false,
+            ..self.clone()
         }
     }
 }
@@ -132,6 +176,23 @@ impl TryFrom<RawConfig> for Config {
         if r.name.is_empty() {
             return Err("throttle: name must not be empty".into());
         }
+        let fallback = match &r.fail_open {
+            RawFallback::Bool(true) => Fallback::Local,
+            RawFallback::Bool(false) => Fallback::Closed,
+            RawFallback::Word(w) => match w.as_str() {
+                "local" => Fallback::Local,
+                "unlimited" => Fallback::Unlimited,
+                "closed" => Fallback::Closed,
+                other => {
+                    return Err(format!(
+                        "throttle: fail_open {other:?} must be \"local\", \"unlimited\" or \"closed\" (or true/false)"
+                    ));
+                }
+            },
+        };
+        if r.expected_proxies == 0 {
+            return Err("throttle: expected_proxies must be at least 1".into());
+        }
         Ok(Self {
             rate: r.rate,
             burst,
@@ -141,7 +202,8 @@ impl TryFrom<RawConfig> for Config {
             global: r.global,
             window_ms,
             name: r.name.to_string(),
-            fail_open: r.fail_open,
+            fallback,
+            expected_proxies: r.expected_proxies,
         })
     }
 }

@@ -20,7 +20,7 @@ use alloc::string::String;
 
 use weir_sdk::{Answer, End, Metric, Plugin, Request, RequestAction};
 
-pub use config::{Config, KeyBy, RawConfig};
+pub use config::{Config, Fallback, KeyBy, RawConfig};
 use table::Table;
 
 /// Per-request state: the key whose in-flight slot this request holds.
@@ -28,6 +28,8 @@ use table::Table;
 pub struct Ctx {
     holds: Option<String>,
     global_holds: Option<String>,
+    /// A slot of the local fallback table (global mode, store down).
+    fallback_holds: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,7 @@ struct Metrics {
     concurrency: Metric,
     in_flight: Metric,
     keys: Metric,
+    store_errors: Metric,
 }
 
 /// The plugin.
@@ -44,6 +47,11 @@ struct Metrics {
 pub struct Throttle {
     config: Config,
     table: Table,
+    /// Global mode's local fallback: this proxy's share of the limit.
+    fallback: Config,
+    fallback_table: Table,
+    /// Requests decided by the local fallback.
+    fell_back: u64,
     metrics: Option<Metrics>,
     allowed: u64,
     rejected_rate: u64,
@@ -91,10 +99,38 @@ impl Throttle {
         }
     }
 
-    /// The shared store failed: allow or reject, as configured.
-    fn store_failed(&mut self) -> bool {
+    /// Checks `key` against `config`'s limits in `table` (local mode, or
+    /// global mode's fallback); `Ok(true)`: the request holds a slot.
+    fn admit_local(table: &mut Table, config: &Config, key: &str) -> Result<bool, Answer> {
+        let now = weir_sdk::host::clock_ns();
+        match table.admit(config, key, now) {
+            Ok(held) => Ok(held),
+            Err(table::Reject::Rate { retry_after_s }) => Err(rate_answer(retry_after_s)),
+            Err(table::Reject::Concurrency) => Err(concurrency_answer()),
+        }
+    }
+
+    /// The shared store failed for this request: decide as configured. The
+    /// host reports the outage (once per interval, with a count).
+    fn store_failed(&mut self, ctx: &mut Ctx, key: &str, reject: Answer) -> Option<Answer> {
         self.store_errors += 1;
-        self.config.fail_open
+        self.count(|m| m.store_errors);
+        match self.config.fallback {
+            Fallback::Unlimited => None,
+            Fallback::Closed => Some(reject),
+            Fallback::Local => {
+                self.fell_back += 1;
+                match Self::admit_local(&mut self.fallback_table, &self.fallback, key) {
+                    Ok(held) => {
+                        if held {
+                            ctx.fallback_holds = Some(key.into());
+                        }
+                        None
+                    }
+                    Err(answer) => Some(answer),
+                }
+            }
+        }
     }
 
     /// Global mode: one fixed-window count and one shared in-flight gauge.
@@ -110,8 +146,8 @@ impl Throttle {
                     return Some(rate_answer(c.window_ms.div_ceil(1000)));
                 }
                 Ok(_) => {}
-                Err(_) if self.store_failed() => {}
-                Err(_) => return Some(rate_answer(1)),
+                // The store is down: the fallback decides the whole request.
+                Err(_) => return self.store_failed(ctx, key, rate_answer(1)),
             }
         }
         if let Some(max) = self.config.max_concurrent {
@@ -122,8 +158,7 @@ impl Throttle {
                     return Some(concurrency_answer());
                 }
                 Ok(_) => ctx.global_holds = Some(name),
-                Err(_) if self.store_failed() => {}
-                Err(_) => return Some(concurrency_answer()),
+                Err(_) => return self.store_failed(ctx, key, concurrency_answer()),
             }
         }
         None
@@ -137,6 +172,8 @@ impl Plugin for Throttle {
     fn configure(&mut self, raw: RawConfig) -> Result<(), String> {
         self.config = Config::try_from(raw)?;
         self.table = Table::new(self.config.max_keys);
+        self.fallback = self.config.local_share();
+        self.fallback_table = Table::new(self.config.max_keys);
         let m = |name: &str| Metric::counter(name).map_err(|e| e.to_string());
         let g = |name: &str| Metric::gauge(name).map_err(|e| e.to_string());
         self.metrics = Some(Metrics {
@@ -145,6 +182,7 @@ impl Plugin for Throttle {
             concurrency: m("throttle_rejected_concurrency_total")?,
             in_flight: g("throttle_in_flight")?,
             keys: g("throttle_keys")?,
+            store_errors: m("throttle_store_errors_total")?,
         });
         Ok(())
     }
@@ -152,23 +190,21 @@ impl Plugin for Throttle {
     fn on_request(&mut self, ctx: &mut Ctx, req: &mut Request) -> RequestAction {
         // Inside a retrying layer this runs per attempt: the rate counts
         // every attempt, the concurrency slot is taken once per request.
-        if ctx.holds.is_some() || ctx.global_holds.is_some() {
+        if ctx.holds.is_some() || ctx.global_holds.is_some() || ctx.fallback_holds.is_some() {
             return RequestAction::Continue;
         }
         let key = key_of(&self.config.key, req);
         let verdict = if self.config.global {
             self.global(ctx, &key)
         } else {
-            let now = weir_sdk::host::clock_ns();
-            match self.table.admit(&self.config, &key, now) {
+            match Self::admit_local(&mut self.table, &self.config, &key) {
                 Ok(held) => {
                     if held {
                         ctx.holds = Some(key);
                     }
                     None
                 }
-                Err(table::Reject::Rate { retry_after_s }) => Some(rate_answer(retry_after_s)),
-                Err(table::Reject::Concurrency) => Some(concurrency_answer()),
+                Err(answer) => Some(answer),
             }
         };
         let action = match verdict {
@@ -199,6 +235,9 @@ impl Plugin for Throttle {
         if let Some(name) = ctx.global_holds {
             let _ = weir_sdk::host::counter_add(&name, -1);
         }
+        if let Some(key) = ctx.fallback_holds {
+            self.fallback_table.release(&key);
+        }
         self.gauges();
     }
 
@@ -220,6 +259,12 @@ impl Plugin for Throttle {
             "allowed": self.allowed,
             "rejected": { "rate": self.rejected_rate, "concurrency": self.rejected_concurrency },
             "store_errors": self.store_errors,
+            "fallback": match c.fallback {
+                Fallback::Local => "local",
+                Fallback::Unlimited => "unlimited",
+                Fallback::Closed => "closed",
+            },
+            "decided_by_fallback": self.fell_back,
         })
         .to_string()
     }

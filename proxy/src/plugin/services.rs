@@ -58,6 +58,7 @@ impl HostServices {
             client,
             conn: Mutex::new(None),
             timeout,
+            outage: Mutex::default(),
         });
         Ok(self)
     }
@@ -66,7 +67,10 @@ impl HostServices {
     /// (`redis://host:port/db`). The connection is made on first use and
     /// re-made after an error; each counter call is one round trip, bounded
     /// by `timeout`. While Redis cannot be reached, counter calls answer
-    /// `UNAVAILABLE` and the plugin decides (throttle fails open by default).
+    /// `UNAVAILABLE` at once (a reconnect is tried at most every
+    /// [`RECONNECT_BACKOFF`]) and the plugin decides (throttle falls back to
+    /// a local limit by default). The outage is logged once per
+    /// [`OUTAGE_REPORT_EVERY`], with the number of failed calls.
     pub fn with_redis(url: &str, timeout: Duration) -> Result<Self, RedisUrlError> {
         Self::default().using_redis(url, timeout)
     }
@@ -125,12 +129,67 @@ impl HostServices {
     }
 }
 
+/// While Redis is unreachable, a reconnect is tried at most this often;
+/// calls in between fail at once instead of each waiting for a connect.
+pub const RECONNECT_BACKOFF: Duration = Duration::from_secs(1);
+
+/// An outage is reported at most this often (with a count), not per call.
+pub const OUTAGE_REPORT_EVERY: Duration = Duration::from_secs(10);
+
 /// Shared counters in Redis: `INCRBY`, and `PEXPIRE` on creation, in one
 /// script so that a counter never lives without its expiry.
 struct RedisCounters {
     client: redis::Client,
     conn: Mutex<Option<redis::Connection>>,
     timeout: Duration,
+    outage: Mutex<Outage>,
+}
+
+/// What is known of a Redis outage in progress.
+#[derive(Debug, Default)]
+struct Outage {
+    /// No reconnect before this.
+    retry_at: Option<Instant>,
+    /// When the outage was last reported, and calls failed since.
+    reported_at: Option<Instant>,
+    failed_since_report: u64,
+}
+
+impl Outage {
+    /// A call failed: back off reconnecting, report if it is time.
+    fn failed(&mut self, error: &dyn std::fmt::Display) {
+        let now = Instant::now();
+        self.retry_at = Some(now + RECONNECT_BACKOFF);
+        self.failed_since_report += 1;
+        if self
+            .reported_at
+            .is_none_or(|at| now.duration_since(at) >= OUTAGE_REPORT_EVERY)
+        {
+            tracing::warn!(
+                %error,
+                failed_calls = self.failed_since_report,
+                "shared counters: Redis unreachable; counter calls fail until it is back"
+            );
+            self.reported_at = Some(now);
+            self.failed_since_report = 0;
+        }
+    }
+
+    /// A call went through: the outage, if any, is over.
+    fn ok(&mut self) {
+        if self.reported_at.is_some() {
+            tracing::info!(
+                failed_calls = self.failed_since_report,
+                "shared counters: Redis reachable again"
+            );
+        }
+        *self = Self::default();
+    }
+
+    /// Whether a reconnect may be tried now.
+    fn may_retry(&self) -> bool {
+        self.retry_at.is_none_or(|at| Instant::now() >= at)
+    }
 }
 
 impl std::fmt::Debug for RedisCounters {
@@ -149,10 +208,15 @@ impl RedisCounters {
     fn add(&self, name: &str, delta: i64, ttl: Option<Duration>) -> Option<i64> {
         let mut conn = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         if conn.is_none() {
+            let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
+            if !outage.may_retry() {
+                outage.failed_since_report += 1;
+                return None;
+            }
             match self.connect() {
                 Ok(c) => *conn = Some(c),
                 Err(e) => {
-                    tracing::warn!(error = %e, "shared counters: cannot reach Redis");
+                    outage.failed(&e);
                     return None;
                 }
             }
@@ -166,11 +230,15 @@ impl RedisCounters {
             .arg(delta)
             .arg(ttl_ms)
             .query(c);
+        let mut outage = self.outage.lock().unwrap_or_else(|p| p.into_inner());
         match r {
-            Ok(v) => Some(v),
+            Ok(v) => {
+                outage.ok();
+                Some(v)
+            }
             Err(e) => {
-                tracing::warn!(error = %e, "shared counters: Redis call failed");
-                // Reconnect on the next call: the connection may be broken.
+                outage.failed(&e);
+                // Reconnect (after the back-off): the connection may be broken.
                 *conn = None;
                 None
             }
@@ -188,6 +256,21 @@ impl RedisCounters {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_outage_is_reported_once_per_interval_and_backs_off_reconnects() {
+        let mut outage = Outage::default();
+        assert!(outage.may_retry());
+        for _ in 0..100 {
+            outage.failed(&"connection refused");
+        }
+        // Reported at the first failure only; the rest are counted.
+        assert_eq!(outage.failed_since_report, 99);
+        assert!(!outage.may_retry(), "no reconnect during the back-off");
+        outage.ok();
+        assert!(outage.may_retry());
+        assert_eq!(outage.failed_since_report, 0);
+    }
 
     #[test]
     fn cache_expires_and_counters_add() {
