@@ -342,6 +342,39 @@ fn endpoint_lists_parse_as_json_and_toml() {
     assert_eq!(list[1].zone.as_deref(), Some("b"));
     assert!(parse_endpoint_list(r#"[{"address": "nope"}]"#, false).is_err());
     assert!(parse_endpoint_list(r#"[{"address": "10.0.0.1:80", "weight": 0}]"#, false).is_err());
+    // Errors name the entry and the field.
+    let err = parse_endpoint_list(
+        r#"["10.0.0.1:80", {"address": "10.0.0.2:80", "weight": -1}]"#,
+        false,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("entry 1 (10.0.0.2:80)") && err.contains("`weight`"),
+        "{err}"
+    );
+    let err = parse_endpoint_list(
+        r#"[{"address": "10.0.0.2:80", "weight": 5000000000}]"#,
+        false,
+    )
+    .unwrap_err();
+    assert!(err.contains("`weight`"), "{err}");
+    let err = parse_endpoint_list(r#"[{"adress": "10.0.0.2:80"}]"#, false).unwrap_err();
+    assert!(
+        err.contains("entry 0") && err.contains("unknown field `adress`"),
+        "{err}"
+    );
+    let err = parse_endpoint_list(
+        "endpoints = [{ address = \"10.0.0.2:80\", zone = 3 }]",
+        true,
+    )
+    .unwrap_err();
+    assert!(
+        err.contains("entry 0 (10.0.0.2:80)") && err.contains("`zone`"),
+        "{err}"
+    );
+    let err =
+        parse_endpoint_json(br#"{"address": "10.0.0.2:80", "metadata": {"v": 2}}"#).unwrap_err();
+    assert!(err.contains("`metadata.v`"), "{err}");
     assert_eq!(
         parse_endpoint_json(br#"{"address": "10.0.0.1:80"}"#)
             .unwrap()
