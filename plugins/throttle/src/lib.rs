@@ -241,6 +241,28 @@ impl Plugin for Throttle {
         self.gauges();
     }
 
+    /// Local token buckets carry over a hot swap, so a new version does not
+    /// start every key with a full burst. In-flight slots do not: those
+    /// requests end on the old version. Global mode keeps its counts in
+    /// the shared store.
+    fn snapshot(&self) -> alloc::vec::Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({ "buckets": self.table.buckets() }))
+            .unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Snapshot {
+            buckets: alloc::vec::Vec<(String, f64, u64)>,
+        }
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| format!("throttle: bad snapshot: {e}"))?;
+        let now = weir_sdk::host::clock_ns();
+        self.table.restore(snap.buckets, &self.config, now);
+        self.gauges();
+        Ok(())
+    }
+
     fn status(&self) -> String {
         let c = &self.config;
         serde_json::json!({
@@ -270,7 +292,7 @@ impl Plugin for Throttle {
     }
 }
 
-weir_sdk::export!(Throttle, hooks: [on_request, on_end, status]);
+weir_sdk::export!(Throttle, hooks: [on_request, on_end, status, snapshot, restore]);
 
 #[cfg(test)]
 mod tests;

@@ -116,6 +116,36 @@ impl Table {
         }
     }
 
+    /// The buckets worth carrying over a hot swap: `(key, tokens, refilled
+    /// at)`. In-flight counts stay behind: those requests end on the old
+    /// instance.
+    pub fn buckets(&self) -> alloc::vec::Vec<(String, f64, u64)> {
+        self.entries
+            .iter()
+            .map(|(k, e)| (k.clone(), e.tokens, e.refilled_ns))
+            .collect()
+    }
+
+    /// Takes over buckets from a snapshot, as far as the table's bound
+    /// allows; tokens above the (possibly new) burst are cut to it, and a
+    /// refill time after `now` counts as `now`.
+    pub fn restore(&mut self, buckets: alloc::vec::Vec<(String, f64, u64)>, c: &Config, now: u64) {
+        for (key, tokens, refilled_ns) in buckets.into_iter().take(self.max) {
+            if !tokens.is_finite() {
+                continue;
+            }
+            self.entries.insert(
+                key,
+                Entry {
+                    tokens: tokens.clamp(0.0, c.burst),
+                    refilled_ns: refilled_ns.min(now),
+                    in_flight: 0,
+                    seen_ns: now,
+                },
+            );
+        }
+    }
+
     fn evict(&mut self, c: &Config, now: u64) {
         let full = |e: &Entry| {
             let refill = c.rate.map_or(c.burst, |r| {

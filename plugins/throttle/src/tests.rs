@@ -172,3 +172,25 @@ fn status_reports_live_state() {
     assert_eq!(s["allowed"], 1);
     assert_eq!(s["rejected"]["rate"], 1);
 }
+
+#[test]
+fn buckets_survive_a_hot_reload() {
+    let cfg = r#"{"rate":1,"burst":2,"key":"header:x-api-key"}"#;
+    let with = |k: &str| TestRequest::get("/").header("X-Api-Key", k);
+    let mut old = Harness::<Throttle>::new(cfg).unwrap();
+    assert_eq!(old.run(with("a"), &[]).status(), Some(200));
+    assert_eq!(old.run(with("a"), &[]).status(), Some(200));
+    assert_eq!(old.run(with("a"), &[]).status(), Some(429));
+    let snap = old.snapshot();
+    let mut new = Harness::<Throttle>::new(cfg).unwrap();
+    new.restore(&snap).unwrap();
+    // Key "a" spent its burst before the swap: still limited after it.
+    assert_eq!(new.run(with("a"), &[]).status(), Some(429));
+    // Others start full, as before.
+    assert_eq!(new.run(with("b"), &[]).status(), Some(200));
+    assert!(
+        new.restore(b"garbage")
+            .unwrap_err()
+            .contains("bad snapshot")
+    );
+}
