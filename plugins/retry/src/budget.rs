@@ -54,6 +54,15 @@ impl Budget {
             .fold((0, 0), |(q, r), b| (q + b.requests, r + b.retries))
     }
 
+    /// Takes over another instance's window totals (a hot swap): they are
+    /// counted now, so they expire a whole window later rather than bucket
+    /// by bucket; the ratio of retries to requests is kept.
+    pub fn carry(&mut self, requests: u64, retries: u64, now: u64) {
+        let b = self.bucket(now);
+        b.requests = b.requests.saturating_add(requests);
+        b.retries = b.retries.saturating_add(retries);
+    }
+
     pub fn request(&mut self, now: u64) {
         self.bucket(now).requests += 1;
     }

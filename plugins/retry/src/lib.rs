@@ -212,6 +212,28 @@ impl Plugin for Retry {
 
     fn on_end(&mut self, _: Ctx, _: &weir_sdk::End) {}
 
+    /// The retry budget's window carries over a hot swap, so a new version
+    /// neither starts with a full budget in an outage nor forgets the
+    /// traffic that earns it.
+    fn snapshot(&self) -> alloc::vec::Vec<u8> {
+        let (requests, retries) = self.budget.totals(weir_sdk::host::clock_ns());
+        serde_json::to_vec(&serde_json::json!({ "requests": requests, "retries": retries }))
+            .unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        #[derive(serde::Deserialize)]
+        struct Snapshot {
+            requests: u64,
+            retries: u64,
+        }
+        let snap: Snapshot =
+            serde_json::from_slice(bytes).map_err(|e| format!("retry: bad snapshot: {e}"))?;
+        self.budget
+            .carry(snap.requests, snap.retries, weir_sdk::host::clock_ns());
+        Ok(())
+    }
+
     fn status(&self) -> String {
         let now = weir_sdk::host::clock_ns();
         let (requests, retries) = self.budget.totals(now);
@@ -236,7 +258,7 @@ impl Plugin for Retry {
     }
 }
 
-weir_sdk::export!(Retry, hooks: [on_request, on_response, on_end, status]);
+weir_sdk::export!(Retry, hooks: [on_request, on_response, on_end, status, snapshot, restore]);
 
 #[cfg(test)]
 mod tests;

@@ -225,3 +225,29 @@ fn rejects_bad_settings() {
         assert!(e.contains(needle), "{cfg}: {e}");
     }
 }
+
+#[test]
+fn the_budget_window_survives_a_hot_reload() {
+    // No free retries: the budget is only what traffic earns (20 % of it).
+    let cfg = r#"{"budget_min_per_second":0,"budget_ratio":0.2,"backoff_base":"1ms","backoff_max":"1ms"}"#;
+    let mut old = Harness::<Retry>::new(cfg).unwrap();
+    for _ in 0..10 {
+        old.run(TestRequest::get("/"), &[Outcome::status(200)]);
+    }
+    let earned = old.status_json()["budget"]["available"].as_f64().unwrap();
+    assert!(earned >= 1.0, "{earned}");
+    let snap = old.snapshot();
+    let mut new = Harness::<Retry>::new(cfg).unwrap();
+    assert_eq!(new.status_json()["budget"]["available"].as_f64(), Some(0.0));
+    new.restore(&snap).unwrap();
+    assert_eq!(
+        new.status_json()["budget"]["available"].as_f64(),
+        Some(earned),
+        "the earned budget carried over"
+    );
+    assert!(
+        new.restore(b"garbage")
+            .unwrap_err()
+            .contains("bad snapshot")
+    );
+}
