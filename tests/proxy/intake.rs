@@ -7,18 +7,10 @@
 use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
-use weir_tests::{TestProxy, TestUpstream, config_head, get, raw_exchange};
+use weir_tests::{TestProxy, TestUpstream, config_head, get, raw_exchange, read_exchange};
 
 use super::plugins::{proxy_with, statuses};
-
-const CHAIN: [(&str, &str); 6] = [
-    ("breaker", weir_tests::plugins::BREAKER),
-    ("retry", weir_tests::plugins::RETRY),
-    ("throttle", weir_tests::plugins::THROTTLE),
-    ("cache", weir_tests::plugins::CACHE),
-    ("balancer", weir_tests::plugins::BALANCER),
-    ("timeout", weir_tests::plugins::TIMEOUT),
-];
+use super::policies::ALL;
 
 /// Hosts of the two routes every case runs on.
 const PLAIN: &str = "plain.test";
@@ -52,7 +44,7 @@ plugins = [
         config_head(),
         upstream.addr
     );
-    (proxy_with(&CHAIN, &config), upstream)
+    (proxy_with(&ALL, &config), upstream)
 }
 
 /// One refusal: the request bytes (`{host}` stands for the route's host)
@@ -390,13 +382,7 @@ async fn every_refusal_closes_and_sends_nothing_upstream() {
     for host in [PLAIN, CHAINED] {
         // A good request first: the route works, and the pool has a
         // connection a bad request could have used.
-        let good = raw_exchange(
-            proxy.addr,
-            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-            Duration::from_secs(5),
-        )
-        .await;
-        assert_eq!(good.status, 200, "{host}: {}", good.text);
+        assert_serves(&proxy, host).await;
         for case in &all {
             let before = upstream.bytes_received();
             let request = case.request.replace("{host}", host);
@@ -424,13 +410,7 @@ async fn every_refusal_closes_and_sends_nothing_upstream() {
             );
         }
     }
-    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
-    assert!(
-        !metrics
-            .lines()
-            .any(|l| l.starts_with("weir_upstream_errors_total") && !l.ends_with(" 0")),
-        "no refusal counts as an upstream error:\n{metrics}"
-    );
+    let metrics = assert_no_upstream_errors(&proxy, "no refusal counts as an upstream error").await;
     assert!(
         metrics
             .lines()
@@ -490,7 +470,6 @@ async fn an_absolute_form_target_routes_and_forwards_on_one_authority() {
 /// Sends a chunked request whose first chunk is good and whose second,
 /// written a moment later (after the head went upstream), is not.
 async fn bad_second_chunk(proxy: &TestProxy, host: &str) -> weir_tests::RawExchange {
-    use tokio::io::AsyncReadExt;
     let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
     let head = format!(
         "POST /count HTTP/1.1\r\nHost: {host}\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n"
@@ -498,22 +477,30 @@ async fn bad_second_chunk(proxy: &TestProxy, host: &str) -> weir_tests::RawExcha
     stream.write_all(head.as_bytes()).await.unwrap();
     tokio::time::sleep(Duration::from_millis(30)).await;
     let _ = stream.write_all(b"zz\r\n\r\n").await;
-    let mut seen = Vec::new();
-    let mut buf = [0u8; 4096];
-    let closed = loop {
-        match tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => break true,
-            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
-            Err(_) => break false,
-        }
-    };
-    let text = String::from_utf8_lossy(&seen).into_owned();
-    let status = text.get(9..12).and_then(|s| s.parse().ok()).unwrap_or(0);
-    weir_tests::RawExchange {
-        status,
-        text,
-        closed,
-    }
+    read_exchange(&mut stream, Duration::from_secs(5)).await
+}
+
+/// Asserts that `/metrics` counts no upstream error of any class.
+async fn assert_no_upstream_errors(proxy: &TestProxy, why: &str) -> String {
+    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
+    assert!(
+        !metrics
+            .lines()
+            .any(|l| l.starts_with("weir_upstream_errors_total") && !l.ends_with(" 0")),
+        "{why}:\n{metrics}"
+    );
+    metrics
+}
+
+/// Asserts that a plain GET for `host` is served 200.
+async fn assert_serves(proxy: &TestProxy, host: &str) {
+    let good = raw_exchange(
+        proxy.addr,
+        format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
+    assert_eq!(good.status, 200, "{host}: {}", good.text);
 }
 
 #[tokio::test]
@@ -525,13 +512,8 @@ async fn a_body_that_breaks_after_the_head_went_upstream_is_the_clients_fault() 
         assert!(reply.closed, "{host}");
         assert!(reply.text.contains("http_request_error"), "{}", reply.text);
     }
-    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
-    assert!(
-        !metrics
-            .lines()
-            .any(|l| l.starts_with("weir_upstream_errors_total") && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    let metrics =
+        assert_no_upstream_errors(&proxy, "a client's bad body is no upstream error").await;
     assert!(metrics.contains("class=\"bad_body\"} 2"), "{metrics}");
 }
 
@@ -611,20 +593,8 @@ async fn a_thousand_bad_bodies_leave_the_breaker_closed_and_every_endpoint_in() 
     assert_eq!(endpoint["healthy"], true, "{upstreams}");
     assert_eq!(endpoint["ejections"], 0, "{upstreams}");
     assert_eq!(endpoint["failures"], 0, "{upstreams}");
-    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
-    assert!(
-        !metrics
-            .lines()
-            .any(|l| l.starts_with("weir_upstream_errors_total") && !l.ends_with(" 0")),
-        "{metrics}"
-    );
+    assert_no_upstream_errors(&proxy, "a client's bad body is no upstream error").await;
     // And the route serves.
-    let good = raw_exchange(
-        proxy.addr,
-        format!("GET / HTTP/1.1\r\nHost: {CHAINED}\r\nConnection: close\r\n\r\n").as_bytes(),
-        Duration::from_secs(5),
-    )
-    .await;
-    assert_eq!(good.status, 200, "{}", good.text);
+    assert_serves(&proxy, CHAINED).await;
     drop(upstream);
 }

@@ -14,7 +14,8 @@ use weir_tests::{TestProxy, TestUpstream, assert_eventually, client, config_head
 
 use super::plugins::{proxy_with, statuses};
 
-const ALL: [(&str, &str); 6] = [
+/// Every shipped policy, by name (also the intake tests' full chain).
+pub(super) const ALL: [(&str, &str); 6] = [
     ("breaker", weir_tests::plugins::BREAKER),
     ("retry", weir_tests::plugins::RETRY),
     ("throttle", weir_tests::plugins::THROTTLE),

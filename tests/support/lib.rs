@@ -177,10 +177,17 @@ pub struct RawExchange {
 /// Writes `bytes` to the proxy on a fresh connection and reads until the
 /// proxy closes it or `wait` passes with nothing more.
 pub async fn raw_exchange(addr: SocketAddr, bytes: &[u8], wait: Duration) -> RawExchange {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     // The proxy may close before taking every byte: that is an answer too.
     let _ = stream.write_all(bytes).await;
+    read_exchange(&mut stream, wait).await
+}
+
+/// Reads what the proxy answers on `stream` until it closes the connection
+/// or `wait` passes with nothing more.
+pub async fn read_exchange(stream: &mut tokio::net::TcpStream, wait: Duration) -> RawExchange {
+    use tokio::io::AsyncReadExt;
     let mut seen = Vec::new();
     let mut buf = [0u8; 4096];
     let closed = loop {

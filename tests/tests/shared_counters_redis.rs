@@ -68,13 +68,10 @@ impl Core<()> for Ok200 {
 
 /// One proxy's throttle chain, its counters in the Redis at `url`.
 fn proxy(url: &str) -> Chain {
-    let services = HostServices::with_redis(url, Duration::from_secs(2)).unwrap();
-    let engine =
-        PluginEngine::with_services(weir_tests::engine_config(), Arc::new(services)).unwrap();
-    let plugin = engine.load_file(plugins::THROTTLE.as_ref()).unwrap();
-    let cfg = r#"{"rate":0.5,"global":true,"global_window":"10s","name":"shared-limit","fail_open":false}"#;
-    let layer = PluginInstance::new(&plugin, cfg.as_bytes().to_vec()).unwrap();
-    Chain::new(vec![Arc::new(layer)], TrapPolicy::FailClosed).unwrap()
+    proxy_with(
+        url,
+        r#"{"rate":0.5,"global":true,"global_window":"10s","name":"shared-limit","fail_open":false}"#,
+    )
 }
 
 #[tokio::test]
