@@ -17,6 +17,7 @@ pub mod scaffold;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;
 
 pub use config::Config;
 pub use server::{Options, Server, ServerHandle};

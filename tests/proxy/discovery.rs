@@ -306,6 +306,73 @@ async fn etcd_discovery_follows_changes_without_failed_requests() {
     assert!(health.contains("etcd at"), "{health}");
 }
 
+#[tokio::test]
+async fn etcd_discovery_reports_a_frozen_etcd_recovers_quickly_and_keeps_the_last_set_when_emptied()
+{
+    let etcd = Etcd::start().await;
+    let a = TestUpstream::start("a").await;
+    let b = TestUpstream::start("b").await;
+    let prefix = "/weir/upstreams/app/";
+    etcd.put(&format!("{prefix}a"), &endpoint_json(&a, 1)).await;
+    let proxy = TestProxy::start(&format!(
+        "{}[upstreams.app]\ndiscovery = {{ kind = \"etcd\", endpoints = [\"{}\"], prefix = \"{prefix}\" }}\n\
+         [[routes]]\nupstream = \"app\"\n",
+        config_head(),
+        etcd.client
+    ));
+    eventually_served_by(&proxy, &["a"]).await;
+
+    // Frozen: the watch stream stays open and silent; the keep-alive notices.
+    etcd.freeze();
+    let frozen_at = std::time::Instant::now();
+    assert_eventually(WAIT, "a frozen etcd is reported", || async {
+        let d = discovery_state(&proxy).await;
+        (d["state"] == "error" && d["last_error"].as_str().is_some())
+            .then_some(())
+            .ok_or_else(|| d.to_string())
+    })
+    .await;
+    eprintln!("frozen etcd reported after {:?}", frozen_at.elapsed());
+    assert_eq!(
+        names(&proxy, "/", 4).await,
+        BTreeSet::from(["a".to_owned()]),
+        "the last set keeps serving"
+    );
+
+    // Back: a change made now is applied without waiting out a long backoff.
+    etcd.thaw();
+    etcd.put(&format!("{prefix}b"), &endpoint_json(&b, 1)).await;
+    let thawed_at = std::time::Instant::now();
+    eventually_served_by(&proxy, &["a", "b"]).await;
+    eprintln!("change after thaw applied after {:?}", thawed_at.elapsed());
+    assert_eventually(WAIT, "discovery is ok again", || async {
+        let d = discovery_state(&proxy).await;
+        (d["state"] == "ok").then_some(()).ok_or_else(|| d.to_string())
+    })
+    .await;
+
+    // Every key deleted (a writer that deletes, then re-adds): the last set
+    // keeps serving, as a warning, until keys come back.
+    etcd.delete(&format!("{prefix}a")).await;
+    etcd.delete(&format!("{prefix}b")).await;
+    assert_eventually(WAIT, "an empty prefix is a warning", || async {
+        let d = discovery_state(&proxy).await;
+        (d["state"] == "warning")
+            .then_some(())
+            .ok_or_else(|| d.to_string())
+    })
+    .await;
+    // Deleting `a` left {b}: that is the last non-empty set.
+    assert_eq!(
+        names(&proxy, "/", 12).await,
+        BTreeSet::from(["b".to_owned()]),
+        "the last non-empty set keeps serving"
+    );
+    etcd.put(&format!("{prefix}a"), &endpoint_json(&a, 1)).await;
+    eventually_served_by(&proxy, &["a"]).await;
+    assert_eq!(discovery_state(&proxy).await["state"], "ok");
+}
+
 /// The discovery status of upstream `app`.
 async fn discovery_state(proxy: &TestProxy) -> Value {
     upstreams(proxy).await["upstreams"][0]["discovery"].clone()

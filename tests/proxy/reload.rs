@@ -232,3 +232,90 @@ async fn shutdown_gives_up_after_the_drain_limit() {
     assert!(started.elapsed() < Duration::from_secs(4));
     in_flight.abort();
 }
+
+/// The value of an unlabelled counter on `/metrics`.
+async fn counter(proxy: &TestProxy, name: &str) -> u64 {
+    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
+    metrics
+        .lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{metrics}"))
+}
+
+/// Waits until `name` reads `expected`, then checks it stays there a while
+/// (a change must apply exactly once, not again on later events).
+async fn settles_at(proxy: &TestProxy, name: &str, expected: u64) {
+    assert_eventually(Duration::from_secs(5), name, || async {
+        let value = counter(proxy, name).await;
+        (value == expected)
+            .then_some(())
+            .ok_or_else(|| format!("{name} = {value}, expected {expected}"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(counter(proxy, name).await, expected, "{name} moved again");
+}
+
+#[tokio::test]
+async fn watchers_react_to_content_changes_only() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins_dir = dir.path().join("plugins");
+    weir_tests::install_plugin(&plugins_dir, "swapped", weir_tests::plugins::SWAP_V1);
+    let text = config(
+        &[("u", &upstream)],
+        "u",
+        "plugins = [{ name = \"swapped\" }]\n",
+    );
+    let proxy = TestProxy::start_in(dir, &text);
+    let plugin_file = plugins_dir.join("swapped.wasm");
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
+
+    // Reading (a backup job, `cat`, `sha256sum`) and touching change nothing.
+    for _ in 0..1000 {
+        std::fs::read(&proxy.config_path).unwrap();
+        std::fs::read(&plugin_file).unwrap();
+    }
+    for file in [&proxy.config_path, &plugin_file] {
+        let permissions = std::fs::metadata(file).unwrap().permissions();
+        std::fs::set_permissions(file, permissions).unwrap();
+    }
+    settles_at(&proxy, "weir_config_reloads_total", 0).await;
+    assert_eq!(counter(&proxy, "weir_config_reloads_refused_total").await, 0);
+    assert_eq!(counter(&proxy, "weir_plugin_swaps_total").await, 0);
+
+    // An editor's save by write-then-rename applies once.
+    let edited = format!("{text}# edited\n");
+    proxy.write_config(&edited);
+    settles_at(&proxy, "weir_config_reloads_total", 1).await;
+    // In place (truncate, then write in pieces) applies once too.
+    {
+        use std::io::Write as _;
+        let mut file = std::fs::File::create(&proxy.config_path).unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file.write_all(b"# edited again\n").unwrap();
+    }
+    settles_at(&proxy, "weir_config_reloads_total", 2).await;
+    // The same content written again is not a change.
+    proxy.write_config(&format!("{text}# edited again\n"));
+    settles_at(&proxy, "weir_config_reloads_total", 2).await;
+
+    // A refused config is refused once, and not retried until it changes.
+    proxy.write_config("[[listeners]\n");
+    settles_at(&proxy, "weir_config_reloads_refused_total", 1).await;
+    for _ in 0..100 {
+        std::fs::read(&proxy.config_path).unwrap();
+    }
+    settles_at(&proxy, "weir_config_reloads_refused_total", 1).await;
+
+    // The same plugin bytes installed again are not a new version; new bytes are.
+    weir_tests::install_plugin(&plugins_dir, "swapped", weir_tests::plugins::SWAP_V1);
+    settles_at(&proxy, "weir_plugin_swaps_total", 0).await;
+    weir_tests::install_plugin(&plugins_dir, "swapped", weir_tests::plugins::SWAP_V2);
+    settles_at(&proxy, "weir_plugin_swaps_total", 1).await;
+    for _ in 0..1000 {
+        std::fs::read(&plugin_file).unwrap();
+    }
+    settles_at(&proxy, "weir_plugin_swaps_total", 1).await;
+    assert_eq!(counter(&proxy, "weir_plugin_swaps_refused_total").await, 0);
+}

@@ -98,6 +98,26 @@ impl Etcd {
             .unwrap();
     }
 
+    /// Freezes etcd (SIGSTOP): its sockets stay open but nothing answers,
+    /// as with a hung process or a partition that drops packets.
+    pub fn freeze(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a frozen etcd (SIGCONT).
+    pub fn thaw(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(signal)
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill {signal} failed");
+    }
+
     /// Kills etcd now (as if its host went away).
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -5,7 +5,6 @@
 mod duration;
 mod raw;
 mod upstream;
-pub mod watch;
 
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;

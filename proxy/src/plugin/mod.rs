@@ -22,7 +22,6 @@ pub mod registry;
 pub mod services;
 mod ticker;
 pub mod views;
-pub mod watcher;
 
 pub use chain::{Attempt, Chain, Core, EndToken, TrapPolicy};
 pub use engine::{EngineConfig, EngineError, PluginEngine};

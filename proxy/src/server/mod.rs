@@ -31,10 +31,9 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::watch::{FileWatch, watch_file};
+use crate::watch::{Watch, watch_dir, watch_file};
 use crate::config::{Config, ConfigError, RuntimeMode};
 use crate::plugin::PluginRegistry;
-use crate::plugin::watcher::{PluginWatch, watch_dir};
 use crate::route::RouteTable;
 use crate::telemetry::metrics::{self, Metrics};
 use crate::upstream::{self, Upstream};
@@ -170,6 +169,9 @@ struct Inner {
     last_reload_error: Mutex<Option<String>>,
     /// Serializes reloads (file watcher and admin API may race).
     reload_lock: Mutex<()>,
+    /// SHA-256 of the config text last loaded or refused: the watcher
+    /// reloads only when the content differs.
+    config_digest: Mutex<Option<[u8; 32]>>,
     plugins: PluginRegistry,
     /// The control runtime: admin API, health checks, discovery.
     control: Handle,
@@ -179,8 +181,8 @@ struct Inner {
 /// [`Server::shutdown`] first to drain.
 pub struct Server {
     inner: Arc<Inner>,
-    _watch: Option<FileWatch>,
-    _plugin_watch: Option<PluginWatch>,
+    _watch: Option<Watch>,
+    _plugin_watch: Option<Watch>,
 }
 
 /// A cheap handle for the admin API and the watcher.
@@ -260,6 +262,7 @@ impl Server {
             ready: AtomicBool::new(false),
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
+            config_digest: Mutex::new(file_digest(&config.source)),
             plugins,
             control: control.clone(),
         });
@@ -287,7 +290,7 @@ impl Server {
             let handle = ServerHandle(Arc::clone(&server.inner));
             server._watch = Some(watch_file(&config.source, move || {
                 // Errors are logged and shown on the admin API by `reload`.
-                let _ = handle.reload();
+                let _ = handle.reload_if_changed();
             })?);
         }
         if options.watch_config {
@@ -310,7 +313,7 @@ impl Server {
     }
 
     /// Watches the plugins directory, if it exists (or can be made).
-    fn watch_plugins(&self) -> Option<PluginWatch> {
+    fn watch_plugins(&self) -> Option<Watch> {
         let dir = self.inner.plugins.dir().to_path_buf();
         let uses_plugins = self
             .inner
@@ -326,7 +329,7 @@ impl Server {
             return None;
         }
         let handle = self.handle();
-        match watch_dir(&dir, move |file| {
+        match watch_dir(&dir, "wasm", move |file| {
             // Errors are logged and shown on /admin/plugins by the swap itself.
             let _ = handle.reload_plugin_file(file);
         }) {
@@ -398,6 +401,10 @@ impl ServerHandle {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let source = inner.shared.config.load().source.clone();
+        *inner
+            .config_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = file_digest(&source);
         let result = Config::load(&source)
             .map_err(ReloadError::from)
             .and_then(|config| inner.apply(config));
@@ -421,6 +428,24 @@ impl ServerHandle {
             }
         }
         result
+    }
+
+    /// Reloads the config file if its content differs from the last one
+    /// loaded or refused; otherwise does nothing (the watcher's entry: an
+    /// event says the file may have changed, and a refused file is reported
+    /// once per distinct content).
+    pub fn reload_if_changed(&self) -> Result<(), ReloadError> {
+        let source = self.0.shared.config.load().source.clone();
+        let digest = file_digest(&source);
+        let last = *self
+            .0
+            .config_digest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if digest.is_some() && digest == last {
+            return Ok(());
+        }
+        self.reload()
     }
 
     /// The config being served.
@@ -639,4 +664,13 @@ fn spawn_runtime(
         })
         .map_err(|source| StartError::Runtime { what, source })?;
     Ok(handle)
+}
+
+/// SHA-256 of a file's bytes; `None` when it cannot be read (the reload
+/// reports why).
+fn file_digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    use sha2::Digest as _;
+    std::fs::read(path)
+        .ok()
+        .map(|bytes| sha2::Sha256::digest(bytes).into())
 }

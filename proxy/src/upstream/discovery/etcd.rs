@@ -4,7 +4,13 @@
 //! revision; any change re-reads the whole prefix, which keeps the logic
 //! simple and the published set always consistent with one revision. When
 //! etcd cannot be reached the last set keeps serving; the task retries with
-//! a capped backoff, trying each configured etcd endpoint in turn.
+//! a short capped backoff, trying each configured etcd endpoint in turn.
+//!
+//! A watch stream says nothing while nothing changes, so silence cannot tell
+//! a quiet prefix from a frozen or partitioned etcd (its sockets stay open).
+//! Beside each watch, a keep-alive asks etcd for its status every
+//! [`KEEPALIVE`]; an answer missing for [`KEEPALIVE_TIMEOUT`] ends the round
+//! as a failure, so the state turns `error` within a few seconds.
 
 use std::time::Duration;
 
@@ -27,8 +33,14 @@ use crate::upstream::error::error_chain;
 
 /// Longest wait for a range request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-const BACKOFF_MIN: Duration = Duration::from_millis(200);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Retry backoff after a failed round: short, because a change made while
+/// etcd was away waits for the next successful round.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(1);
+/// How often a watching task checks that etcd still answers.
+const KEEPALIVE: Duration = Duration::from_secs(1);
+/// How long a keep-alive may wait for etcd's answer.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(2);
 
 type EtcdClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -97,7 +109,10 @@ pub(super) async fn run(
         };
         let round = async {
             let revision = sync(&client, etcd, &key, &range_end, &publisher).await?;
-            watch(&client, etcd, &key, &range_end, revision, &publisher).await
+            tokio::select! {
+                result = watch(&client, etcd, &key, &range_end, revision, &publisher) => result,
+                result = keep_alive(&client, etcd) => result,
+            }
         };
         let result = tokio::select! {
             () = stop.cancelled() => return,
@@ -257,6 +272,38 @@ async fn watch(
         }
     }
     Err(String::from("watch stream ended"))
+}
+
+/// Asks etcd for its status every [`KEEPALIVE`]; returns the first failure
+/// (no answer within [`KEEPALIVE_TIMEOUT`], or an error answer).
+async fn keep_alive(client: &EtcdClient, etcd: &Authority) -> Result<(), String> {
+    loop {
+        tokio::time::sleep(KEEPALIVE).await;
+        let request = post(etcd, "/v3/maintenance/status", &json!({}))?;
+        let exchange = async {
+            let response = client.request(request).await.map_err(|e| error_chain(&e))?;
+            let status = response.status();
+            // Read the answer whole so the connection goes back to the pool.
+            response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?;
+            if status == StatusCode::OK {
+                Ok(())
+            } else {
+                Err(format!("status answered {status}"))
+            }
+        };
+        tokio::time::timeout(KEEPALIVE_TIMEOUT, exchange)
+            .await
+            .map_err(|_| {
+                format!(
+                    "no answer to a keep-alive within {} s (etcd frozen or unreachable)",
+                    KEEPALIVE_TIMEOUT.as_secs()
+                )
+            })??;
+    }
 }
 
 fn post(

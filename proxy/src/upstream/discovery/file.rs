@@ -1,7 +1,10 @@
 //! File discovery: a JSON or TOML list of endpoints (by extension: `.toml`
-//! is TOML, anything else JSON), re-read when the file changes. The file's
-//! directory is watched, so write-then-rename is seen; a slow re-read every
-//! few seconds covers file systems where notifications are lost.
+//! is TOML, anything else JSON), re-read when the watcher says the file
+//! changed. The file's directory is watched, so write-then-rename is seen.
+//! For file systems where notifications are lost (network mounts), the
+//! file's metadata (size, modification time, inode) is also compared every
+//! few seconds; the file is read only when that differs, so an idle upstream
+//! with a large list costs nothing.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -11,11 +14,30 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, Publisher};
-use crate::config::watch::watch_file;
+use crate::watch::watch_file;
 use crate::config::{EndpointSpec, parse_endpoint_list};
 
-/// The safety-net re-read period.
-const REREAD: Duration = Duration::from_secs(5);
+/// How often the file's metadata is compared, in case a notification was
+/// lost.
+const RECHECK: Duration = Duration::from_secs(5);
+
+/// What identifies one version of the file without reading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    len: u64,
+    modified: Option<std::time::SystemTime>,
+    inode: u64,
+}
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let metadata = std::fs::metadata(path).ok()?;
+    Some(Stamp {
+        len: metadata.len(),
+        modified: metadata.modified().ok(),
+        inode: metadata.ino(),
+    })
+}
 
 /// Reads the file and publishes its endpoints; on error the last set stays.
 /// Returns the published set.
@@ -58,16 +80,22 @@ pub(super) async fn run(publisher: Publisher, path: PathBuf, stop: CancellationT
             None
         }
     };
+    let mut seen = stamp(&path);
     let mut last = read(&path).ok();
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
             () = changed.notified() => {}
-            () = tokio::time::sleep(REREAD) => {}
+            () = tokio::time::sleep(RECHECK) => {
+                if stamp(&path) == seen {
+                    continue;
+                }
+            }
         }
         if !publisher.alive() {
             return;
         }
+        seen = stamp(&path);
         match read(&path) {
             Ok(specs) if last.as_ref() == Some(&specs) => {
                 publisher.unchanged();
