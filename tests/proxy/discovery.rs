@@ -347,7 +347,9 @@ async fn etcd_discovery_reports_a_frozen_etcd_recovers_quickly_and_keeps_the_las
     eprintln!("change after thaw applied after {:?}", thawed_at.elapsed());
     assert_eventually(WAIT, "discovery is ok again", || async {
         let d = discovery_state(&proxy).await;
-        (d["state"] == "ok").then_some(()).ok_or_else(|| d.to_string())
+        (d["state"] == "ok")
+            .then_some(())
+            .ok_or_else(|| d.to_string())
     })
     .await;
 

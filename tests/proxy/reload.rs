@@ -281,7 +281,10 @@ async fn watchers_react_to_content_changes_only() {
         std::fs::set_permissions(file, permissions).unwrap();
     }
     settles_at(&proxy, "weir_config_reloads_total", 0).await;
-    assert_eq!(counter(&proxy, "weir_config_reloads_refused_total").await, 0);
+    assert_eq!(
+        counter(&proxy, "weir_config_reloads_refused_total").await,
+        0
+    );
     assert_eq!(counter(&proxy, "weir_plugin_swaps_total").await, 0);
 
     // An editor's save by write-then-rename applies once.

@@ -291,9 +291,46 @@ impl Plugin for Balancer {
         })
         .to_string()
     }
+
+    /// Where round robin and smooth WRR stand, and the pick counts, carry
+    /// over a hot swap, so a new version continues the same sequence. The
+    /// latency EWMAs and in-flight counts are the host's, per endpoint, and
+    /// survive a swap without this; a hash ring is rebuilt from the
+    /// endpoints.
+    fn snapshot(&self) -> Vec<u8> {
+        let snapshot = Snapshot {
+            rr: self.rr as u64,
+            current: self.current.clone(),
+            picks: self.picks.clone(),
+            all_tried: self.all_tried,
+            no_key: self.no_key,
+        };
+        serde_json::to_vec(&snapshot).unwrap_or_default()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let snapshot: Snapshot = serde_json::from_slice(bytes)
+            .map_err(|e| alloc::format!("balancer: bad snapshot: {e}"))?;
+        self.rr = snapshot.rr as usize;
+        self.current = snapshot.current;
+        self.picks = snapshot.picks;
+        self.all_tried = snapshot.all_tried;
+        self.no_key = snapshot.no_key;
+        Ok(())
+    }
 }
 
-weir_sdk::export!(Balancer, hooks: [select, status]);
+/// What a hot swap carries over.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Snapshot {
+    rr: u64,
+    current: Vec<(u32, i64)>,
+    picks: BTreeMap<u32, u64>,
+    all_tried: u64,
+    no_key: u64,
+}
+
+weir_sdk::export!(Balancer, hooks: [select, status, snapshot, restore]);
 
 #[cfg(test)]
 mod tests;

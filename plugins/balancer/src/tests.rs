@@ -234,3 +234,36 @@ fn rejects_bad_settings_and_reports_status() {
     assert_eq!(s["algorithm"], "round_robin");
     assert_eq!(s["picks"]["1"], 2);
 }
+
+#[test]
+fn round_robin_and_smooth_wrr_continue_their_sequence_over_a_hot_swap() {
+    for cfg in [
+        r#"{"algorithm":"round_robin"}"#,
+        r#"{"algorithm":"weighted_round_robin"}"#,
+    ] {
+        let endpoints = || alloc::vec![ep(0, 5), ep(1, 1), ep(2, 1)];
+        let mut unswapped = harness(cfg, endpoints());
+        let mut old = harness(cfg, endpoints());
+        for _ in 0..4 {
+            assert_eq!(
+                pick(&mut unswapped, TestRequest::get("/")),
+                pick(&mut old, TestRequest::get("/"))
+            );
+        }
+        let mut new = harness(cfg, endpoints());
+        new.restore(&old.snapshot()).unwrap();
+        for _ in 0..20 {
+            assert_eq!(
+                pick(&mut new, TestRequest::get("/")),
+                pick(&mut unswapped, TestRequest::get("/")),
+                "{cfg}: the swapped version picks what the old one would have"
+            );
+        }
+        assert_eq!(new.status_json()["picks"], unswapped.status_json()["picks"]);
+        assert!(
+            new.restore(b"garbage")
+                .unwrap_err()
+                .contains("bad snapshot")
+        );
+    }
+}

@@ -41,6 +41,43 @@ struct Counts {
     invalidations: u64,
 }
 
+impl Counts {
+    const LEN: usize = 7;
+
+    fn as_array(&self) -> [u64; Self::LEN] {
+        [
+            self.hits,
+            self.misses,
+            self.stored,
+            self.revalidated,
+            self.stale_served,
+            self.coalesced,
+            self.invalidations,
+        ]
+    }
+
+    fn from_array(n: [u64; Self::LEN]) -> Self {
+        let [
+            hits,
+            misses,
+            stored,
+            revalidated,
+            stale_served,
+            coalesced,
+            invalidations,
+        ] = n;
+        Self {
+            hits,
+            misses,
+            stored,
+            revalidated,
+            stale_served,
+            coalesced,
+            invalidations,
+        }
+    }
+}
+
 /// The plugin's metrics (`cache_<counter>_total`).
 #[derive(Debug, Default)]
 struct Metrics {
@@ -353,8 +390,62 @@ impl Plugin for HttpCache {
             c.hits, c.misses, c.stored, c.revalidated, c.stale_served, c.coalesced, c.invalidations
         )
     }
+
+    /// The route's counts carry over a hot swap. The stored responses are
+    /// the host's and stay without this.
+    fn snapshot(&self) -> Vec<u8> {
+        self.counts
+            .as_array()
+            .iter()
+            .flat_map(|n| n.to_le_bytes())
+            .collect()
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let mut numbers = [0u64; Counts::LEN];
+        if bytes.len() != numbers.len() * 8 {
+            return Err(format!(
+                "cache: a snapshot of {} bytes, expected {}",
+                bytes.len(),
+                numbers.len() * 8
+            ));
+        }
+        for (n, chunk) in numbers.iter_mut().zip(bytes.chunks_exact(8)) {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(chunk);
+            *n = u64::from_le_bytes(le);
+        }
+        self.counts = Counts::from_array(numbers);
+        Ok(())
+    }
 }
 
 mod respond;
 
-weir_sdk::export!(HttpCache, hooks: [on_request, on_response, on_end, status]);
+weir_sdk::export!(
+    HttpCache,
+    hooks: [on_request, on_response, on_end, status, snapshot, restore]
+);
+
+#[cfg(test)]
+mod tests {
+    use weir_sdk::testing::{Harness, Outcome, TestRequest};
+
+    use super::HttpCache;
+
+    #[test]
+    fn the_counts_survive_a_hot_swap() {
+        let mut old = Harness::<HttpCache>::new("{}").unwrap();
+        for _ in 0..3 {
+            old.run(TestRequest::get("/a"), &[Outcome::status(200)]);
+        }
+        let before = old.status_json();
+        assert_eq!(before["misses"], 3, "{before}");
+        let snapshot = old.snapshot();
+        let mut new = Harness::<HttpCache>::new("{}").unwrap();
+        new.restore(&snapshot).unwrap();
+        assert_eq!(new.status_json(), before);
+        let error = new.restore(b"garbage").unwrap_err();
+        assert!(error.contains("snapshot of 7 bytes"), "{error}");
+    }
+}

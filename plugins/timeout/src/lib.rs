@@ -209,9 +209,37 @@ impl Plugin for Timeout {
         })
         .to_string()
     }
+
+    /// The two exceeded counts carry over a hot swap. `in_flight` does not:
+    /// requests in flight stay with the old version and end there.
+    fn snapshot(&self) -> alloc::vec::Vec<u8> {
+        let mut bytes = self.deadline_exceeded.to_le_bytes().to_vec();
+        bytes.extend_from_slice(&self.per_try_exceeded.to_le_bytes());
+        bytes
+    }
+
+    fn restore(&mut self, bytes: &[u8]) -> Result<(), String> {
+        let (Some(deadline), Some(per_try)) = (bytes.get(0..8), bytes.get(8..16)) else {
+            return Err(format!(
+                "timeout: a snapshot of {} bytes, expected 16",
+                bytes.len()
+            ));
+        };
+        let number = |b: &[u8]| {
+            let mut le = [0u8; 8];
+            le.copy_from_slice(b);
+            u64::from_le_bytes(le)
+        };
+        self.deadline_exceeded = number(deadline);
+        self.per_try_exceeded = number(per_try);
+        Ok(())
+    }
 }
 
-weir_sdk::export!(Timeout, hooks: [on_request, on_response, on_end, status]);
+weir_sdk::export!(
+    Timeout,
+    hooks: [on_request, on_response, on_end, status, snapshot, restore]
+);
 
 #[cfg(test)]
 mod tests;

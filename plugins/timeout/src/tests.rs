@@ -72,3 +72,17 @@ fn decimal_writes_without_allocating() {
     assert_eq!(super::decimal(1500, &mut buf), "1500");
     assert_eq!(super::decimal(u64::MAX, &mut buf), "18446744073709551615");
 }
+
+#[test]
+fn the_exceeded_counts_survive_a_hot_swap() {
+    let cfg = r#"{"deadline":"1s","per_try":"300ms"}"#;
+    let mut old = Harness::<Timeout>::new(cfg).unwrap();
+    let slow = Outcome::status(200).latency(Duration::from_secs(2));
+    old.run(TestRequest::get("/"), &[slow]);
+    let before = old.status_json();
+    assert_eq!(before["per_try_exceeded"], 1, "{before}");
+    let mut new = Harness::<Timeout>::new(cfg).unwrap();
+    new.restore(&old.snapshot()).unwrap();
+    assert_eq!(new.status_json(), before);
+    assert!(new.restore(b"short").unwrap_err().contains("expected 16"));
+}

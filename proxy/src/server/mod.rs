@@ -31,12 +31,12 @@ use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::watch::{Watch, watch_dir, watch_file};
 use crate::config::{Config, ConfigError, RuntimeMode};
 use crate::plugin::PluginRegistry;
 use crate::route::RouteTable;
 use crate::telemetry::metrics::{self, Metrics};
 use crate::upstream::{self, Upstream};
+use crate::watch::{Watch, watch_dir, watch_file};
 use conn::WorkerContext;
 
 /// What the request path reads; replaced piecewise on reload.

@@ -14,8 +14,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, Publisher};
-use crate::watch::watch_file;
 use crate::config::{EndpointSpec, parse_endpoint_list};
+use crate::watch::watch_file;
 
 /// How often the file's metadata is compared, in case a notification was
 /// lost.
