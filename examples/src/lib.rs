@@ -1,2 +1,4 @@
-//! Runnable set-ups for Weir; see `examples/README.md`. The library part is
-//! empty: the crate exists for its `demo-upstream` binary.
+//! Runnable set-ups for Weir; see `examples/README.md`. The library holds
+//! the demo service, so that the walkthrough's test can serve it in process.
+
+pub mod demo;

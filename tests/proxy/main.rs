@@ -18,3 +18,4 @@ mod protocols;
 mod reload;
 mod routing;
 mod streaming;
+mod walkthrough;

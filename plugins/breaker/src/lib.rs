@@ -66,6 +66,10 @@ pub struct CircuitBreaker {
 struct Snapshot {
     route: Saved,
     endpoints: Vec<(u32, Saved)>,
+    #[serde(default)]
+    rejected: u64,
+    #[serde(default)]
+    ejection_skipped: u64,
 }
 
 fn now() -> u64 {
@@ -303,6 +307,8 @@ impl Plugin for CircuitBreaker {
                 .iter()
                 .map(|(id, b)| (*id, b.saved))
                 .collect(),
+            rejected: self.rejected,
+            ejection_skipped: self.ejection_skipped,
         };
         serde_json::to_vec(&snap).unwrap_or_default()
     }
@@ -313,6 +319,8 @@ impl Plugin for CircuitBreaker {
         let now = now();
         // Windows start empty; states, counts and open times carry over.
         self.route.saved = snap.route;
+        self.rejected = snap.rejected;
+        self.ejection_skipped = snap.ejection_skipped;
         if self.config.scope == Scope::Endpoint {
             for (id, saved) in snap.endpoints.into_iter().take(ENDPOINTS_MAX) {
                 let mut b = Breaker::new(&self.config, now);

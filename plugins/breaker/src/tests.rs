@@ -208,10 +208,12 @@ fn state_survives_a_hot_reload() {
     let cfg = r#"{"failure_threshold":1,"open_timeout":"10s"}"#;
     let mut old = H::new(cfg).unwrap();
     fail(&mut old, 1);
+    assert_eq!(old.run(get(), &[]).status(), Some(503));
     let snap = old.snapshot();
     let mut new = H::new(cfg).unwrap();
     new.restore(&snap).unwrap();
     assert_eq!(new.status_json()["state"], "open");
+    assert_eq!(new.status_json()["rejected"], 1, "the count carried over");
     assert_eq!(new.run(get(), &[]).status(), Some(503));
     assert!(
         new.restore(b"garbage")
