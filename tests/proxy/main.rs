@@ -4,6 +4,7 @@
 
 mod balancing;
 mod cache;
+mod compile_cache;
 mod discovery;
 mod end_flags;
 mod failures;

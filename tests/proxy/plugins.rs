@@ -479,7 +479,7 @@ async fn fifty_swaps_under_load_fail_no_request_and_carry_state() {
     let upstream = TestUpstream::start("u").await;
     // The shared compile cache, warmed with both versions: the one-second
     // bound below is about the swap, not about Cranelift in a debug build.
-    let cache = weir_tests::engine_config().cache_dir.unwrap();
+    let cache = weir_tests::engine_config().compile_cache.unwrap();
     let engine = weir_proxy::plugin::PluginEngine::new(weir_tests::engine_config()).unwrap();
     for wasm in [plugins::SWAP_V1, plugins::SWAP_V2] {
         engine.load_file(std::path::Path::new(wasm)).unwrap();
@@ -487,9 +487,10 @@ async fn fifty_swaps_under_load_fail_no_request_and_carry_state() {
     let config = format!(
         // A generous call deadline: a debug build on a busy machine must not
         // trap (and so lose state) for slowness; traps are tested elsewhere.
-        "{}[plugins]\ncall_deadline = \"1s\"\ncompile_cache = \"{}\"\n[upstreams.u]\nendpoints = [\"{}\"]\n{}",
+        "{}[plugins]\ncall_deadline = \"1s\"\ncompile_cache = \"{}\"\ncompile_cache_key = \"{}\"\n[upstreams.u]\nendpoints = [\"{}\"]\n{}",
         config_head(),
-        cache.display(),
+        cache.dir.display(),
+        cache.key_file.display(),
         upstream.addr,
         route("u", r#"{ name = "swap" }"#)
     );

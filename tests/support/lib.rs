@@ -27,12 +27,19 @@ pub mod plugins {
     include!(concat!(env!("OUT_DIR"), "/plugins.rs"));
 }
 
+/// The key of the compile cache the tests share (see [`engine_config`]).
+pub const COMPILE_CACHE_KEY: &str = concat!(env!("OUT_DIR"), "/compile-cache.key");
+
 /// The engine config tests start from: compiled plugins are cached in the
 /// build's target dir, so each test plugin is compiled once per build rather
 /// than once per test (Cranelift is slow in debug builds).
 pub fn engine_config() -> weir_proxy::plugin::EngineConfig {
     weir_proxy::plugin::EngineConfig {
-        cache_dir: Some(concat!(env!("OUT_DIR"), "/compile-cache").into()),
+        compile_cache: Some(weir_proxy::plugin::CompileCacheConfig {
+            dir: concat!(env!("OUT_DIR"), "/compile-cache").into(),
+            key_file: COMPILE_CACHE_KEY.into(),
+            max_bytes: 1 << 30,
+        }),
         ..Default::default()
     }
 }

@@ -221,18 +221,25 @@ fn repeated_traps_back_off() {
 #[test]
 fn compile_cache_is_used_and_survives_corruption() {
     let dir = tempfile::tempdir().unwrap();
+    let entries_dir = dir.path().join("entries");
     let config = EngineConfig {
-        cache_dir: Some(dir.path().to_path_buf()),
+        compile_cache: Some(weir_proxy::plugin::CompileCacheConfig {
+            dir: entries_dir.clone(),
+            key_file: dir.path().join("key"),
+            max_bytes: 1 << 30,
+        }),
         ..weir_tests::engine_config()
     };
     let engine = engine_with(config.clone());
     engine.load_file(plugins::HELLO.as_ref()).unwrap();
-    let entries: Vec<_> = std::fs::read_dir(dir.path())
+    let entries: Vec<_> = std::fs::read_dir(&entries_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(entries.len(), 1, "{entries:?}");
-    // A second engine loads from the cache; a corrupt entry is recompiled.
+    let good = std::fs::read(&entries[0]).unwrap();
+    // A second engine loads from the cache; a corrupt entry is recompiled
+    // and overwritten with a good one.
     let again = engine_with(config.clone());
     let p = again.load_file(plugins::HELLO.as_ref()).unwrap();
     assert!(p.hooks().on_response);
@@ -245,6 +252,7 @@ fn compile_cache_is_used_and_survives_corruption() {
             .hooks()
             .on_response
     );
+    assert_eq!(std::fs::read(&entries[0]).unwrap(), good);
 }
 
 #[test]

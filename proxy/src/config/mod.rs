@@ -3,6 +3,7 @@
 //! fails any check is refused with the file, line and column of every error.
 
 mod duration;
+mod plugins;
 mod raw;
 mod upstream;
 
@@ -16,6 +17,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use serde::Serialize;
 
+pub use plugins::PluginSettings;
 use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
 pub use upstream::{
@@ -79,33 +81,6 @@ pub struct Limits {
     pub max_headers: usize,
     /// The longest request line accepted (414 past it).
     pub max_request_line_bytes: usize,
-}
-
-/// Where plugins come from and how they are run.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct PluginSettings {
-    /// The watched plugins directory; a plugin's name is its file's stem.
-    pub dir: PathBuf,
-    /// Where compiled plugins are cached across restarts.
-    pub compile_cache: PathBuf,
-    /// The longest one hook call may run before it is trapped.
-    #[serde(with = "duration_text")]
-    pub call_deadline: Duration,
-    /// The most linear memory one plugin instance may grow to.
-    pub memory_limit_bytes: usize,
-    /// On routes whose plugins may retry, request bodies up to this size are
-    /// kept for replay; larger ones are sent once and never retried.
-    pub replay_buffer_bytes: usize,
-    /// The host cache store's size (bodies, heads, keys), shared by all routes.
-    pub cache_capacity_bytes: usize,
-    /// The largest body the cache store keeps.
-    pub cache_max_object_bytes: usize,
-    /// Where shared counters live when several proxies must agree (throttle's
-    /// `global` mode): `redis://host:port/db`. `None`: in-process.
-    pub redis_url: Option<String>,
-    /// Longest one Redis round trip may take.
-    #[serde(with = "duration_text")]
-    pub redis_timeout: Duration,
 }
 
 /// One plugin in a route's chain.
@@ -179,7 +154,9 @@ pub mod defaults {
     pub const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(90);
     pub const POOL_MAX_IDLE_PER_ENDPOINT: usize = 256;
     pub const PLUGINS_DIR: &str = "plugins";
-    pub const COMPILE_CACHE_DIR: &str = ".compiled";
+    pub const COMPILE_CACHE_DIR: &str = ".weir/compile-cache";
+    pub const COMPILE_CACHE_KEY: &str = ".weir/compile-cache.key";
+    pub const COMPILE_CACHE_MAX_BYTES: usize = 256 << 20;
     pub const CALL_DEADLINE: Duration = Duration::from_millis(10);
     pub const MEMORY_LIMIT_BYTES: usize = 32 << 20;
     pub const REPLAY_BUFFER_BYTES: usize = 64 << 10;
@@ -347,62 +324,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_default();
-    let plugins_dir = base.join(raw.plugins.dir.as_deref().unwrap_or(defaults::PLUGINS_DIR));
-    let plugins = PluginSettings {
-        compile_cache: raw.plugins.compile_cache.as_deref().map_or_else(
-            || plugins_dir.join(defaults::COMPILE_CACHE_DIR),
-            |c| base.join(c),
-        ),
-        dir: plugins_dir,
-        call_deadline: raw.plugins.call_deadline.unwrap_or(defaults::CALL_DEADLINE),
-        memory_limit_bytes: bounded(
-            &mut errors,
-            locate,
-            raw.plugins.memory_limit_bytes,
-            1 << 16..=1 << 32,
-            "plugins.memory_limit_bytes",
-        )
-        .unwrap_or(defaults::MEMORY_LIMIT_BYTES),
-        replay_buffer_bytes: bounded(
-            &mut errors,
-            locate,
-            raw.plugins.replay_buffer_bytes,
-            0..=64 << 20,
-            "plugins.replay_buffer_bytes",
-        )
-        .unwrap_or(defaults::REPLAY_BUFFER_BYTES),
-        cache_capacity_bytes: bounded(
-            &mut errors,
-            locate,
-            raw.plugins.cache_capacity_bytes,
-            0..=1 << 40,
-            "plugins.cache_capacity_bytes",
-        )
-        .unwrap_or(defaults::CACHE_CAPACITY_BYTES),
-        cache_max_object_bytes: bounded(
-            &mut errors,
-            locate,
-            raw.plugins.cache_max_object_bytes,
-            0..=1 << 32,
-            "plugins.cache_max_object_bytes",
-        )
-        .unwrap_or(defaults::CACHE_MAX_OBJECT_BYTES),
-        redis_url: match &raw.plugins.redis_url {
-            Some(url) if !url.get_ref().starts_with("redis://") => {
-                errors.push(locate.at(
-                    url.span(),
-                    format!(
-                        "plugins.redis_url {:?} must start with redis://",
-                        url.get_ref()
-                    ),
-                ));
-                None
-            }
-            Some(url) => Some(url.get_ref().clone()),
-            None => None,
-        },
-        redis_timeout: raw.plugins.redis_timeout.unwrap_or(defaults::REDIS_TIMEOUT),
-    };
+    let plugins = plugins::validate(&raw.plugins, &base, locate, &mut errors);
 
     let mut listeners = Vec::new();
     let mut seen_listeners = HashSet::new();

@@ -89,6 +89,8 @@ pub(crate) struct RawLimits {
 pub(crate) struct RawPlugins {
     pub dir: Option<String>,
     pub compile_cache: Option<String>,
+    pub compile_cache_key: Option<Spanned<String>>,
+    pub compile_cache_max_bytes: Option<Spanned<usize>>,
     #[serde(default, deserialize_with = "super::duration::optional")]
     pub call_deadline: Option<Duration>,
     pub memory_limit_bytes: Option<Spanned<usize>>,

@@ -1,16 +1,16 @@
 //! The one wasmtime [`Engine`] of the proxy: Cranelift, epoch interruption
 //! driven by a ticker thread ([`super::ticker`]), the host functions'
-//! [`Linker`], and an on-disk cache of compiled plugins so restarts skip
-//! compilation.
+//! [`Linker`], and an authenticated on-disk cache of compiled plugins
+//! ([`super::compile_cache`]) so restarts skip compilation.
 
 use std::hash::Hasher;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
+use super::compile_cache::{CompileCache, CompileCacheConfig};
 use super::host::{self, HostState};
 use super::services::HostServices;
 use super::ticker::{Ticker, Watch};
@@ -19,8 +19,8 @@ use crate::cache_store::CacheStoreConfig;
 /// How the engine and its instances are set up.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
-    /// Where compiled plugins are cached (`None`: no cache).
-    pub cache_dir: Option<PathBuf>,
+    /// Where and how compiled plugins are cached (`None`: no cache).
+    pub compile_cache: Option<CompileCacheConfig>,
     /// How often the epoch advances while some call's deadline is pending
     /// (the ticker parks otherwise); the granularity of every deadline.
     pub epoch_tick: Duration,
@@ -42,7 +42,7 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         Self {
-            cache_dir: None,
+            compile_cache: None,
             epoch_tick: EngineConfig::tick_for(Duration::from_millis(10)),
             call_deadline: Duration::from_millis(10),
             init_deadline: Duration::from_secs(1),
@@ -99,7 +99,7 @@ pub(crate) struct EngineInner {
     pub services: Arc<HostServices>,
     /// Stops its thread when dropped.
     ticker: Ticker,
-    compat: String,
+    cache: Option<CompileCache>,
 }
 
 impl PluginEngine {
@@ -129,15 +129,25 @@ impl PluginEngine {
         let compat = {
             let mut h = Sha256Hasher(Sha256::new());
             std::hash::Hash::hash(&engine.precompile_compatibility_hash(), &mut h);
-            hex(&h.0.finalize()[..8])
+            let mut compat = [0u8; 16];
+            compat.copy_from_slice(&h.0.finalize()[..16]);
+            compat
         };
+        let cache = config.compile_cache.as_ref().and_then(|settings| {
+            CompileCache::open(settings, compat)
+                .map_err(|error| {
+                    // Plugins still load, compiled on every start.
+                    tracing::error!(%error, "the compile cache is off");
+                })
+                .ok()
+        });
         let inner = EngineInner {
             engine,
             linker,
             config,
             services,
             ticker,
-            compat,
+            cache,
         };
         Ok(Self {
             inner: Arc::new(inner),
@@ -170,47 +180,28 @@ impl PluginEngine {
 
     /// Compiles `wasm` (whose SHA-256 is `hash`), through the on-disk cache.
     pub(crate) fn compile(&self, wasm: &[u8], hash: &[u8; 32]) -> wasmtime::Result<Module> {
-        let Some(dir) = &self.inner.config.cache_dir else {
+        let Some(cache) = &self.inner.cache else {
             return Module::new(&self.inner.engine, wasm);
         };
-        let path = dir.join(format!("{}-{}.cwasm", hex(hash), self.inner.compat));
-        if let Some(module) = self.load_cached(&path) {
-            return Ok(module);
+        if let Some(payload) = cache.load(hash) {
+            // SAFETY: the payload is what `Module::serialize` wrote for an
+            // engine with the same compatibility hash, from this very `.wasm`
+            // (its SHA-256 is bound into the entry), and it carries this
+            // installation's HMAC, which only the proxy's private key makes.
+            if let Ok(module) = unsafe { Module::deserialize(&self.inner.engine, &payload) } {
+                return Ok(module);
+            }
         }
         let module = Module::new(&self.inner.engine, wasm)?;
-        if let Err(e) = self.store_cached(&module, &path) {
+        let stored = module
+            .serialize()
+            .map_err(std::io::Error::other)
+            .and_then(|payload| cache.store(hash, &payload));
+        if let Err(e) = stored {
             // A cache that cannot be written costs speed, not correctness.
-            tracing::warn!(path = %path.display(), error = %e, "cannot write plugin compile cache");
+            tracing::warn!(error = %e, "cannot write plugin compile cache");
         }
         Ok(module)
-    }
-
-    /// A cached artifact is `sha256(payload) ++ payload`; anything that does not
-    /// check out is ignored (and recompiled), never deserialized.
-    fn load_cached(&self, path: &std::path::Path) -> Option<Module> {
-        let file = std::fs::read(path).ok()?;
-        let (digest, payload) = file.split_at_checked(32)?;
-        if Sha256::digest(payload).as_slice() != digest {
-            tracing::warn!(path = %path.display(), "corrupt plugin compile cache entry, recompiling");
-            return None;
-        }
-        // SAFETY: `payload` was produced by `Module::serialize` of an engine
-        // with the same compatibility hash (it is in the file name) and is
-        // intact (its SHA-256 matches). The cache directory is the proxy's own.
-        unsafe { Module::deserialize(&self.inner.engine, payload) }.ok()
-    }
-
-    fn store_cached(&self, module: &Module, path: &std::path::Path) -> std::io::Result<()> {
-        let payload = module.serialize().map_err(std::io::Error::other)?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut file = Sha256::digest(&payload).to_vec();
-        file.extend_from_slice(&payload);
-        // Write then rename, so a crash never leaves a half-written entry.
-        let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-        std::fs::write(&tmp, &file)?;
-        std::fs::rename(&tmp, path)
     }
 }
 

@@ -7,6 +7,7 @@
 //! and instantiating happen beside it and publish new chains.
 
 pub mod chain;
+pub mod compile_cache;
 mod cpu_budget;
 pub mod engine;
 mod funcs;
@@ -24,6 +25,7 @@ mod ticker;
 pub mod views;
 
 pub use chain::{Attempt, Chain, Core, EndToken, TrapPolicy};
+pub use compile_cache::{CacheKeyError, CompileCacheConfig};
 pub use engine::{EngineConfig, EngineError, PluginEngine};
 pub use instance::{PluginError, PluginInstance, RequestVerdict, ResponseVerdict};
 pub use loader::{HookSet, LoadError, LoadedPlugin};

@@ -52,7 +52,11 @@ impl PluginRegistry {
     /// An empty registry for the plugins directory in `settings`.
     pub fn new(settings: &PluginSettings) -> Result<Self, EngineError> {
         let config = EngineConfig {
-            cache_dir: Some(settings.compile_cache.clone()),
+            compile_cache: Some(super::CompileCacheConfig {
+                dir: settings.compile_cache.clone(),
+                key_file: settings.compile_cache_key.clone(),
+                max_bytes: settings.compile_cache_max_bytes as u64,
+            }),
             call_deadline: settings.call_deadline,
             epoch_tick: EngineConfig::tick_for(settings.call_deadline),
             memory_limit: settings.memory_limit_bytes,
