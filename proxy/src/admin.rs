@@ -1,9 +1,11 @@
 //! The admin listener: liveness, readiness, Prometheus metrics, the running
 //! config and routes as JSON, and `POST /admin/reload`. Loopback by default,
 //! separate from the proxy listeners, and served on the control thread so a
-//! busy data plane cannot starve it. The health report and readiness checks
-//! are in [`health`]; CPU profiles in [`pprof`].
+//! busy data plane cannot starve it. Who may do what is [`access`]; the
+//! health report and readiness checks are in [`health`]; CPU profiles in
+//! [`pprof`].
 
+mod access;
 pub mod health;
 pub mod pprof;
 
@@ -28,8 +30,10 @@ pub(crate) async fn serve(
     server: ServerHandle,
     stop: CancellationToken,
 ) {
-    let listener = match TcpListener::from_std(socket) {
-        Ok(listener) => listener,
+    let (listener, address) = match TcpListener::from_std(socket)
+        .and_then(|listener| Ok((listener.local_addr()?, listener)))
+    {
+        Ok((address, listener)) => (listener, address),
         Err(error) => {
             tracing::error!(%error, "cannot start the admin listener");
             return;
@@ -52,6 +56,12 @@ pub(crate) async fn serve(
             let service = service_fn(move |request| {
                 let server = server.clone();
                 async move {
+                    let kind = access::Kind::of(request.method(), request.uri().path());
+                    let config = server.config();
+                    let token = config.admin.as_ref().and_then(|a| a.token.as_ref());
+                    if let Err(refusal) = access::check(kind, request.headers(), address, token) {
+                        return Ok::<_, Infallible>(refusal.into_response());
+                    }
                     // The only slow endpoint: it answers after profiling.
                     if request.uri().path() == "/debug/pprof/profile"
                         && request.method() == Method::GET
@@ -101,13 +111,14 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
             );
             response
         }
-        (&Method::GET, "/admin/config") => json_response(
-            StatusCode::OK,
-            &json!({
+        (&Method::GET, "/admin/config") => {
+            let mut shown = json!({
                 "config": &*server.config(),
                 "last_reload_error": server.last_reload_error(),
-            }),
-        ),
+            });
+            crate::redact::redact_json(&mut shown);
+            json_response(StatusCode::OK, &shown)
+        }
         (&Method::GET, "/admin/routes") => json_response(StatusCode::OK, &routes_json(server)),
         (&Method::GET, "/admin/upstreams") => {
             json_response(StatusCode::OK, &health::upstreams_json(server))

@@ -12,6 +12,7 @@ pub mod config;
 pub mod fault;
 pub mod plugin;
 pub mod proxy_status;
+pub mod redact;
 pub mod route;
 pub mod scaffold;
 pub mod server;

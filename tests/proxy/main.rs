@@ -2,6 +2,7 @@
 //! servers on ephemeral ports, the real `Server`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
 mod balancing;
 mod cache;
 mod compile_cache;

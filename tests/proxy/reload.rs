@@ -116,6 +116,7 @@ async fn valid_config_is_applied_and_invalid_refused_under_load() {
     let refused = weir_tests::send(
         &client,
         http::Request::post(proxy.admin_url("/admin/reload"))
+            .header("content-type", "application/json")
             .body(Default::default())
             .unwrap(),
     )
@@ -127,6 +128,7 @@ async fn valid_config_is_applied_and_invalid_refused_under_load() {
     let applied = weir_tests::send(
         &client,
         http::Request::post(proxy.admin_url("/admin/reload"))
+            .header("content-type", "application/json")
             .body(Default::default())
             .unwrap(),
     )

@@ -2,6 +2,7 @@
 //! and turned into plain settings the rest of the proxy reads. A config that
 //! fails any check is refused with the file, line and column of every error.
 
+mod admin;
 mod duration;
 mod plugins;
 mod raw;
@@ -17,6 +18,7 @@ use std::time::Duration;
 use http::uri::Authority;
 use serde::Serialize;
 
+pub use admin::{AdminSettings, AdminToken};
 pub use plugins::PluginSettings;
 use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
@@ -30,8 +32,8 @@ pub struct Config {
     /// The file it was read from.
     pub source: PathBuf,
     pub server: ServerSettings,
-    /// The admin listener's address; `None` when disabled.
-    pub admin: Option<SocketAddr>,
+    /// The admin listener; `None` when disabled.
+    pub admin: Option<AdminSettings>,
     pub timeouts: Timeouts,
     pub limits: Limits,
     pub plugins: PluginSettings,
@@ -352,33 +354,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         }
     }
 
-    let admin = if raw.admin.enabled == Some(false) {
-        None
-    } else {
-        match &raw.admin.address {
-            None => defaults::ADMIN_ADDRESS.parse().ok(),
-            Some(text) => match text.get_ref().parse::<SocketAddr>() {
-                Ok(addr) if addr.port() != 0 && seen_listeners.contains(&addr) => {
-                    errors.push(locate.at(
-                        text.span(),
-                        format!("admin address {addr} is also a proxy listener"),
-                    ));
-                    None
-                }
-                Ok(addr) => Some(addr),
-                Err(_) => {
-                    errors.push(locate.at(
-                        text.span(),
-                        format!(
-                            "invalid admin address {:?}: expected ip:port",
-                            text.get_ref()
-                        ),
-                    ));
-                    None
-                }
-            },
-        }
-    };
+    let admin = admin::validate(&raw.admin, &base, &seen_listeners, locate, &mut errors);
 
     let mut upstreams = BTreeMap::new();
     for (name, upstream) in &raw.upstreams {

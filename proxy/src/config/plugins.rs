@@ -120,7 +120,7 @@ pub(super) fn validate(
                     url.span(),
                     format!(
                         "plugins.redis_url {:?} must start with redis://",
-                        url.get_ref()
+                        crate::redact::redact_text(url.get_ref())
                     ),
                 ));
                 None

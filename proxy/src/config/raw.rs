@@ -59,6 +59,8 @@ pub enum RuntimeMode {
 pub(crate) struct RawAdmin {
     pub address: Option<Spanned<String>>,
     pub enabled: Option<bool>,
+    pub token: Option<Spanned<String>>,
+    pub token_file: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -30,7 +30,10 @@ upstream = "app"
 fn minimal_config_gets_defaults() {
     let config = parse(MINIMAL).unwrap();
     assert_eq!(config.listeners, vec!["127.0.0.1:8080".parse().unwrap()]);
-    assert_eq!(config.admin, Some("127.0.0.1:9901".parse().unwrap()));
+    assert_eq!(
+        config.admin.map(|a| a.address),
+        Some("127.0.0.1:9901".parse().unwrap())
+    );
     assert_eq!(config.timeouts.connect, defaults::CONNECT_TIMEOUT);
     assert_eq!(config.routes[0].path_prefix, "/");
     assert_eq!(config.routes[0].name, "route-0");

@@ -241,7 +241,7 @@ impl Server {
             })
             .collect();
         let control = spawn_runtime("weir-control".into(), None, None, stop.clone())?;
-        let admin_socket = match config.admin {
+        let admin_socket = match config.admin.as_ref().map(|admin| admin.address) {
             Some(address) => {
                 let mut sockets = listener::bind(address, 1)
                     .map_err(|source| StartError::Bind { address, source })?;
@@ -550,7 +550,7 @@ impl Inner {
         let (chains, handovers) =
             plugins::build_chains(&self.plugins, &config, &self.shared.table.load())?;
         if old.server != config.server
-            || old.admin != config.admin
+            || old.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
             || old.plugins != config.plugins
             || old.limits != config.limits
             || old.timeouts.idle != config.timeouts.idle
@@ -558,7 +558,7 @@ impl Inner {
             || old.timeouts.body_idle != config.timeouts.body_idle
         {
             tracing::warn!(
-                "[server], [admin], [limits], [plugins] and timeouts.idle, header_read and body_idle apply at start-up only; restart to change them"
+                "[server], admin.address, [limits], [plugins] and timeouts.idle, header_read and body_idle apply at start-up only; restart to change them"
             );
         }
         let upstreams = {
