@@ -226,6 +226,17 @@ fn plugins_json(server: &ServerHandle) -> serde_json::Value {
                 "versions_loaded": record.versions,
                 "loaded_at": record.loaded_at.map(|t| humantime::format_rfc3339_millis(t).to_string()),
                 "last_error": record.last_error,
+                "probation": record.probation.as_ref().filter(|p| p.watching()).map(|p| json!({
+                    "remaining_ms": u64::try_from(p.remaining().as_millis()).unwrap_or(u64::MAX),
+                    "failures": p.failures(),
+                    "max_failures": p.max_failures(),
+                })),
+                "rollbacks": record.rollbacks,
+                "rolled_back": record.rolled_back.as_ref().map(|r| json!({
+                    "hash": r.hash,
+                    "reason": r.reason,
+                    "at": humantime::format_rfc3339_millis(r.at).to_string(),
+                })),
                 "routes": routes,
                 "instances": instances,
             })
@@ -248,6 +259,14 @@ fn render_plugin_metrics(server: &ServerHandle, out: &mut String) {
                 .map(|c| (r.spec.name.as_str(), c.layers().to_vec()))
         })
         .collect();
+    out.push_str("# HELP weir_plugin_rollbacks_total New plugin versions rolled back after failing their probation.\n# TYPE weir_plugin_rollbacks_total counter\n");
+    for (name, record) in server.plugins().records() {
+        let _ = writeln!(
+            out,
+            "weir_plugin_rollbacks_total{{plugin=\"{name}\"}} {}",
+            record.rollbacks
+        );
+    }
     out.push_str("# HELP weir_plugin_calls_total Hook calls into a plugin instance.\n# TYPE weir_plugin_calls_total counter\n");
     for (route, instances) in &layers {
         for instance in instances {

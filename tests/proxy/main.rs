@@ -16,6 +16,7 @@ mod plugin_faults;
 pub mod plugins;
 #[allow(clippy::float_cmp)]
 mod policies;
+mod probation;
 mod protocols;
 mod reload;
 mod routing;

@@ -160,6 +160,8 @@ pub mod defaults {
     pub const COMPILE_CACHE_KEY: &str = ".weir/compile-cache.key";
     pub const COMPILE_CACHE_MAX_BYTES: usize = 256 << 20;
     pub const CALL_DEADLINE: Duration = Duration::from_millis(10);
+    pub const PROBATION: Duration = Duration::from_secs(30);
+    pub const PROBATION_MAX_TRAPS: u32 = 3;
     pub const MEMORY_LIMIT_BYTES: usize = 32 << 20;
     pub const REPLAY_BUFFER_BYTES: usize = 64 << 10;
     pub const CACHE_CAPACITY_BYTES: usize = 64 << 20;

@@ -23,6 +23,11 @@ pub struct PluginSettings {
     /// The longest one hook call may run before it is trapped.
     #[serde(with = "duration_text")]
     pub call_deadline: Duration,
+    /// How long a swapped-in version stays on probation (zero: none).
+    #[serde(with = "duration_text")]
+    pub probation: Duration,
+    /// Failed calls within the probation window that roll a version back.
+    pub probation_max_traps: u32,
     /// The most linear memory one plugin instance may grow to.
     pub memory_limit_bytes: usize,
     /// On routes whose plugins may retry, request bodies up to this size are
@@ -82,6 +87,17 @@ pub(super) fn validate(
         .unwrap_or(defaults::COMPILE_CACHE_MAX_BYTES),
         dir: plugins_dir,
         call_deadline: raw.call_deadline.unwrap_or(defaults::CALL_DEADLINE),
+        probation: raw.probation.unwrap_or(defaults::PROBATION),
+        probation_max_traps: bounded(
+            errors,
+            locate,
+            raw.probation_max_traps.clone(),
+            1..=10_000,
+            "plugins.probation_max_traps",
+        )
+        .map_or(defaults::PROBATION_MAX_TRAPS, |n| {
+            u32::try_from(n).unwrap_or(u32::MAX)
+        }),
         memory_limit_bytes: bounded(
             errors,
             locate,

@@ -95,6 +95,9 @@ pub(crate) struct RawPlugins {
     pub compile_cache_max_bytes: Option<Spanned<usize>>,
     #[serde(default, deserialize_with = "super::duration::optional")]
     pub call_deadline: Option<Duration>,
+    #[serde(default, deserialize_with = "super::duration::optional")]
+    pub probation: Option<Duration>,
+    pub probation_max_traps: Option<Spanned<usize>>,
     pub memory_limit_bytes: Option<Spanned<usize>>,
     pub replay_buffer_bytes: Option<Spanned<usize>>,
     pub cache_capacity_bytes: Option<Spanned<usize>>,

@@ -7,7 +7,7 @@
 
 use std::mem;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -18,6 +18,7 @@ use super::funcs::Funcs;
 use super::host::HostState;
 use super::loader::{HookSet, LoadedPlugin};
 use super::metrics::{MetricSample, MetricsRegistry};
+use super::probation::Probation;
 use super::ticker::Watch;
 use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, method_code};
 
@@ -51,6 +52,13 @@ pub enum PluginError {
         plugin: String,
         /// Consecutive traps so far.
         traps: u32,
+    },
+    /// This instance's version was rolled back after the caller picked it;
+    /// the hook methods hand such a call to the previous version instead.
+    #[error("plugin {plugin}: this version was rolled back")]
+    Retired {
+        /// The plugin's name.
+        plugin: String,
     },
     /// A hook returned a value outside the ABI.
     #[error("plugin {plugin} returned invalid value {value} from {hook}")]
@@ -118,6 +126,12 @@ pub struct PluginInstance {
     /// each request, and checks this first instead of taking every layer's
     /// lock when (as almost always) there are none.
     marks_pending: AtomicBool,
+    /// While this is a new version on probation: the watch its failed
+    /// calls are counted by.
+    probation: OnceLock<Arc<Probation>>,
+    /// Set when that probation trips: the previous version's instance, which
+    /// takes every call from then on (see [`PluginInstance::active`]).
+    fallback: OnceLock<Arc<PluginInstance>>,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -155,10 +169,42 @@ impl PluginInstance {
                 traps: 0,
             }),
             marks_pending: AtomicBool::new(false),
+            probation: OnceLock::new(),
+            fallback: OnceLock::new(),
         };
         let live = this.spawn(MetricsRegistry::default())?;
         this.lock().live = Some(live);
         Ok(this)
+    }
+
+    /// The instance that takes this one's calls: itself, or the previous
+    /// version's once this one's probation tripped. The chain calls every
+    /// hook through this.
+    pub fn active(&self) -> &PluginInstance {
+        self.fallback
+            .get()
+            .map_or(self, |previous| previous.as_ref())
+    }
+
+    /// The previous version's instance, once a tripped probation handed
+    /// the calls back to it.
+    pub fn fallback(&self) -> Option<&Arc<PluginInstance>> {
+        self.fallback.get()
+    }
+
+    pub(super) fn enter_probation(&self, probation: Arc<Probation>) {
+        let _ = self.probation.set(probation);
+    }
+
+    pub(super) fn fall_back(&self, previous: Arc<PluginInstance>) {
+        let _ = self.fallback.set(previous);
+    }
+
+    /// A call failed: counted against the version's probation, if any.
+    fn note_failed_call(&self, why: &str) {
+        if let Some(probation) = self.probation.get() {
+            probation.failed_call(why);
+        }
     }
 
     /// The plugin's name.
@@ -254,9 +300,17 @@ impl PluginInstance {
     ) -> Result<R, PluginError> {
         let mut slot = self.lock();
         let slot = &mut *slot;
+        // Checked under the lock: a call that waited here while the
+        // probation tripped goes to the previous version, not to this one.
+        if self.fallback.get().is_some() {
+            return Err(PluginError::Retired {
+                plugin: self.plugin.name.to_string(),
+            });
+        }
         slot.calls += 1;
         if slot.live.is_none() {
             if slot.retry_at.is_some_and(|t| Instant::now() < t) {
+                self.note_failed_call("refused while backing off after traps");
                 return Err(PluginError::BackingOff {
                     plugin: self.plugin.name.to_string(),
                     traps: slot.consecutive_traps,
@@ -266,6 +320,7 @@ impl PluginInstance {
                 Ok(live) => slot.live = Some(live),
                 Err(e) => {
                     self.note_trap(slot);
+                    self.note_failed_call(&e.to_string());
                     return Err(e);
                 }
             }
@@ -286,8 +341,10 @@ impl PluginInstance {
                     slot.metrics = dead.store.into_data().metrics;
                 }
                 self.note_trap(slot);
+                let error = self.trap(hook, trap_message(&e));
                 tracing::warn!(plugin = %self.plugin.name, hook, error = %trap_message(&e), "plugin trapped; instance discarded");
-                Err(self.trap(hook, trap_message(&e)))
+                self.note_failed_call(&error.to_string());
+                Err(error)
             }
         }
     }
@@ -318,7 +375,7 @@ impl PluginInstance {
             return Ok(RequestVerdict::Continue { timeout: None });
         }
         let method = method_code(&req.method);
-        let (code, answer, timeout) = self.with_live("on_request", |l| {
+        let result = self.with_live("on_request", |l| {
             let Some(func) = &l.funcs.on_request else {
                 return Ok((0, None, None));
             };
@@ -331,7 +388,13 @@ impl PluginInstance {
             mem::swap(&mut st.req, req);
             st.phase = Phase::Idle;
             Ok((r?, st.answer.take(), st.attempt_timeout.take()))
-        })?;
+        });
+        let (code, answer, timeout) = match (result, self.fallback.get()) {
+            (Err(PluginError::Retired { .. }), Some(previous)) => {
+                return previous.on_request(id, req, attempt);
+            }
+            (result, _) => result?,
+        };
         match (RequestDecision::from_code(code), answer) {
             (Some(RequestDecision::Continue), _) => Ok(RequestVerdict::Continue { timeout }),
             (Some(RequestDecision::Answer), Some(a)) => Ok(RequestVerdict::Answer(*a)),
@@ -359,7 +422,7 @@ impl PluginInstance {
         if !self.plugin.hooks.select {
             return Ok(None);
         }
-        let raw = self.with_live("select", |l| {
+        let result = self.with_live("select", |l| {
             let Some(func) = &l.funcs.select else {
                 return Ok(abi::SELECT_DEFAULT);
             };
@@ -386,7 +449,13 @@ impl PluginInstance {
             mem::swap(&mut st.req, req);
             st.phase = Phase::Idle;
             r
-        })?;
+        });
+        let raw = match (result, self.fallback.get()) {
+            (Err(PluginError::Retired { .. }), Some(previous)) => {
+                return previous.select(id, req, attempt, endpoints, tried);
+            }
+            (result, _) => result?,
+        };
         if raw == abi::SELECT_DEFAULT {
             return Ok(None);
         }
@@ -410,11 +479,12 @@ impl PluginInstance {
             return Ok(ResponseVerdict::Pass);
         }
         let (status_code, error) = outcome.scalars();
+        let endpoint_id = endpoint;
         let endpoint = endpoint.and_then(|e| i32::try_from(e).ok()).unwrap_or(-1);
         let latency_us = i64::try_from(latency.as_micros()).unwrap_or(i64::MAX);
         let upstream_status = outcome.upstream_status();
         let mut headers = outcome.headers_mut();
-        let (raw, answer) = self.with_live("on_response", |l| {
+        let result = self.with_live("on_response", |l| {
             let Some(func) = &l.funcs.on_response else {
                 return Ok((0, None));
             };
@@ -445,7 +515,13 @@ impl PluginInstance {
             st.has_resp = false;
             st.phase = Phase::Idle;
             Ok((r?, st.answer.take()))
-        })?;
+        });
+        let (raw, answer) = match (result, self.fallback.get()) {
+            (Err(PluginError::Retired { .. }), Some(previous)) => {
+                return previous.on_response(id, req, attempt, outcome, endpoint_id, latency);
+            }
+            (result, _) => result?,
+        };
         match (ResponseDecision::decode(raw), answer) {
             (Some(ResponseDecision::Pass), _) => Ok(ResponseVerdict::Pass),
             (Some(ResponseDecision::Replace), Some(a)) => Ok(ResponseVerdict::Replace(*a)),
@@ -461,7 +537,7 @@ impl PluginInstance {
         if !self.plugin.hooks.on_end {
             return Ok(());
         }
-        self.with_live("on_end", |l| {
+        let result = self.with_live("on_end", |l| {
             let Some(func) = &l.funcs.on_end else {
                 return Ok(());
             };
@@ -470,7 +546,13 @@ impl PluginInstance {
             let r = func.call(&mut l.store, (id as i64, status_code, error));
             l.store.data_mut().phase = Phase::Idle;
             r
-        })
+        });
+        match (result, self.fallback.get()) {
+            (Err(PluginError::Retired { .. }), Some(previous)) => {
+                previous.on_end(id, status_code, error)
+            }
+            (result, _) => result,
+        }
     }
 
     /// The plugin's JSON status for `/admin/plugins` (`None` if it exports none).

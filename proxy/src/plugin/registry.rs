@@ -4,15 +4,17 @@
 //! check, `configure` for every route that names it) before anything is
 //! swapped; any failure keeps the old version serving.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use super::engine::hex;
 use super::{
-    Chain, EngineConfig, HostServices, LoadedPlugin, PluginEngine, PluginInstance, TrapPolicy,
+    Chain, EngineConfig, HostServices, LoadedPlugin, PluginEngine, PluginInstance, Probation,
+    TrapPolicy,
 };
 use crate::config::{Config, Diagnostic, OnPluginError, PluginSettings, RouteSpec};
 
@@ -28,6 +30,26 @@ pub struct PluginRecord {
     pub last_error: Option<String>,
     /// False once the file was deleted (the last good version stays loaded).
     pub file_present: bool,
+    /// The serving version's probation, while it lasts.
+    pub probation: Option<Arc<Probation>>,
+    /// The version the serving one replaced, kept while it is on probation.
+    pub previous: Option<LoadedPlugin>,
+    /// How many versions were rolled back since start.
+    pub rollbacks: u64,
+    /// The last rollback, until another version is swapped in.
+    pub rolled_back: Option<RolledBack>,
+    /// Versions rolled back: not tried again until the file changes.
+    pub bad: BTreeSet<[u8; 32]>,
+}
+
+/// A version that was rolled back.
+#[derive(Debug, Clone)]
+pub struct RolledBack {
+    /// SHA-256 of the rolled-back file, in hex.
+    pub hash: String,
+    /// What tripped its probation.
+    pub reason: String,
+    pub at: SystemTime,
 }
 
 /// The plugins by name, and the engine that runs them.
@@ -134,6 +156,68 @@ impl PluginRegistry {
         record.versions += 1;
         record.last_error = None;
         record.file_present = true;
+        record.rolled_back = None;
+    }
+
+    /// Puts the serving version of `probation`'s plugin on probation, with
+    /// `previous` to return to; a probation still running for the version
+    /// it replaces ends (that version is promoted).
+    pub fn start_probation(&self, probation: &Arc<Probation>, previous: LoadedPlugin) {
+        let mut records = self.lock();
+        let record = records.entry(probation.plugin().to_owned()).or_default();
+        if let Some(earlier) = record.probation.replace(Arc::clone(probation)) {
+            earlier.end();
+        }
+        record.previous = Some(previous);
+    }
+
+    /// The probation ended clean: the version stays, the previous goes.
+    pub fn end_probation(&self, probation: &Arc<Probation>) {
+        if let Some(record) = self.lock().get_mut(probation.plugin())
+            && record
+                .probation
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(p, probation))
+        {
+            record.probation = None;
+            record.previous = None;
+        }
+    }
+
+    /// The probation tripped: the previous version serves again and this
+    /// one's hash is marked bad. Returns false if it is no longer the
+    /// serving version's probation (a newer version replaced it).
+    pub fn roll_back(&self, probation: &Arc<Probation>) -> bool {
+        let mut records = self.lock();
+        let Some(record) = records.get_mut(probation.plugin()) else {
+            return false;
+        };
+        if !record
+            .probation
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, probation))
+        {
+            return false;
+        }
+        record.probation = None;
+        if let Some(previous) = record.previous.take() {
+            record.loaded = Some(previous);
+            record.loaded_at = Some(SystemTime::now());
+        }
+        record.bad.insert(*probation.hash());
+        record.rollbacks += 1;
+        record.rolled_back = Some(RolledBack {
+            hash: hex(probation.hash()),
+            reason: probation.reason().unwrap_or_default(),
+            at: SystemTime::now(),
+        });
+        true
+    }
+
+    /// Whether this version of `name` was rolled back (so is not tried
+    /// again until the file changes).
+    pub fn is_bad(&self, name: &str, hash: &[u8; 32]) -> bool {
+        self.lock().get(name).is_some_and(|r| r.bad.contains(hash))
     }
 
     /// Records a failed load or swap; the serving version stays.
@@ -277,6 +361,11 @@ pub struct Handover {
 }
 
 impl Handover {
+    /// The new instance and the old one it replaces.
+    pub fn instances(&self) -> (&Arc<PluginInstance>, &Arc<PluginInstance>) {
+        (&self.new, &self.old)
+    }
+
     /// Carries the state over. A plugin that cannot restore starts fresh.
     pub fn run(&self) {
         let (old, new, route) = (&self.old, &self.new, self.route.as_str());

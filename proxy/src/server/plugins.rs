@@ -9,7 +9,7 @@ use std::sync::{Arc, PoisonError};
 
 use crate::config::{Config, ConfigError, Diagnostic};
 use crate::plugin::registry::Handover;
-use crate::plugin::{Chain, PluginRegistry};
+use crate::plugin::{Chain, PluginRegistry, Probation};
 use crate::route::RouteTable;
 
 use super::ServerHandle;
@@ -117,6 +117,10 @@ impl ServerHandle {
         {
             return Ok(());
         }
+        if registry.is_bad(&name, candidate.hash()) {
+            tracing::debug!(plugin = %name, hash = %candidate.hash_hex(), "this version was rolled back; not tried again until the file changes");
+            return Ok(());
+        }
         let config = self.0.shared.config.load_full();
         let mut chains = BTreeMap::new();
         let mut handovers = Vec::new();
@@ -139,6 +143,26 @@ impl ServerHandle {
         registry.commit(&candidate);
         let next = Arc::new(table.with_chains(&chains));
         handovers.iter().for_each(Handover::run);
+        if let Some(previous) = current
+            && !config.plugins.probation.is_zero()
+        {
+            let probation = Probation::new(
+                &name,
+                *candidate.hash(),
+                config.plugins.probation,
+                config.plugins.probation_max_traps,
+            );
+            for handover in &handovers {
+                let (new, old) = handover.instances();
+                if new.name() == name {
+                    probation.watch(new, Arc::clone(old));
+                }
+            }
+            registry.start_probation(&probation, previous);
+            self.0
+                .control
+                .spawn(self.clone().follow_probation(probation));
+        }
         self.0.shared.table.store(next);
         self.0
             .shared
@@ -147,6 +171,64 @@ impl ServerHandle {
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(plugin = %name, hash = %candidate.hash_hex(), routes = users.len(), "plugin swapped in");
         Ok(())
+    }
+}
+
+impl ServerHandle {
+    /// Waits out a new version's probation: promotes it when the window ends
+    /// clean, rolls it back when it trips.
+    async fn follow_probation(self, probation: Arc<Probation>) {
+        tokio::select! {
+            () = self.0.stop.cancelled() => {}
+            () = probation.tripped() => self.roll_back(&probation),
+            () = tokio::time::sleep(probation.remaining()) => {
+                if probation.end() {
+                    self.0.plugins.end_probation(&probation);
+                    tracing::info!(plugin = probation.plugin(), "new plugin version passed probation");
+                }
+            }
+        }
+    }
+
+    /// Puts the previous version back: in the registry (the tripped
+    /// version's hash marked bad) and in every route's chain (the new
+    /// instances already hand their calls to the previous ones; this
+    /// publishes chains without them).
+    fn roll_back(&self, probation: &Arc<Probation>) {
+        let _serial = self
+            .0
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if !self.0.plugins.roll_back(probation) {
+            return;
+        }
+        let table = self.0.shared.table.load_full();
+        let mut chains = BTreeMap::new();
+        for route in table.routes() {
+            let Some(chain) = &route.chain else { continue };
+            if chain.layers().iter().all(|l| l.fallback().is_none()) {
+                continue;
+            }
+            let layers = chain
+                .layers()
+                .iter()
+                .map(|l| Arc::clone(l.fallback().unwrap_or(l)))
+                .collect();
+            if let Ok(chain) = Chain::new(layers, chain.policy()) {
+                chains.insert(route.spec.name.clone(), Arc::new(chain));
+            }
+        }
+        self.0
+            .shared
+            .table
+            .store(Arc::new(table.with_chains(&chains)));
+        tracing::error!(
+            plugin = probation.plugin(),
+            hash = %crate::plugin::engine::hex(probation.hash()),
+            reason = %probation.reason().unwrap_or_default(),
+            "new plugin version rolled back; the previous version serves again (not tried again until the file changes)"
+        );
     }
 }
 
