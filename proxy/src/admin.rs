@@ -22,12 +22,43 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::{ReloadError, ServerHandle};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::plugin::PluginRegistry;
+use crate::route::RouteTable;
+use crate::telemetry::metrics::Metrics;
+use crate::upstream::Upstream;
+
+/// What the admin API reads of the running server, and the one change it
+/// may ask for. The server implements it; the admin API knows nothing else
+/// of the server.
+pub trait AdminView: Send + Sync + 'static {
+    /// The config being served.
+    fn config(&self) -> Arc<Config>;
+    /// The route table being served.
+    fn routes(&self) -> Arc<RouteTable>;
+    /// The upstreams being served, by name.
+    fn upstreams(&self) -> BTreeMap<String, Arc<Upstream>>;
+    /// The proxy's metrics.
+    fn metrics(&self) -> &Metrics;
+    /// The plugin registry.
+    fn plugins(&self) -> &PluginRegistry;
+    /// Whether it serves (not starting, not draining).
+    fn is_ready(&self) -> bool;
+    /// Client connections open now.
+    fn open_connections(&self) -> usize;
+    /// The error of the last refused reload, until one is applied.
+    fn last_reload_error(&self) -> Option<String>;
+    /// Re-reads and applies the config file; `Err` holds every error.
+    fn reload(&self) -> Result<(), Vec<String>>;
+}
 
 /// Serves the admin API on `socket` until `stop` is cancelled.
-pub(crate) async fn serve(
+pub async fn serve(
     socket: std::net::TcpListener,
-    server: ServerHandle,
+    server: Arc<dyn AdminView>,
     stop: CancellationToken,
 ) {
     let (listener, address) = match TcpListener::from_std(socket)
@@ -68,7 +99,7 @@ pub(crate) async fn serve(
                     {
                         return Ok::<_, Infallible>(pprof::profile(request.uri().query()).await);
                     }
-                    Ok::<_, Infallible>(respond(&request, &server))
+                    Ok::<_, Infallible>(respond(&request, server.as_ref()))
                 }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
@@ -81,7 +112,7 @@ pub(crate) async fn serve(
     }
 }
 
-fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<Bytes>> {
+fn respond(request: &Request<Incoming>, server: &dyn AdminView) -> Response<Full<Bytes>> {
     let path = request.uri().path();
     let method = request.method();
     match (method, path) {
@@ -126,20 +157,10 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
         (&Method::GET, "/admin/plugins") => json_response(StatusCode::OK, &plugins_json(server)),
         (&Method::POST, "/admin/reload") => match server.reload() {
             Ok(()) => json_response(StatusCode::OK, &json!({ "status": "applied" })),
-            Err(error) => {
-                let errors: Vec<String> = match &error {
-                    ReloadError::Config(config) if !config.diagnostics().is_empty() => config
-                        .diagnostics()
-                        .iter()
-                        .map(ToString::to_string)
-                        .collect(),
-                    other => vec![other.to_string()],
-                };
-                json_response(
-                    StatusCode::BAD_REQUEST,
-                    &json!({ "status": "refused", "errors": errors }),
-                )
-            }
+            Err(errors) => json_response(
+                StatusCode::BAD_REQUEST,
+                &json!({ "status": "refused", "errors": errors }),
+            ),
         },
         (
             _,
@@ -158,7 +179,7 @@ fn respond(request: &Request<Incoming>, server: &ServerHandle) -> Response<Full<
     }
 }
 
-fn routes_json(server: &ServerHandle) -> serde_json::Value {
+fn routes_json(server: &dyn AdminView) -> serde_json::Value {
     let table = server.routes();
     let routes: Vec<_> = table
         .routes()
@@ -185,7 +206,7 @@ fn routes_json(server: &ServerHandle) -> serde_json::Value {
     json!({ "routes": routes })
 }
 
-fn plugins_json(server: &ServerHandle) -> serde_json::Value {
+fn plugins_json(server: &dyn AdminView) -> serde_json::Value {
     let table = server.routes();
     let plugins: Vec<_> = server
         .plugins()
@@ -247,7 +268,7 @@ fn plugins_json(server: &ServerHandle) -> serde_json::Value {
 
 /// Appends per-plugin call and trap counts and the plugins' own metrics,
 /// labelled with route and plugin.
-fn render_plugin_metrics(server: &ServerHandle, out: &mut String) {
+fn render_plugin_metrics(server: &dyn AdminView, out: &mut String) {
     use std::fmt::Write as _;
     let table = server.routes();
     let layers: Vec<_> = table

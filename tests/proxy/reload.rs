@@ -324,3 +324,85 @@ async fn watchers_react_to_content_changes_only() {
     settles_at(&proxy, "weir_plugin_swaps_total", 1).await;
     assert_eq!(counter(&proxy, "weir_plugin_swaps_refused_total").await, 0);
 }
+
+async fn versioned(proxy: &TestProxy) -> (Option<String>, Option<String>, Option<String>) {
+    let reply = get(&proxy.url("/")).await.unwrap();
+    let header = |name: &str| reply.header(name).map(str::to_owned);
+    (
+        header("x-settings-version"),
+        header("x-greeting"),
+        header("x-tag"),
+    )
+}
+
+async fn last_reload_error(proxy: &TestProxy) -> String {
+    let config: serde_json::Value =
+        serde_json::from_slice(&get(&proxy.admin_url("/admin/config")).await.unwrap().body)
+            .unwrap();
+    config["last_reload_error"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned()
+}
+
+#[tokio::test]
+async fn a_plugin_version_and_the_setting_it_needs_apply_together() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins_dir = dir.path().join("plugins");
+    weir_tests::install_plugin(&plugins_dir, "versioned", weir_tests::plugins::SETTINGS_V1);
+    let with = |settings: &str| {
+        config(
+            &[("u", &upstream)],
+            "u",
+            &format!("plugins = [{{ name = \"versioned\", config = {{ {settings} }} }}]\n"),
+        )
+    };
+    let proxy = TestProxy::start_in(dir, &with("greeting = \"hello\""));
+    let v1 = (Some("1".to_owned()), Some("hello".to_owned()), None);
+    assert_eq!(versioned(&proxy).await, v1);
+
+    // The new version alone: it needs `tag`, which the config lacks.
+    weir_tests::install_plugin(&plugins_dir, "versioned", weir_tests::plugins::SETTINGS_V2);
+    settles_at(&proxy, "weir_plugin_swaps_refused_total", 1).await;
+    assert_eq!(versioned(&proxy).await, v1);
+
+    // The new config names `tag`: config and version on disk go in together.
+    proxy.write_config(&with("greeting = \"hi\", tag = \"blue\""));
+    settles_at(&proxy, "weir_config_reloads_total", 1).await;
+    assert_eq!(
+        versioned(&proxy).await,
+        (
+            Some("2".to_owned()),
+            Some("hi".to_owned()),
+            Some("blue".to_owned())
+        )
+    );
+    assert_eq!(counter(&proxy, "weir_plugin_swaps_total").await, 1);
+
+    // A config the version on disk refuses is refused whole, with the
+    // error; version and settings stay as they were.
+    proxy.write_config(&with("greeting = \"hey\", tag = \"red\", colour = \"x\""));
+    settles_at(&proxy, "weir_config_reloads_refused_total", 1).await;
+    let error = last_reload_error(&proxy).await;
+    assert!(error.contains("unknown field `colour`"), "{error}");
+    assert_eq!(
+        versioned(&proxy).await,
+        (
+            Some("2".to_owned()),
+            Some("hi".to_owned()),
+            Some("blue".to_owned())
+        )
+    );
+
+    // Back to version 1 and its settings, together, by one config change
+    // after the file: the file alone is refused (v1 refuses `tag`).
+    weir_tests::install_plugin(&plugins_dir, "versioned", weir_tests::plugins::SETTINGS_V1);
+    settles_at(&proxy, "weir_plugin_swaps_refused_total", 2).await;
+    proxy.write_config(&with("greeting = \"hello again\""));
+    settles_at(&proxy, "weir_config_reloads_total", 2).await;
+    assert_eq!(
+        versioned(&proxy).await,
+        (Some("1".to_owned()), Some("hello again".to_owned()), None)
+    );
+}

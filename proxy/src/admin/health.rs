@@ -8,34 +8,34 @@ use std::fmt::Write as _;
 
 use serde_json::{Value, json};
 
-use crate::server::ServerHandle;
+use super::AdminView;
 use crate::telemetry::metrics::escape;
 use crate::telemetry::window::Window;
 use crate::upstream::{Endpoint, Upstream};
 
 /// One readiness check: `None` when fine, else why the proxy is not ready.
-pub type ReadyCheck = fn(&ServerHandle) -> Option<String>;
+pub type ReadyCheck = fn(&dyn AdminView) -> Option<String>;
 
 /// Everything `/readyz` checks, in order. Add a check here (e.g. "every
 /// plugin a route names has loaded once") to make readiness wait for it.
 pub const READY_CHECKS: &[ReadyCheck] = &[serving, routes_have_endpoints, plugins_loaded];
 
 /// Why the proxy is not ready; empty when it is.
-pub fn not_ready_reasons(server: &ServerHandle) -> Vec<String> {
+pub fn not_ready_reasons(server: &dyn AdminView) -> Vec<String> {
     READY_CHECKS
         .iter()
         .filter_map(|check| check(server))
         .collect()
 }
 
-fn serving(server: &ServerHandle) -> Option<String> {
+fn serving(server: &dyn AdminView) -> Option<String> {
     (!server.is_ready()).then(|| String::from("starting or draining"))
 }
 
 /// Every plugin a route names has a loaded version serving in its chain.
 /// (A config naming a plugin that cannot load is refused, and a deleted or
 /// broken file keeps the last good version, so this guards the invariant.)
-fn plugins_loaded(server: &ServerHandle) -> Option<String> {
+fn plugins_loaded(server: &dyn AdminView) -> Option<String> {
     let table = server.routes();
     let records = server.plugins().records();
     let missing: Vec<String> = table
@@ -54,7 +54,7 @@ fn plugins_loaded(server: &ServerHandle) -> Option<String> {
     (!missing.is_empty()).then(|| format!("never loaded: {}", missing.join(", ")))
 }
 
-fn routes_have_endpoints(server: &ServerHandle) -> Option<String> {
+fn routes_have_endpoints(server: &dyn AdminView) -> Option<String> {
     let table = server.routes();
     let empty: Vec<String> = table
         .routes()
@@ -129,7 +129,7 @@ fn upstream_json(upstream: &Upstream) -> Value {
 }
 
 /// `/admin/upstreams`.
-pub fn upstreams_json(server: &ServerHandle) -> Value {
+pub fn upstreams_json(server: &dyn AdminView) -> Value {
     let upstreams: Vec<Value> = server
         .upstreams()
         .values()
@@ -147,7 +147,7 @@ pub fn upstreams_json(server: &ServerHandle) -> Value {
 }
 
 /// `/admin/health`.
-pub fn health_json(server: &ServerHandle) -> Value {
+pub fn health_json(server: &dyn AdminView) -> Value {
     let window_seconds = Window::span().as_secs();
     let table = server.routes();
     let routes: Vec<Value> = table
@@ -195,7 +195,7 @@ pub fn health_json(server: &ServerHandle) -> Value {
 
 /// Live upstream gauges in the Prometheus text format, appended to the
 /// counters that [`crate::telemetry::metrics::Metrics::render`] writes.
-pub fn render_upstream_gauges(server: &ServerHandle) -> String {
+pub fn render_upstream_gauges(server: &dyn AdminView) -> String {
     let upstreams = server.upstreams();
     let mut out = String::new();
     let mut family = |name: &str, help: &str, value: &dyn Fn(&Upstream) -> usize| {

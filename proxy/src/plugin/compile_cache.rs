@@ -118,8 +118,8 @@ impl CompileCache {
     fn path_for(&self, wasm_hash: &[u8; 32]) -> PathBuf {
         self.dir.join(format!(
             "{}-{}.cwasm",
-            super::engine::hex(wasm_hash),
-            super::engine::hex(&self.compat[..8])
+            hex(wasm_hash),
+            hex(&self.compat[..8])
         ))
     }
 
@@ -246,6 +246,17 @@ impl CompileCache {
             }
         }
     }
+}
+
+/// Lowercase hex (entry names, plugin hashes on the admin API).
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
 }
 
 /// Reads the key, or creates it (0600, 32 random bytes) if there is none.

@@ -6,7 +6,25 @@ use wasmtime::{AsContextMut, Instance, TypedFunc};
 use weir_abi::exports;
 
 use super::host::HostState;
-use super::loader::HookSet;
+
+/// Which optional hooks a plugin exports; the host calls only these.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct HookSet {
+    /// `on_request`
+    pub on_request: bool,
+    /// `select`
+    pub select: bool,
+    /// `on_response`
+    pub on_response: bool,
+    /// `on_end`
+    pub on_end: bool,
+    /// `status`
+    pub status: bool,
+    /// `snapshot`
+    pub snapshot: bool,
+    /// `restore`
+    pub restore: bool,
+}
 
 pub(crate) type F<P, R> = Option<TypedFunc<P, R>>;
 

@@ -15,8 +15,9 @@ use wasmtime::{Store, StoreLimitsBuilder, Trap};
 use weir_abi::{self as abi, Phase, RequestDecision, ResponseDecision, status};
 
 use super::funcs::Funcs;
+use super::funcs::HookSet;
 use super::host::HostState;
-use super::loader::{HookSet, LoadedPlugin};
+use super::loader::LoadedPlugin;
 use super::metrics::{MetricSample, MetricsRegistry};
 use super::probation::Probation;
 use super::ticker::Watch;

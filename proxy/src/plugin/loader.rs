@@ -10,8 +10,9 @@ use sha2::{Digest, Sha256};
 use wasmtime::{InstancePre, Store, StoreLimitsBuilder};
 use weir_abi::{ABI_VERSION, exports};
 
-use super::engine::{PluginEngine, hex};
-use super::funcs::Funcs;
+use super::compile_cache::hex;
+use super::engine::PluginEngine;
+use super::funcs::{Funcs, HookSet};
 use super::host::HostState;
 use super::ticker::Watch;
 
@@ -62,25 +63,6 @@ pub enum LoadError {
         /// What is wrong.
         message: String,
     },
-}
-
-/// Which optional hooks a plugin exports; the host calls only these.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct HookSet {
-    /// `on_request`
-    pub on_request: bool,
-    /// `select`
-    pub select: bool,
-    /// `on_response`
-    pub on_response: bool,
-    /// `on_end`
-    pub on_end: bool,
-    /// `status`
-    pub status: bool,
-    /// `snapshot`
-    pub snapshot: bool,
-    /// `restore`
-    pub restore: bool,
 }
 
 /// A compiled plugin whose contract has been checked; instantiate it with

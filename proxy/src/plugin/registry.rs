@@ -10,8 +10,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use sha2::{Digest as _, Sha256};
 
-use super::engine::hex;
+use super::compile_cache::hex;
 use super::{
     Chain, EngineConfig, HostServices, LoadedPlugin, PluginEngine, PluginInstance, Probation,
     TrapPolicy,
@@ -232,48 +233,85 @@ impl PluginRegistry {
         }
     }
 
-    /// Loads every plugin `config` names that is not loaded yet. Errors point
-    /// at the first route entry naming the plugin.
-    pub fn ensure_loaded(&self, config: &Config) -> Vec<Diagnostic> {
+    /// The versions on disk of the plugins `config` names that differ from
+    /// the loaded ones (every one, at start), loaded and checked but not
+    /// registered: a config and the plugin versions it needs apply together
+    /// or not at all. A deleted file keeps the loaded version, and a version
+    /// that was rolled back is not tried again. Errors point at the first
+    /// route entry naming the plugin.
+    pub fn candidates_for(
+        &self,
+        config: &Config,
+    ) -> Result<BTreeMap<String, LoadedPlugin>, Vec<Diagnostic>> {
+        let mut candidates = BTreeMap::new();
         let mut errors = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut seen = BTreeSet::new();
         for route in &config.routes {
             for plugin in &route.plugins {
-                if !seen.insert(plugin.name.as_str()) || self.get(&plugin.name).is_some() {
+                if !seen.insert(plugin.name.as_str()) {
                     continue;
                 }
-                match self.load_candidate(&plugin.name) {
-                    Ok(loaded) => self.commit(&loaded),
-                    Err(error) => {
-                        let message = if self.path_of(&plugin.name).exists() {
-                            format!("plugin {:?} cannot be loaded: {error}", plugin.name)
+                let path = self.path_of(&plugin.name);
+                let loaded = self.get(&plugin.name);
+                let bytes = match std::fs::read(&path) {
+                    Ok(bytes) => bytes,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound && loaded.is_some() => {
+                        continue;
+                    }
+                    Err(e) => {
+                        let message = if e.kind() == std::io::ErrorKind::NotFound {
+                            format!("plugin {:?} not found: no {}", plugin.name, path.display())
                         } else {
                             format!(
-                                "plugin {:?} not found: no {}",
+                                "plugin {:?} cannot be read: {}: {e}",
                                 plugin.name,
-                                self.path_of(&plugin.name).display()
+                                path.display()
                             )
                         };
+                        self.record_error(&plugin.name, &message);
+                        errors.push(plugin.diagnostic(&config.source, message));
+                        continue;
+                    }
+                };
+                let hash: [u8; 32] = Sha256::digest(&bytes).into();
+                let unchanged = loaded.as_ref().is_some_and(|l| *l.hash() == hash);
+                if unchanged || (loaded.is_some() && self.is_bad(&plugin.name, &hash)) {
+                    continue;
+                }
+                match self.engine.load_bytes(&plugin.name, &bytes) {
+                    Ok(candidate) => {
+                        candidates.insert(plugin.name.clone(), candidate);
+                    }
+                    Err(error) => {
+                        let message = format!(
+                            "plugin {:?} cannot be loaded: {}: {error}",
+                            plugin.name,
+                            path.display()
+                        );
                         self.record_error(&plugin.name, &message);
                         errors.push(plugin.diagnostic(&config.source, message));
                     }
                 }
             }
         }
-        errors
+        if errors.is_empty() {
+            Ok(candidates)
+        } else {
+            Err(errors)
+        }
     }
 
     /// Builds `route`'s chain (`None` without plugins). Instances of
     /// `previous` are kept where the plugin, its version and its settings are
     /// the same; an instance whose plugin got a new version hands its state
-    /// over through `snapshot`/`restore`. `candidate` stands in for the
-    /// registered version of its plugin (a hot swap being validated).
+    /// over through `snapshot`/`restore`. `candidates` stand in for the
+    /// registered versions of their plugins (new versions being validated).
     pub fn build_chain(
         &self,
         config_file: &Path,
         route: &RouteSpec,
         previous: Option<(&RouteSpec, &Chain)>,
-        candidate: Option<&LoadedPlugin>,
+        candidates: &BTreeMap<String, LoadedPlugin>,
         handovers: &mut Vec<Handover>,
     ) -> Result<Option<Arc<Chain>>, Diagnostic> {
         if route.plugins.is_empty() {
@@ -283,9 +321,9 @@ impl PluginRegistry {
         let mut all_kept =
             previous.is_some_and(|(spec, _)| spec.on_plugin_error == route.on_plugin_error);
         for (index, plugin) in route.plugins.iter().enumerate() {
-            let loaded = match candidate {
-                Some(c) if c.name() == plugin.name => Some(c.clone()),
-                _ => self.get(&plugin.name),
+            let loaded = match candidates.get(&plugin.name) {
+                Some(candidate) => Some(candidate.clone()),
+                None => self.get(&plugin.name),
             };
             let Some(loaded) = loaded else {
                 return Err(plugin.diagnostic(

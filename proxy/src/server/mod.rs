@@ -15,9 +15,12 @@ mod intake;
 mod listener;
 mod peer;
 mod plugins;
+mod reload;
 mod respond;
+mod snapshot;
 
 pub use plugins::{SwapError, check_plugins};
+pub use reload::ReloadError;
 
 use std::collections::BTreeMap;
 use std::io;
@@ -128,18 +131,6 @@ pub enum StartError {
     Engine(#[from] crate::plugin::EngineError),
 }
 
-/// Why a reload was refused. The running config keeps serving.
-#[derive(Debug, thiserror::Error)]
-pub enum ReloadError {
-    #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error("cannot listen on {address}: {source}")]
-    Bind {
-        address: SocketAddr,
-        source: io::Error,
-    },
-}
-
 /// Start-up options that are not part of the config file.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Options {
@@ -197,13 +188,21 @@ impl Server {
         let slots = if per_core { config.server.workers } else { 1 };
         let metrics = Arc::new(Metrics::new(slots));
         let plugins = PluginRegistry::new(&config.plugins)?;
-        let (chains, _) = plugins::build_chains(&plugins, &config, &RouteTable::default())?;
-        let upstreams = build_upstreams(&config, &BTreeMap::new(), slots, &metrics);
-        let server_upstreams = upstreams.clone();
-        let table = RouteTable::build(&config, &upstreams, &metrics, &chains);
+        let candidates = plugins
+            .candidates_for(&config)
+            .map_err(ConfigError::Invalid)?;
+        let first = snapshot::build(snapshot::Inputs {
+            config: &config,
+            registry: &plugins,
+            candidates,
+            table: &RouteTable::default(),
+            upstreams: &BTreeMap::new(),
+            slots,
+            metrics: &metrics,
+        })?;
         let stop = CancellationToken::new();
         let shared = Arc::new(Shared {
-            table: ArcSwap::from_pointee(table),
+            table: ArcSwap::from_pointee(RouteTable::default()),
             config: ArcSwap::from_pointee(config.clone()),
             metrics,
             access_log: config.server.access_log,
@@ -255,18 +254,18 @@ impl Server {
             workers,
             sockets_per_listener: slots,
             listeners: Mutex::default(),
-            upstreams: Mutex::new(upstreams),
+            upstreams: Mutex::default(),
             accepting: CancellationToken::new(),
             stop,
             admin: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
             ready: AtomicBool::new(false),
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
-            config_digest: Mutex::new(file_digest(&config.source)),
+            config_digest: Mutex::new(reload::file_digest(&config.source)),
             plugins,
             control: control.clone(),
         });
-        upstream::activate(&BTreeMap::new(), &server_upstreams, &control);
+        ServerHandle(Arc::clone(&inner)).publish(first);
         let mut server = Self {
             inner,
             _watch: None,
@@ -282,7 +281,7 @@ impl Server {
         if let Some(socket) = admin_socket {
             control.spawn(crate::admin::serve(
                 socket,
-                server.handle(),
+                Arc::new(server.handle()),
                 server.inner.stop.clone(),
             ));
         }
@@ -391,63 +390,6 @@ impl Drop for Server {
 }
 
 impl ServerHandle {
-    /// Re-reads the config file and applies it if it is valid; otherwise the
-    /// running config keeps serving and the error is logged and kept for
-    /// `/admin/config`.
-    pub fn reload(&self) -> Result<(), ReloadError> {
-        let inner = &self.0;
-        let _serial = inner
-            .reload_lock
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        let source = inner.shared.config.load().source.clone();
-        *inner
-            .config_digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = file_digest(&source);
-        let result = Config::load(&source)
-            .map_err(ReloadError::from)
-            .and_then(|config| inner.apply(config));
-        let metrics = &inner.shared.metrics;
-        let mut last_error = inner
-            .last_reload_error
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        match &result {
-            Ok(()) => {
-                metrics.reloads_applied.fetch_add(1, Ordering::Relaxed);
-                *last_error = None;
-                tracing::info!(config = %source.display(), "config reloaded");
-            }
-            Err(error) => {
-                metrics.reloads_refused.fetch_add(1, Ordering::Relaxed);
-                *last_error = Some(error.to_string());
-                for line in error.to_string().lines() {
-                    tracing::error!(config = %source.display(), "config refused, old config keeps serving: {line}");
-                }
-            }
-        }
-        result
-    }
-
-    /// Reloads the config file if its content differs from the last one
-    /// loaded or refused; otherwise does nothing (the watcher's entry: an
-    /// event says the file may have changed, and a refused file is reported
-    /// once per distinct content).
-    pub fn reload_if_changed(&self) -> Result<(), ReloadError> {
-        let source = self.0.shared.config.load().source.clone();
-        let digest = file_digest(&source);
-        let last = *self
-            .0
-            .config_digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if digest.is_some() && digest == last {
-            return Ok(());
-        }
-        self.reload()
-    }
-
     /// The config being served.
     pub fn config(&self) -> Arc<Config> {
         self.0.shared.config.load_full()
@@ -524,104 +466,6 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(configured, ActiveListener { local, stop });
     }
-
-    /// Applies a validated config: all or nothing.
-    fn apply(&self, config: Config) -> Result<(), ReloadError> {
-        let old = self.shared.config.load_full();
-        // Bind new listeners first: if one fails, nothing has changed yet.
-        let current: Vec<SocketAddr> = self
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .keys()
-            .copied()
-            .collect();
-        let mut bound = Vec::new();
-        for address in config.listeners.iter().filter(|a| !current.contains(a)) {
-            let sockets =
-                listener::bind(*address, self.sockets_per_listener).map_err(|source| {
-                    ReloadError::Bind {
-                        address: *address,
-                        source,
-                    }
-                })?;
-            bound.push((*address, sockets));
-        }
-        let (chains, handovers) =
-            plugins::build_chains(&self.plugins, &config, &self.shared.table.load())?;
-        if old.server != config.server
-            || old.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
-            || old.plugins != config.plugins
-            || old.limits != config.limits
-            || old.timeouts.idle != config.timeouts.idle
-            || old.timeouts.header_read != config.timeouts.header_read
-            || old.timeouts.body_idle != config.timeouts.body_idle
-        {
-            tracing::warn!(
-                "[server], admin.address, [limits], [plugins] and timeouts.idle, header_read and body_idle apply at start-up only; restart to change them"
-            );
-        }
-        let upstreams = {
-            let mut upstreams = self
-                .upstreams
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let next = build_upstreams(
-                &config,
-                &upstreams,
-                self.sockets_per_listener,
-                &self.shared.metrics,
-            );
-            upstream::activate(&upstreams, &next, &self.control);
-            *upstreams = next.clone();
-            next
-        };
-        let table = RouteTable::build(&config, &upstreams, &self.shared.metrics, &chains);
-        handovers
-            .iter()
-            .for_each(crate::plugin::registry::Handover::run);
-        self.shared.table.store(Arc::new(table));
-        for (address, sockets) in bound {
-            self.add_listener(address, sockets);
-            tracing::info!(listener = %address, "listener added");
-        }
-        let mut listeners = self
-            .listeners
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        listeners.retain(|address, active| {
-            let keep = config.listeners.contains(address);
-            if !keep {
-                // Stops accepting; open connections finish on their own.
-                active.stop.cancel();
-                tracing::info!(listener = %address, "listener removed");
-            }
-            keep
-        });
-        self.shared.config.store(Arc::new(config));
-        Ok(())
-    }
-}
-
-/// Builds the upstreams of `config`, keeping (with their pools) those whose
-/// settings did not change.
-fn build_upstreams(
-    config: &Config,
-    previous: &BTreeMap<String, Arc<Upstream>>,
-    slots: usize,
-    metrics: &Metrics,
-) -> BTreeMap<String, Arc<Upstream>> {
-    config
-        .upstreams
-        .iter()
-        .map(|(name, spec)| {
-            let upstream = match previous.get(name) {
-                Some(existing) if existing.spec == *spec => Arc::clone(existing),
-                _ => Arc::new(Upstream::new(name, spec, slots, metrics)),
-            };
-            (name.clone(), upstream)
-        })
-        .collect()
 }
 
 /// Starts a thread running a tokio runtime until `stop` is cancelled.
@@ -666,11 +510,39 @@ fn spawn_runtime(
     Ok(handle)
 }
 
-/// SHA-256 of a file's bytes; `None` when it cannot be read (the reload
-/// reports why).
-fn file_digest(path: &std::path::Path) -> Option<[u8; 32]> {
-    use sha2::Digest as _;
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| sha2::Sha256::digest(bytes).into())
+impl crate::admin::AdminView for ServerHandle {
+    fn config(&self) -> Arc<Config> {
+        ServerHandle::config(self)
+    }
+    fn routes(&self) -> Arc<RouteTable> {
+        ServerHandle::routes(self)
+    }
+    fn upstreams(&self) -> BTreeMap<String, Arc<Upstream>> {
+        ServerHandle::upstreams(self)
+    }
+    fn metrics(&self) -> &Metrics {
+        ServerHandle::metrics(self)
+    }
+    fn plugins(&self) -> &PluginRegistry {
+        ServerHandle::plugins(self)
+    }
+    fn is_ready(&self) -> bool {
+        ServerHandle::is_ready(self)
+    }
+    fn open_connections(&self) -> usize {
+        ServerHandle::open_connections(self)
+    }
+    fn last_reload_error(&self) -> Option<String> {
+        ServerHandle::last_reload_error(self)
+    }
+    fn reload(&self) -> Result<(), Vec<String>> {
+        ServerHandle::reload(self).map_err(|error| match &error {
+            ReloadError::Config(config) if !config.diagnostics().is_empty() => config
+                .diagnostics()
+                .iter()
+                .map(ToString::to_string)
+                .collect(),
+            other => vec![other.to_string()],
+        })
+    }
 }

@@ -1,55 +1,18 @@
-//! The server's side of plugins: building every route's chain from the
-//! registry when a config is applied, and swapping in a new version of a
-//! plugin when its file changes. Both validate everything first and publish
-//! a new route table only if all of it succeeded.
+//! The server's side of plugin versions: swapping in a new version when its
+//! file changes (validated whole through the snapshot builder), following a
+//! new version's probation, and rolling it back when it trips.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, PoisonError};
 
-use crate::config::{Config, ConfigError, Diagnostic};
+use crate::config::Config;
 use crate::plugin::registry::Handover;
-use crate::plugin::{Chain, PluginRegistry, Probation};
+use crate::plugin::{Chain, LoadedPlugin, PluginRegistry, Probation};
 use crate::route::RouteTable;
 
 use super::ServerHandle;
-
-/// Route chains by route name, and the state handovers to run before they
-/// are published.
-pub(super) type BuiltChains = (BTreeMap<String, Arc<Chain>>, Vec<Handover>);
-
-/// The chains of every route of `config` that has plugins, keeping the
-/// instances (and state) of `previous` where nothing changed. Run the
-/// returned handovers right before publishing the chains.
-pub(super) fn build_chains(
-    registry: &PluginRegistry,
-    config: &Config,
-    previous: &RouteTable,
-) -> Result<BuiltChains, ConfigError> {
-    let mut handovers = Vec::new();
-    let mut errors: Vec<Diagnostic> = registry.ensure_loaded(config);
-    let mut chains = BTreeMap::new();
-    if errors.is_empty() {
-        for route in &config.routes {
-            let before = previous
-                .get(&route.name)
-                .and_then(|r| r.chain.as_ref().map(|c| (&r.spec, c.as_ref())));
-            match registry.build_chain(&config.source, route, before, None, &mut handovers) {
-                Ok(Some(chain)) => {
-                    chains.insert(route.name.clone(), chain);
-                }
-                Ok(None) => {}
-                Err(diagnostic) => errors.push(diagnostic),
-            }
-        }
-    }
-    if errors.is_empty() {
-        Ok((chains, handovers))
-    } else {
-        errors.sort_by_key(|d| (d.line, d.column));
-        Err(ConfigError::Invalid(errors))
-    }
-}
+use super::snapshot::{self, Inputs};
 
 /// Why a plugin file was not swapped in. The old version keeps serving.
 #[derive(Debug, thiserror::Error)]
@@ -122,55 +85,77 @@ impl ServerHandle {
             return Ok(());
         }
         let config = self.0.shared.config.load_full();
-        let mut chains = BTreeMap::new();
-        let mut handovers = Vec::new();
-        for route in &users {
-            let before = route.chain.as_ref().map(|c| (&route.spec, c.as_ref()));
-            match registry.build_chain(
-                &config.source,
-                &route.spec,
-                before,
-                Some(&candidate),
-                &mut handovers,
-            ) {
-                Ok(Some(chain)) => {
-                    chains.insert(route.spec.name.clone(), chain);
-                }
-                Ok(None) => {}
-                Err(diagnostic) => return Err(fail(diagnostic.message)),
-            }
-        }
-        registry.commit(&candidate);
-        let next = Arc::new(table.with_chains(&chains));
-        handovers.iter().for_each(Handover::run);
-        if let Some(previous) = current
-            && !config.plugins.probation.is_zero()
-        {
-            let probation = Probation::new(
-                &name,
-                *candidate.hash(),
-                config.plugins.probation,
-                config.plugins.probation_max_traps,
-            );
-            for handover in &handovers {
-                let (new, old) = handover.instances();
-                if new.name() == name {
-                    probation.watch(new, Arc::clone(old));
-                }
-            }
-            registry.start_probation(&probation, previous);
-            self.0
-                .control
-                .spawn(self.clone().follow_probation(probation));
-        }
-        self.0.shared.table.store(next);
+        let upstreams = self.upstreams();
+        let built = snapshot::build(Inputs {
+            config: &config,
+            registry,
+            candidates: BTreeMap::from([(name.clone(), candidate)]),
+            table: &table,
+            upstreams: &upstreams,
+            slots: self.0.sockets_per_listener,
+            metrics: &self.0.shared.metrics,
+        })
+        .map_err(|e| {
+            let message = match &e {
+                crate::config::ConfigError::Invalid(d) => d
+                    .iter()
+                    .map(|d| d.message.clone())
+                    .collect::<Vec<_>>()
+                    .join("; "),
+                other => other.to_string(),
+            };
+            fail(message)
+        })?;
+        self.publish(built);
+        Ok(())
+    }
+
+    /// A new version of a plugin replaced `previous` (a file swap or a
+    /// config reload): counted, logged, and put on probation where every
+    /// route using it keeps the previous instance to return to.
+    pub(super) fn swapped_in(
+        &self,
+        candidate: &LoadedPlugin,
+        previous: LoadedPlugin,
+        routes: usize,
+        handovers: &[Handover],
+    ) {
+        let name = candidate.name();
         self.0
             .shared
             .metrics
             .plugin_swaps_applied
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        tracing::info!(plugin = %name, hash = %candidate.hash_hex(), routes = users.len(), "plugin swapped in");
-        Ok(())
+        let pairs: Vec<_> = handovers
+            .iter()
+            .map(Handover::instances)
+            .filter(|(new, _)| new.name() == name)
+            .collect();
+        tracing::info!(plugin = %name, hash = %candidate.hash_hex(), routes, "plugin swapped in");
+        // [plugins] settings apply at start-up only: the serving config's are
+        // the ones in force.
+        let config = self.0.shared.config.load();
+        let settings = &config.plugins;
+        if settings.probation.is_zero() {
+            return;
+        }
+        if pairs.len() < routes {
+            tracing::info!(plugin = %name, "new version not on probation: its settings changed with it on some route, so there is no previous instance to return to");
+            return;
+        }
+        let probation = Probation::new(
+            name,
+            *candidate.hash(),
+            settings.probation,
+            settings.probation_max_traps,
+        );
+        for (new, old) in pairs {
+            probation.watch(new, Arc::clone(old));
+        }
+        self.0.plugins.start_probation(&probation, previous);
+        self.0
+            .control
+            .spawn(self.clone().follow_probation(probation));
     }
 }
 
@@ -225,7 +210,7 @@ impl ServerHandle {
             .store(Arc::new(table.with_chains(&chains)));
         tracing::error!(
             plugin = probation.plugin(),
-            hash = %crate::plugin::engine::hex(probation.hash()),
+            hash = %crate::plugin::compile_cache::hex(probation.hash()),
             reason = %probation.reason().unwrap_or_default(),
             "new plugin version rolled back; the previous version serves again (not tried again until the file changes)"
         );
@@ -241,7 +226,12 @@ pub fn check_plugins(config: &Config) -> Result<usize, super::StartError> {
         return Ok(0);
     }
     let registry = PluginRegistry::new(&config.plugins)?;
-    Ok(build_chains(&registry, config, &RouteTable::default())?
-        .0
-        .len())
+    let candidates = registry
+        .candidates_for(config)
+        .map_err(crate::config::ConfigError::Invalid)?;
+    Ok(
+        snapshot::build_chains(&registry, config, &RouteTable::default(), &candidates)?
+            .0
+            .len(),
+    )
 }
