@@ -173,12 +173,17 @@ pub trait Plugin: Default + 'static {
     }
 
     /// State to carry across a hot reload into the new version's `restore`.
+    /// Called once, after every call to this version that started before
+    /// it; from then on this version's calls (from requests still holding
+    /// it) go to the new version, so no update after the snapshot is lost.
     fn snapshot(&self) -> Vec<u8> {
         Vec::new()
     }
 
-    /// Takes the previous version's `snapshot`. `Err` is logged; the new
-    /// version starts from its defaults.
+    /// Takes the previous version's `snapshot`, after `configure` and before
+    /// any request reaches this version. `Err` is logged; the new version
+    /// starts from its defaults. Requests that began on the previous version
+    /// reach this one's later hooks with a default `Ctx`.
     fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
         let _ = snapshot;
         Ok(())

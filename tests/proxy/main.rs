@@ -21,4 +21,5 @@ mod protocols;
 mod reload;
 mod routing;
 mod streaming;
+mod swaps;
 mod walkthrough;

@@ -520,9 +520,7 @@ async fn fifty_swaps_under_load_fail_no_request_and_carry_state() {
                                 .header("x-plugin-seen")
                                 .and_then(|s| s.parse().ok())
                                 .unwrap_or(0);
-                            // Concurrent requests finish out of order, and the
-                            // old version's increments after its snapshot are
-                            // lost (a known window, measured separately), so a
+                            // Concurrent requests finish out of order, so a
                             // value may trail the highest by some; a state
                             // reset drops to a small fraction of it.
                             let max = max_seen.fetch_max(seen, Ordering::SeqCst);
@@ -574,13 +572,13 @@ async fn fifty_swaps_under_load_fail_no_request_and_carry_state() {
         0,
         "state was lost in a swap"
     );
-    // Requests in flight on the old version when its snapshot is taken finish
-    // there: their counts are the only ones a swap may lose (≤ 5 per swap here).
+    // Requests in flight on the old version finish on the new one: no count
+    // is lost (the plugin also saw the checks' own requests).
     let status = &statuses(&proxy, "swap").await[0].1;
     let seen = status["seen"].as_u64().unwrap();
     let answered = ok.load(Ordering::SeqCst) as u64;
     assert!(
-        seen + 50 * 5 >= answered,
+        seen >= answered,
         "state lost: seen {seen} of {answered} answered"
     );
     let entry = plugin_entry(&proxy, "swap").await;

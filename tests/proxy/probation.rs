@@ -121,25 +121,58 @@ async fn bad_version_is_rolled_back(bad: &str, policy: &str) {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let seen = load.finish().await;
 
-    let affected: Vec<Instant> = seen
+    // Requests in flight at the swap finish on the new version (their later
+    // hooks go to it), so a missing version header alone is no failure. A
+    // failed call answers 503 on a fail-closed route; on a fail-open one it
+    // skips the plugin, and each is a trap or a refusal while backing off.
+    let failed: Vec<Instant> = seen
         .iter()
-        .filter(|(status, version, _)| !(*status == 200 && version.as_deref() == Some("1")))
+        .filter(|(status, _, _)| *status != 200)
         .map(|(_, _, at)| *at)
         .collect();
-    let affected_for = match (affected.first(), affected.last()) {
+    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
+    let traps = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("weir_plugin_traps_total{route=\"route-0\",plugin=\"swap\"} "))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no trap count: {metrics}"));
+    let failed_for = match (failed.first(), failed.last()) {
         (Some(first), Some(last)) => *last - *first,
         _ => Duration::ZERO,
     };
-    let affected = affected.len();
     eprintln!(
-        "{policy}: {} requests after the swap, {affected} affected within {affected_for:?}; \
+        "{policy}: {} requests after the swap, {} answered 503 (within {failed_for:?}), {traps} traps; \
          rolled back {rolled_back_after:?} after the file was installed (most of it compiling the new version)",
-        seen.len()
+        seen.len(),
+        failed.len()
     );
     assert!(seen.len() > 20, "the load kept going: {}", seen.len());
     assert!(
-        affected <= MAX_TRAPS,
-        "{affected} requests affected (at most {MAX_TRAPS})"
+        (1..=MAX_TRAPS).contains(&traps),
+        "{traps} traps (at most {MAX_TRAPS})"
+    );
+    if policy == "fail-closed" {
+        assert!(
+            (1..=MAX_TRAPS).contains(&failed.len()),
+            "{} requests failed (at most {MAX_TRAPS})",
+            failed.len()
+        );
+    } else {
+        assert!(
+            failed.is_empty(),
+            "a fail-open route answered {} failures",
+            failed.len()
+        );
+    }
+    // Once rolled back, every answer is the previous version's.
+    let rolled_back_at = installed + rolled_back_after;
+    let late_strays = seen
+        .iter()
+        .filter(|(_, version, at)| *at > rolled_back_at && version.as_deref() != Some("1"))
+        .count();
+    assert_eq!(
+        late_strays, 0,
+        "answers after the rollback not from version 1"
     );
     // The previous version serves with its state.
     let status = &statuses(&proxy, "swap").await[0].1;

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use http::Request;
@@ -44,17 +43,6 @@ async fn metric(proxy: &TestProxy, name: &str) -> u64 {
 
 async fn breaker(proxy: &TestProxy) -> serde_json::Value {
     statuses(proxy, "breaker").await.remove(0).1
-}
-
-/// A new version of a plugin file: the same code with a custom section
-/// appended, which changes its hash and nothing else.
-fn reinstall_as_new_version(plugins: &Path, name: &str) {
-    let file = plugins.join(format!("{name}.wasm"));
-    let mut bytes = std::fs::read(&file).unwrap();
-    bytes.extend_from_slice(&[0x00, 0x05, 0x04, b'n', b'e', b'x', b't']);
-    let tmp = plugins.join(format!(".{name}.wasm.tmp"));
-    std::fs::write(&tmp, bytes).unwrap();
-    std::fs::rename(&tmp, &file).unwrap();
 }
 
 /// A user types the steps by hand: the throttle's per-client bucket (burst
@@ -241,7 +229,12 @@ async fn the_resilience_walkthrough_shows_what_a_run_shows() {
     assert_eq!(get(&url("/still")).await.unwrap().status, 200);
     // A new plugin version: swapped in with its state.
     let before = breaker(&proxy).await;
-    reinstall_as_new_version(&proxy.plugins_dir(), "breaker");
+    weir_tests::install_variant(
+        &proxy.plugins_dir(),
+        "breaker",
+        weir_tests::plugins::BREAKER,
+        "next",
+    );
     assert_eventually(Duration::from_secs(5), "the new version", || async {
         (metric(&proxy, "weir_plugin_swaps_total").await == 1)
             .then_some(())

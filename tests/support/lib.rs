@@ -112,6 +112,25 @@ pub fn install_plugin(dir: &std::path::Path, name: &str, wasm: &str) {
     std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
 }
 
+/// Installs `wasm` as `NAME.wasm` in `dir` as a distinct version: the same
+/// code with a custom section naming `tag` appended, which changes the
+/// file's hash and nothing else (write, then rename).
+pub fn install_variant(dir: &std::path::Path, name: &str, wasm: &str, tag: &str) {
+    let mut bytes = std::fs::read(wasm).unwrap();
+    // A custom section: id 0, its size, then its name (length-prefixed).
+    let section_name = format!("weir-test-variant-{tag}");
+    let size = 1 + section_name.len();
+    assert!(size < 128, "one-byte LEB128 sizes only");
+    bytes.push(0);
+    bytes.push(size as u8);
+    bytes.push(section_name.len() as u8);
+    bytes.extend_from_slice(section_name.as_bytes());
+    std::fs::create_dir_all(dir).unwrap();
+    let tmp = dir.join(format!(".{name}.wasm.tmp"));
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, dir.join(format!("{name}.wasm"))).unwrap();
+}
+
 /// The standard head of a test config: one listener and the admin API on
 /// ephemeral ports, one worker.
 pub fn config_head() -> String {

@@ -214,7 +214,7 @@ impl Chain {
                     continue;
                 }
                 let layer = i - 1;
-                match self.layers[layer].active().on_request(id, req, attempt) {
+                match self.layers[layer].on_request(id, req, attempt) {
                     Ok(RequestVerdict::Continue { timeout: t }) => {
                         guard.entered |= bit;
                         // A cache follower (`cache_lock`): wait for the fetch
@@ -285,14 +285,8 @@ impl Chain {
                 if skipped & (1u64 << i) != 0 {
                     continue;
                 }
-                match self.layers[i].active().on_response(
-                    id,
-                    req,
-                    attempt,
-                    &mut outcome,
-                    endpoint,
-                    latency,
-                ) {
+                match self.layers[i].on_response(id, req, attempt, &mut outcome, endpoint, latency)
+                {
                     Ok(ResponseVerdict::Pass) => {}
                     Ok(ResponseVerdict::Replace(a)) => outcome = Outcome::Local(a),
                     Ok(ResponseVerdict::Retry(_)) if !core.can_retry() => {
@@ -348,9 +342,6 @@ impl Chain {
     pub fn drain_endpoint_marks(&self, out: &mut Vec<(u32, Duration)>) {
         for layer in self.layers.iter() {
             layer.drain_endpoint_marks(out);
-            if let Some(previous) = layer.fallback() {
-                previous.drain_endpoint_marks(out);
-            }
         }
     }
 
@@ -372,10 +363,7 @@ impl Chain {
         };
         endpoints.clear();
         core.endpoints(endpoints);
-        match self.layers[b]
-            .active()
-            .select(id, req, attempt, endpoints, tried)
-        {
+        match self.layers[b].select(id, req, attempt, endpoints, tried) {
             Ok(chosen) => Ok(chosen),
             Err(e) => self.failed(b, &e).map_or(Ok(None), |a| Err(Box::new(a))),
         }
@@ -406,7 +394,7 @@ impl Drop for EndToken {
     fn drop(&mut self) {
         for (i, layer) in self.layers.iter().enumerate().rev() {
             if self.entered & (1u64 << i) != 0
-                && let Err(e) = layer.active().on_end(self.id, self.status, self.error)
+                && let Err(e) = layer.on_end(self.id, self.status, self.error)
             {
                 tracing::warn!(plugin = layer.name(), error = %e, "on_end failed");
             }

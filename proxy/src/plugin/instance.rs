@@ -6,7 +6,7 @@
 //! repeated traps back off.
 
 use std::mem;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -53,13 +53,6 @@ pub enum PluginError {
         plugin: String,
         /// Consecutive traps so far.
         traps: u32,
-    },
-    /// This instance's version was rolled back after the caller picked it;
-    /// the hook methods hand such a call to the previous version instead.
-    #[error("plugin {plugin}: this version was rolled back")]
-    Retired {
-        /// The plugin's name.
-        plugin: String,
     },
     /// A hook returned a value outside the ABI.
     #[error("plugin {plugin} returned invalid value {value} from {hook}")]
@@ -110,10 +103,29 @@ struct Slot {
     retry_at: Option<Instant>,
     /// Metrics of a discarded instance, handed to its replacement.
     metrics: MetricsRegistry,
-    /// Counted under the lock the call takes anyway: no extra atomic (and no
-    /// extra contended cache line) per call.
-    calls: u64,
-    traps: u64,
+    /// Calls and traps, shared by every version of this route's plugin (a
+    /// new version adopts its predecessor's): counters that never go back
+    /// across swaps.
+    counts: Arc<CallCounts>,
+    /// Set when a newer version took over: every call goes there, so the
+    /// requests still holding this version update the state that serves.
+    successor: Option<Arc<PluginInstance>>,
+    /// While this is a new version on probation: the instance it replaced,
+    /// which takes every call once the probation trips.
+    previous: Option<Arc<PluginInstance>>,
+}
+
+#[derive(Debug, Default)]
+struct CallCounts {
+    calls: AtomicU64,
+    traps: AtomicU64,
+}
+
+/// Where a call ran: here, or on another version's instance that takes
+/// this one's calls.
+enum Call<R> {
+    Done(R),
+    Elsewhere(Arc<PluginInstance>),
 }
 
 /// A configured, long-lived instance of a plugin for one route.
@@ -130,9 +142,6 @@ pub struct PluginInstance {
     /// While this is a new version on probation: the watch its failed
     /// calls are counted by.
     probation: OnceLock<Arc<Probation>>,
-    /// Set when that probation trips: the previous version's instance, which
-    /// takes every call from then on (see [`PluginInstance::active`]).
-    fallback: OnceLock<Arc<PluginInstance>>,
 }
 
 impl std::fmt::Debug for PluginInstance {
@@ -166,39 +175,110 @@ impl PluginInstance {
                 consecutive_traps: 0,
                 retry_at: None,
                 metrics: MetricsRegistry::default(),
-                calls: 0,
-                traps: 0,
+                counts: Arc::default(),
+                successor: None,
+                previous: None,
             }),
             marks_pending: AtomicBool::new(false),
             probation: OnceLock::new(),
-            fallback: OnceLock::new(),
         };
         let live = this.spawn(MetricsRegistry::default())?;
         this.lock().live = Some(live);
         Ok(this)
     }
 
-    /// The instance that takes this one's calls: itself, or the previous
-    /// version's once this one's probation tripped. The chain calls every
-    /// hook through this.
-    pub fn active(&self) -> &PluginInstance {
-        self.fallback
-            .get()
-            .map_or(self, |previous| previous.as_ref())
-    }
-
-    /// The previous version's instance, once a tripped probation handed
-    /// the calls back to it.
-    pub fn fallback(&self) -> Option<&Arc<PluginInstance>> {
-        self.fallback.get()
-    }
-
-    pub(super) fn enter_probation(&self, probation: Arc<Probation>) {
+    /// Puts this new instance on `probation`, with `previous` (the instance
+    /// it replaced) to take its calls if the probation trips.
+    pub(super) fn enter_probation(&self, probation: Arc<Probation>, previous: Arc<PluginInstance>) {
         let _ = self.probation.set(probation);
+        self.lock().previous = Some(previous);
     }
 
-    pub(super) fn fall_back(&self, previous: Arc<PluginInstance>) {
-        let _ = self.fallback.set(previous);
+    /// The probation ended clean (or a newer version came): the previous
+    /// instance is let go.
+    pub(super) fn leave_probation(&self) {
+        self.lock().previous = None;
+    }
+
+    fn probation_tripped(&self) -> bool {
+        self.probation.get().is_some_and(|p| p.has_tripped())
+    }
+
+    /// The instance that serves this one's route again because this one's
+    /// probation tripped.
+    pub fn rolled_back_to(&self) -> Option<Arc<PluginInstance>> {
+        if self.probation_tripped() {
+            self.lock().previous.clone()
+        } else {
+            None
+        }
+    }
+
+    /// This instance serves again (its successor was rolled back): it stops
+    /// sending calls there.
+    pub fn reinstate(&self) {
+        self.lock().successor = None;
+    }
+
+    /// Where this instance's calls go instead, if anywhere: decided under
+    /// its lock, so a call that waited while a swap or a rollback happened
+    /// goes where it now should.
+    fn elsewhere(&self, slot: &mut Slot) -> Option<Arc<PluginInstance>> {
+        if self.probation_tripped() {
+            return slot.previous.clone();
+        }
+        let next = slot.successor.as_ref()?;
+        if next.probation_tripped() {
+            // Its successor was rolled back: this version serves again.
+            slot.successor = None;
+            return None;
+        }
+        Some(Arc::clone(next))
+    }
+
+    /// Hands this instance's state, call counts and metric values to `new`
+    /// (the same route and plugin, a new version), and sends every later
+    /// call of this instance there — as one step under both locks, so a
+    /// request still holding this version updates the state that serves and
+    /// no update falls between the snapshot and the switch.
+    pub fn hand_over_to(&self, new: &Arc<PluginInstance>, route: &str) {
+        let mut new_slot = new.lock();
+        let mut old_slot = self.lock();
+        let snapshot = if self.plugin.hooks.snapshot && new.plugin.hooks.restore {
+            self.snapshot_locked(&mut old_slot)
+        } else {
+            Ok(None)
+        };
+        let shared = Arc::clone(&old_slot.counts);
+        let own = &new_slot.counts;
+        shared
+            .calls
+            .fetch_add(own.calls.load(Ordering::Relaxed), Ordering::Relaxed);
+        shared
+            .traps
+            .fetch_add(own.traps.load(Ordering::Relaxed), Ordering::Relaxed);
+        new_slot.counts = shared;
+        let old_metrics = match &old_slot.live {
+            Some(live) => live.store.data().metrics.clone(),
+            None => old_slot.metrics.clone(),
+        };
+        match new_slot.live.as_mut() {
+            Some(live) => live.store.data_mut().metrics.carry(&old_metrics),
+            None => new_slot.metrics.carry(&old_metrics),
+        }
+        old_slot.successor = Some(Arc::clone(new));
+        drop(old_slot);
+        match snapshot {
+            Ok(Some(state)) => {
+                if let Err(error) = new.restore_locked(&mut new_slot, Bytes::from(state)) {
+                    tracing::warn!(plugin = new.name(), route, %error, "new version refused the old state; starting fresh");
+                }
+            }
+            Ok(None) => {}
+            Err(error) => {
+                tracing::warn!(plugin = self.name(), route, %error, "snapshot failed; starting fresh");
+            }
+        }
     }
 
     /// A call failed: counted against the version's probation, if any.
@@ -223,14 +303,14 @@ impl PluginInstance {
         self.plugin.hooks
     }
 
-    /// How many times it trapped since it was created.
+    /// How many times this route's plugin trapped (every version).
     pub fn traps(&self) -> u64 {
-        self.lock().traps
+        self.lock().counts.traps.load(Ordering::Relaxed)
     }
 
-    /// How many hook calls it received since it was created.
+    /// How many hook calls this route's plugin received (every version).
     pub fn calls(&self) -> u64 {
-        self.lock().calls
+        self.lock().counts.calls.load(Ordering::Relaxed)
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
@@ -292,23 +372,29 @@ impl PluginInstance {
         }
     }
 
-    /// Runs `f` on the live instance (rebuilding it first if a trap discarded
-    /// it). A trap discards the instance; repeated traps back off.
+    /// Runs `f` on the live instance, unless another version takes this
+    /// one's calls ([`Call::Elsewhere`]).
     fn with_live<R>(
         &self,
         hook: &'static str,
         f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
-    ) -> Result<R, PluginError> {
+    ) -> Result<Call<R>, PluginError> {
         let mut slot = self.lock();
-        let slot = &mut *slot;
-        // Checked under the lock: a call that waited here while the
-        // probation tripped goes to the previous version, not to this one.
-        if self.fallback.get().is_some() {
-            return Err(PluginError::Retired {
-                plugin: self.plugin.name.to_string(),
-            });
+        if let Some(instead) = self.elsewhere(&mut slot) {
+            return Ok(Call::Elsewhere(instead));
         }
-        slot.calls += 1;
+        self.run_locked(&mut slot, hook, f).map(Call::Done)
+    }
+
+    /// Runs `f` on the live instance (rebuilding it first if a trap discarded
+    /// it). A trap discards the instance; repeated traps back off.
+    fn run_locked<R>(
+        &self,
+        slot: &mut Slot,
+        hook: &'static str,
+        f: impl FnOnce(&mut Live) -> wasmtime::Result<R>,
+    ) -> Result<R, PluginError> {
+        slot.counts.calls.fetch_add(1, Ordering::Relaxed);
         if slot.live.is_none() {
             if slot.retry_at.is_some_and(|t| Instant::now() < t) {
                 self.note_failed_call("refused while backing off after traps");
@@ -351,7 +437,7 @@ impl PluginInstance {
     }
 
     fn note_trap(&self, slot: &mut Slot) {
-        slot.traps += 1;
+        slot.counts.traps.fetch_add(1, Ordering::Relaxed);
         slot.consecutive_traps = slot.consecutive_traps.saturating_add(1);
         // The first trap is rebuilt at once; from the second on, wait.
         slot.retry_at = (slot.consecutive_traps > 1).then(|| {
@@ -390,11 +476,9 @@ impl PluginInstance {
             st.phase = Phase::Idle;
             Ok((r?, st.answer.take(), st.attempt_timeout.take()))
         });
-        let (code, answer, timeout) = match (result, self.fallback.get()) {
-            (Err(PluginError::Retired { .. }), Some(previous)) => {
-                return previous.on_request(id, req, attempt);
-            }
-            (result, _) => result?,
+        let (code, answer, timeout) = match result? {
+            Call::Done(done) => done,
+            Call::Elsewhere(instead) => return instead.on_request(id, req, attempt),
         };
         match (RequestDecision::from_code(code), answer) {
             (Some(RequestDecision::Continue), _) => Ok(RequestVerdict::Continue { timeout }),
@@ -451,11 +535,11 @@ impl PluginInstance {
             st.phase = Phase::Idle;
             r
         });
-        let raw = match (result, self.fallback.get()) {
-            (Err(PluginError::Retired { .. }), Some(previous)) => {
-                return previous.select(id, req, attempt, endpoints, tried);
+        let raw = match result? {
+            Call::Done(raw) => raw,
+            Call::Elsewhere(instead) => {
+                return instead.select(id, req, attempt, endpoints, tried);
             }
-            (result, _) => result?,
         };
         if raw == abi::SELECT_DEFAULT {
             return Ok(None);
@@ -517,11 +601,11 @@ impl PluginInstance {
             st.phase = Phase::Idle;
             Ok((r?, st.answer.take()))
         });
-        let (raw, answer) = match (result, self.fallback.get()) {
-            (Err(PluginError::Retired { .. }), Some(previous)) => {
-                return previous.on_response(id, req, attempt, outcome, endpoint_id, latency);
+        let (raw, answer) = match result? {
+            Call::Done(done) => done,
+            Call::Elsewhere(instead) => {
+                return instead.on_response(id, req, attempt, outcome, endpoint_id, latency);
             }
-            (result, _) => result?,
         };
         match (ResponseDecision::decode(raw), answer) {
             (Some(ResponseDecision::Pass), _) => Ok(ResponseVerdict::Pass),
@@ -548,11 +632,9 @@ impl PluginInstance {
             l.store.data_mut().phase = Phase::Idle;
             r
         });
-        match (result, self.fallback.get()) {
-            (Err(PluginError::Retired { .. }), Some(previous)) => {
-                previous.on_end(id, status_code, error)
-            }
-            (result, _) => result,
+        match result? {
+            Call::Done(()) => Ok(()),
+            Call::Elsewhere(instead) => instead.on_end(id, status_code, error),
         }
     }
 
@@ -561,23 +643,31 @@ impl PluginInstance {
         if !self.plugin.hooks.status {
             return Ok(None);
         }
-        let out = self.with_live("status", |l| {
+        let out = match self.with_live("status", |l| {
             // Cloned (an Arc bump) because `init_call` borrows all of `l`; not a hot path.
             let Some(func) = l.funcs.status.clone() else {
                 return Ok(Vec::new());
             };
             l.init_call(Phase::Status, Bytes::new(), |l| func.call(&mut l.store, ()))?;
             Ok(mem::take(&mut l.store.data_mut().output))
-        })?;
+        })? {
+            Call::Done(out) => out,
+            Call::Elsewhere(instead) => return instead.status(),
+        };
         Ok(Some(String::from_utf8_lossy(&out).into_owned()))
     }
 
     /// The plugin's state for a hot reload (`None` if it exports no `snapshot`).
     pub fn snapshot(&self) -> Result<Option<Vec<u8>>, PluginError> {
+        let mut slot = self.lock();
+        self.snapshot_locked(&mut slot)
+    }
+
+    fn snapshot_locked(&self, slot: &mut Slot) -> Result<Option<Vec<u8>>, PluginError> {
         if !self.plugin.hooks.snapshot {
             return Ok(None);
         }
-        let out = self.with_live("snapshot", |l| {
+        let out = self.run_locked(slot, "snapshot", |l| {
             // Cloned (an Arc bump) because `init_call` borrows all of `l`; not a hot path.
             let Some(func) = l.funcs.snapshot.clone() else {
                 return Ok(Vec::new());
@@ -592,11 +682,16 @@ impl PluginInstance {
 
     /// Hands the previous version's snapshot to `restore` (no-op if not exported).
     pub fn restore(&self, snapshot: Bytes) -> Result<(), PluginError> {
+        let mut slot = self.lock();
+        self.restore_locked(&mut slot, snapshot)
+    }
+
+    fn restore_locked(&self, slot: &mut Slot, snapshot: Bytes) -> Result<(), PluginError> {
         if !self.plugin.hooks.restore {
             return Ok(());
         }
         let len = i32::try_from(snapshot.len()).unwrap_or(i32::MAX);
-        let (code, msg) = self.with_live("restore", |l| {
+        let (code, msg) = self.run_locked(slot, "restore", |l| {
             // Cloned (an Arc bump) because `init_call` borrows all of `l`; not a hot path.
             let Some(func) = l.funcs.restore.clone() else {
                 return Ok((status::OK, Vec::new()));

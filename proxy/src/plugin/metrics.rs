@@ -95,6 +95,31 @@ impl MetricsRegistry {
         status::OK
     }
 
+    /// Adds the counters and histograms of `old` (a replaced version's) to
+    /// the same-named ones here, so they never go back across a swap;
+    /// gauges keep this version's value.
+    pub fn carry(&mut self, old: &MetricsRegistry) {
+        for before in &old.entries {
+            let Some(now) = self
+                .entries
+                .iter_mut()
+                .find(|e| e.name == before.name && e.kind == before.kind)
+            else {
+                continue;
+            };
+            match now.kind {
+                MetricKind::Counter => now.value += before.value,
+                MetricKind::Gauge => {}
+                MetricKind::Histogram => {
+                    now.value += before.value;
+                    for (n, b) in now.buckets.iter_mut().zip(&before.buckets) {
+                        *n += b;
+                    }
+                }
+            }
+        }
+    }
+
     /// The current values.
     pub fn samples(&self) -> Vec<MetricSample> {
         self.entries.clone()
@@ -124,5 +149,17 @@ mod tests {
         let s = r.samples();
         assert_eq!(s[0].value, 2.0);
         assert_eq!(s[1].buckets.iter().sum::<u64>(), 1);
+
+        // A new version's registry carries the old counters and histograms.
+        let mut next = MetricsRegistry::default();
+        let c2 = next.define(MetricKind::Counter, "hits_total");
+        next.define(MetricKind::Histogram, "lat");
+        next.define(MetricKind::Gauge, "open");
+        assert_eq!(next.record(c2, 1.0), status::OK);
+        next.carry(&r);
+        let s = next.samples();
+        assert_eq!(s[0].value, 3.0);
+        assert_eq!(s[1].buckets.iter().sum::<u64>(), 1);
+        assert_eq!(s[2].value, 0.0);
     }
 }

@@ -2,12 +2,15 @@
 //! swap, each new instance keeps the instance of the previous version it
 //! replaced. A call of the new version that fails — a trap (deadline,
 //! memory, panic) or a refusal while it backs off after traps — counts; at
-//! the `max_failures`-th within the window the probation trips: at once,
-//! every new instance hands its calls to the previous one (so no further
-//! request meets the bad version, even one already holding the new chain),
-//! and the server is woken to swap the previous version back into the
-//! route table and registry. A window that ends clean promotes the new
+//! the `max_failures`-th within the window the probation trips: from that
+//! moment every call of a new instance goes to the previous one (so no
+//! further request meets the bad version, even one already holding the new
+//! chain), and the server is woken to put the previous version back into
+//! the route table and registry. A window that ends clean promotes the new
 //! version and lets the previous instances go.
+//!
+//! Tripping only flips a flag: the instances check it under their own
+//! lock, so no instance lock is ever taken while another is held here.
 
 use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
@@ -30,9 +33,9 @@ pub struct Probation {
     failures: AtomicU32,
     state: AtomicU8,
     reason: Mutex<Option<String>>,
-    /// Each new instance (weak: the chain owns it) and the previous
-    /// version's instance it replaced (kept alive for a rollback).
-    links: Mutex<Vec<(Weak<PluginInstance>, Arc<PluginInstance>)>>,
+    /// The new instances (weak: the chains own them; each keeps its
+    /// previous instance until the probation ends).
+    links: Mutex<Vec<Weak<PluginInstance>>>,
     tripped: Notify,
 }
 
@@ -64,11 +67,11 @@ impl Probation {
 
     /// Puts `new` on probation, with `previous` to take over if it trips.
     pub fn watch(self: &Arc<Self>, new: &Arc<PluginInstance>, previous: Arc<PluginInstance>) {
-        new.enter_probation(Arc::clone(self));
+        new.enter_probation(Arc::clone(self), previous);
         self.links
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push((Arc::downgrade(new), previous));
+            .push(Arc::downgrade(new));
     }
 
     /// The plugin's name.
@@ -101,6 +104,11 @@ impl Probation {
         self.state.load(Ordering::Acquire) == WATCHING
     }
 
+    /// Whether it tripped (the version is being or was rolled back).
+    pub fn has_tripped(&self) -> bool {
+        self.state.load(Ordering::Acquire) == TRIPPED
+    }
+
     /// Why it tripped: the failure that tripped it.
     pub fn reason(&self) -> Option<String> {
         self.reason
@@ -127,21 +135,11 @@ impl Probation {
         *self.reason.lock().unwrap_or_else(PoisonError::into_inner) = Some(format!(
             "{failures} failed calls within the probation window; the last: {why}"
         ));
-        for (new, previous) in self
-            .links
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .iter()
-        {
-            if let Some(new) = new.upgrade() {
-                new.fall_back(Arc::clone(previous));
-            }
-        }
         self.tripped.notify_one();
     }
 
     /// Waits until it trips.
-    pub async fn tripped(&self) {
+    pub async fn wait_tripped(&self) {
         self.tripped.notified().await;
     }
 
@@ -154,10 +152,11 @@ impl Probation {
             .compare_exchange(WATCHING, ENDED, Ordering::AcqRel, Ordering::Acquire)
             .is_ok();
         if ended {
-            self.links
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clear();
+            let links =
+                std::mem::take(&mut *self.links.lock().unwrap_or_else(PoisonError::into_inner));
+            for new in links.iter().filter_map(Weak::upgrade) {
+                new.leave_probation();
+            }
         }
         ended
     }

@@ -404,22 +404,10 @@ impl Handover {
         (&self.new, &self.old)
     }
 
-    /// Carries the state over. A plugin that cannot restore starts fresh.
+    /// Carries the state, call counts and metric values over, and sends the
+    /// old instance's later calls to the new one. A plugin that cannot
+    /// restore starts fresh.
     pub fn run(&self) {
-        let (old, new, route) = (&self.old, &self.new, self.route.as_str());
-        if !old.hooks().snapshot || !new.hooks().restore {
-            return;
-        }
-        match old.snapshot() {
-            Ok(Some(state)) => {
-                if let Err(error) = new.restore(Bytes::from(state)) {
-                    tracing::warn!(plugin = new.name(), route, %error, "new version refused the old state; starting fresh");
-                }
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(plugin = old.name(), route, %error, "snapshot failed; starting fresh")
-            }
-        }
+        self.old.hand_over_to(&self.new, &self.route);
     }
 }

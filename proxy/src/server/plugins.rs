@@ -165,7 +165,7 @@ impl ServerHandle {
     async fn follow_probation(self, probation: Arc<Probation>) {
         tokio::select! {
             () = self.0.stop.cancelled() => {}
-            () = probation.tripped() => self.roll_back(&probation),
+            () = probation.wait_tripped() => self.roll_back(&probation),
             () = tokio::time::sleep(probation.remaining()) => {
                 if probation.end() {
                     self.0.plugins.end_probation(&probation);
@@ -192,13 +192,21 @@ impl ServerHandle {
         let mut chains = BTreeMap::new();
         for route in table.routes() {
             let Some(chain) = &route.chain else { continue };
-            if chain.layers().iter().all(|l| l.fallback().is_none()) {
+            let restored: Vec<_> = chain.layers().iter().map(|l| l.rolled_back_to()).collect();
+            if restored.iter().all(Option::is_none) {
                 continue;
             }
             let layers = chain
                 .layers()
                 .iter()
-                .map(|l| Arc::clone(l.fallback().unwrap_or(l)))
+                .zip(restored)
+                .map(|(layer, previous)| match previous {
+                    Some(previous) => {
+                        previous.reinstate();
+                        previous
+                    }
+                    None => Arc::clone(layer),
+                })
                 .collect();
             if let Ok(chain) = Chain::new(layers, chain.policy()) {
                 chains.insert(route.spec.name.clone(), Arc::new(chain));
