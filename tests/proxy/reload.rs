@@ -366,6 +366,9 @@ async fn a_plugin_version_and_the_setting_it_needs_apply_together() {
     weir_tests::install_plugin(&plugins_dir, "versioned", weir_tests::plugins::SETTINGS_V2);
     settles_at(&proxy, "weir_plugin_swaps_refused_total", 1).await;
     assert_eq!(versioned(&proxy).await, v1);
+    // Written again unchanged (a retried deploy): refused once, not again.
+    weir_tests::install_plugin(&plugins_dir, "versioned", weir_tests::plugins::SETTINGS_V2);
+    settles_at(&proxy, "weir_plugin_swaps_refused_total", 1).await;
 
     // The new config names `tag`: config and version on disk go in together.
     proxy.write_config(&with("greeting = \"hi\", tag = \"blue\""));

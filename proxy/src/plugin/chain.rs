@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use super::instance::{PluginError, PluginInstance, RequestVerdict, ResponseVerdict};
+use super::instance::PluginInstance;
+use super::verdict::{PluginError, RequestVerdict, ResponseVerdict};
 use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView};
 
 /// Most layers in one chain (the on_end bookkeeping is a 64-bit mask).

@@ -41,6 +41,9 @@ pub struct PluginRecord {
     pub rolled_back: Option<RolledBack>,
     /// Versions rolled back: not tried again until the file changes.
     pub bad: BTreeSet<[u8; 32]>,
+    /// The file content last refused, so it is reported once, not on every
+    /// event that leaves it as it was.
+    pub refused: Option<[u8; 32]>,
 }
 
 /// A version that was rolled back.
@@ -158,6 +161,7 @@ impl PluginRegistry {
         record.last_error = None;
         record.file_present = true;
         record.rolled_back = None;
+        record.refused = None;
     }
 
     /// Puts the serving version of `probation`'s plugin on probation, with
@@ -224,6 +228,25 @@ impl PluginRegistry {
     /// Records a failed load or swap; the serving version stays.
     pub fn record_error(&self, name: &str, error: &str) {
         self.lock().entry(name.to_owned()).or_default().last_error = Some(error.to_owned());
+    }
+
+    /// SHA-256 of the plugin's file as it is now (`None` if unreadable).
+    pub fn file_hash(&self, name: &str) -> Option<[u8; 32]> {
+        std::fs::read(self.path_of(name))
+            .ok()
+            .map(|bytes| Sha256::digest(&bytes).into())
+    }
+
+    /// Remembers that the file with this content was refused.
+    pub fn record_refused(&self, name: &str, hash: Option<[u8; 32]>) {
+        self.lock().entry(name.to_owned()).or_default().refused = hash;
+    }
+
+    /// Whether the file with this content was already refused.
+    pub fn was_refused(&self, name: &str, hash: &[u8; 32]) -> bool {
+        self.lock()
+            .get(name)
+            .is_some_and(|r| r.refused.as_ref() == Some(hash))
     }
 
     /// Records that the file is gone; the serving version stays.

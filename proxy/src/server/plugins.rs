@@ -60,8 +60,23 @@ impl ServerHandle {
             // Not named by any route: nothing to validate it against yet.
             return Ok(());
         }
+        let on_disk = registry.file_hash(&name);
+        if let Some(hash) = &on_disk {
+            if current.as_ref().is_some_and(|c| c.hash() == hash) {
+                return Ok(());
+            }
+            if registry.was_refused(&name, hash) {
+                // Reported when it was first refused; nothing changed since.
+                return Ok(());
+            }
+            if registry.is_bad(&name, hash) {
+                tracing::debug!(plugin = %name, "this version was rolled back; not tried again until the file changes");
+                return Ok(());
+            }
+        }
         let fail = |message: String| {
             registry.record_error(&name, &message);
+            registry.record_refused(&name, on_disk);
             self.0
                 .shared
                 .metrics
@@ -74,16 +89,6 @@ impl ServerHandle {
             }
         };
         let candidate = registry.load_candidate(&name).map_err(fail)?;
-        if current
-            .as_ref()
-            .is_some_and(|c| c.hash() == candidate.hash())
-        {
-            return Ok(());
-        }
-        if registry.is_bad(&name, candidate.hash()) {
-            tracing::debug!(plugin = %name, hash = %candidate.hash_hex(), "this version was rolled back; not tried again until the file changes");
-            return Ok(());
-        }
         let config = self.0.shared.config.load_full();
         let upstreams = self.upstreams();
         let built = snapshot::build(Inputs {

@@ -3,7 +3,10 @@
 //! an epoch deadline, and request data is moved into the store for the call
 //! and back out after it. A trap discards the instance (its memory may be
 //! half-updated); the next call builds and configures a fresh one, and
-//! repeated traps back off.
+//! repeated traps back off. How a new version takes over from this one (and
+//! gives back on a rollback) is in [`succession`].
+
+mod succession;
 
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,73 +24,8 @@ use super::loader::LoadedPlugin;
 use super::metrics::{MetricSample, MetricsRegistry};
 use super::probation::Probation;
 use super::ticker::Watch;
-use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, method_code};
-
-/// A plugin call failed. The chain applies the route's trap policy.
-#[derive(Debug, thiserror::Error)]
-pub enum PluginError {
-    /// The plugin trapped (panic, out of memory, deadline); the instance was discarded.
-    #[error("plugin {plugin} trapped in {hook}: {message}")]
-    Trap {
-        /// The plugin's name.
-        plugin: String,
-        /// The hook.
-        hook: &'static str,
-        /// The trap.
-        message: String,
-    },
-    /// `configure` (or `restore`) refused.
-    #[error("plugin {plugin} rejected its {what}: {message}")]
-    Rejected {
-        /// The plugin's name.
-        plugin: String,
-        /// "config" or "snapshot".
-        what: &'static str,
-        /// The plugin's message.
-        message: String,
-    },
-    /// Trapped repeatedly; not rebuilt until the back-off ends.
-    #[error("plugin {plugin} is backing off after {traps} consecutive traps")]
-    BackingOff {
-        /// The plugin's name.
-        plugin: String,
-        /// Consecutive traps so far.
-        traps: u32,
-    },
-    /// A hook returned a value outside the ABI.
-    #[error("plugin {plugin} returned invalid value {value} from {hook}")]
-    BadReturn {
-        /// The plugin's name.
-        plugin: String,
-        /// The hook.
-        hook: &'static str,
-        /// What it returned.
-        value: i64,
-    },
-}
-
-/// What `on_request` decided.
-#[derive(Debug)]
-pub enum RequestVerdict {
-    /// Go on inwards, with the attempt timeout the plugin set, if any.
-    Continue {
-        /// The plugin's attempt timeout.
-        timeout: Option<Duration>,
-    },
-    /// Answer locally.
-    Answer(LocalAnswer),
-}
-
-/// What `on_response` decided.
-#[derive(Debug)]
-pub enum ResponseVerdict {
-    /// Pass the outcome on.
-    Pass,
-    /// Replace it with this answer.
-    Replace(LocalAnswer),
-    /// Run the inner layers again after this delay.
-    Retry(Duration),
-}
+use super::verdict::{PluginError, RequestVerdict, ResponseVerdict};
+use super::views::{EndpointInfo, Outcome, RequestView, method_code};
 
 struct Live {
     store: Store<HostState>,
@@ -185,100 +123,6 @@ impl PluginInstance {
         let live = this.spawn(MetricsRegistry::default())?;
         this.lock().live = Some(live);
         Ok(this)
-    }
-
-    /// Puts this new instance on `probation`, with `previous` (the instance
-    /// it replaced) to take its calls if the probation trips.
-    pub(super) fn enter_probation(&self, probation: Arc<Probation>, previous: Arc<PluginInstance>) {
-        let _ = self.probation.set(probation);
-        self.lock().previous = Some(previous);
-    }
-
-    /// The probation ended clean (or a newer version came): the previous
-    /// instance is let go.
-    pub(super) fn leave_probation(&self) {
-        self.lock().previous = None;
-    }
-
-    fn probation_tripped(&self) -> bool {
-        self.probation.get().is_some_and(|p| p.has_tripped())
-    }
-
-    /// The instance that serves this one's route again because this one's
-    /// probation tripped.
-    pub fn rolled_back_to(&self) -> Option<Arc<PluginInstance>> {
-        if self.probation_tripped() {
-            self.lock().previous.clone()
-        } else {
-            None
-        }
-    }
-
-    /// This instance serves again (its successor was rolled back): it stops
-    /// sending calls there.
-    pub fn reinstate(&self) {
-        self.lock().successor = None;
-    }
-
-    /// Where this instance's calls go instead, if anywhere: decided under
-    /// its lock, so a call that waited while a swap or a rollback happened
-    /// goes where it now should.
-    fn elsewhere(&self, slot: &mut Slot) -> Option<Arc<PluginInstance>> {
-        if self.probation_tripped() {
-            return slot.previous.clone();
-        }
-        let next = slot.successor.as_ref()?;
-        if next.probation_tripped() {
-            // Its successor was rolled back: this version serves again.
-            slot.successor = None;
-            return None;
-        }
-        Some(Arc::clone(next))
-    }
-
-    /// Hands this instance's state, call counts and metric values to `new`
-    /// (the same route and plugin, a new version), and sends every later
-    /// call of this instance there — as one step under both locks, so a
-    /// request still holding this version updates the state that serves and
-    /// no update falls between the snapshot and the switch.
-    pub fn hand_over_to(&self, new: &Arc<PluginInstance>, route: &str) {
-        let mut new_slot = new.lock();
-        let mut old_slot = self.lock();
-        let snapshot = if self.plugin.hooks.snapshot && new.plugin.hooks.restore {
-            self.snapshot_locked(&mut old_slot)
-        } else {
-            Ok(None)
-        };
-        let shared = Arc::clone(&old_slot.counts);
-        let own = &new_slot.counts;
-        shared
-            .calls
-            .fetch_add(own.calls.load(Ordering::Relaxed), Ordering::Relaxed);
-        shared
-            .traps
-            .fetch_add(own.traps.load(Ordering::Relaxed), Ordering::Relaxed);
-        new_slot.counts = shared;
-        let old_metrics = match &old_slot.live {
-            Some(live) => live.store.data().metrics.clone(),
-            None => old_slot.metrics.clone(),
-        };
-        match new_slot.live.as_mut() {
-            Some(live) => live.store.data_mut().metrics.carry(&old_metrics),
-            None => new_slot.metrics.carry(&old_metrics),
-        }
-        old_slot.successor = Some(Arc::clone(new));
-        drop(old_slot);
-        match snapshot {
-            Ok(Some(state)) => {
-                if let Err(error) = new.restore_locked(&mut new_slot, Bytes::from(state)) {
-                    tracing::warn!(plugin = new.name(), route, %error, "new version refused the old state; starting fresh");
-                }
-            }
-            Ok(None) => {}
-            Err(error) => {
-                tracing::warn!(plugin = self.name(), route, %error, "snapshot failed; starting fresh");
-            }
-        }
     }
 
     /// A call failed: counted against the version's probation, if any.
