@@ -63,6 +63,11 @@ pub(crate) async fn handle(
     let elapsed = started.elapsed();
     route.metrics.observe(response.status(), elapsed);
     if let Some((method, uri)) = method {
+        // A query may carry a token (`?access_token=…`): not into the log.
+        let uri = match uri.query() {
+            Some(_) => crate::redact::redact_text(&uri.to_string()),
+            None => uri.to_string(),
+        };
         tracing::info!(
             target: "weir::access",
             route = %route.spec.name,
