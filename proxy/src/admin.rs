@@ -53,6 +53,38 @@ pub trait AdminView: Send + Sync + 'static {
     fn last_reload_error(&self) -> Option<String>;
     /// Re-reads and applies the config file; `Err` holds every error.
     fn reload(&self) -> Result<(), Vec<String>>;
+    /// The TLS of each TLS listener, by configured address.
+    fn tls_listeners(&self) -> Vec<(std::net::SocketAddr, Arc<crate::tls::ListenerTls>)>;
+}
+
+/// Each TLS listener's certificates (names, expiry) and the error of its
+/// last refused certificate reload.
+fn tls_json(server: &dyn AdminView) -> serde_json::Value {
+    let listeners: serde_json::Map<String, serde_json::Value> = server
+        .tls_listeners()
+        .into_iter()
+        .map(|(address, tls)| {
+            let certificates: Vec<_> = tls
+                .certificates()
+                .into_iter()
+                .map(|c| {
+                    let expires_in = c.expires_in_secs();
+                    json!({
+                        "file": c.file,
+                        "subject": c.subject,
+                        "names": c.names,
+                        "not_after_unix": c.not_after_unix,
+                        "expires_in_seconds": expires_in,
+                    })
+                })
+                .collect();
+            (
+                address.to_string(),
+                json!({ "certificates": certificates, "last_error": tls.last_error() }),
+            )
+        })
+        .collect();
+    serde_json::Value::Object(listeners)
 }
 
 /// Serves the admin API on `socket` until `stop` is cancelled.
@@ -146,6 +178,7 @@ fn respond(request: &Request<Incoming>, server: &dyn AdminView) -> Response<Full
             let mut shown = json!({
                 "config": &*server.config(),
                 "last_reload_error": server.last_reload_error(),
+                "tls": tls_json(server),
             });
             crate::redact::redact_json(&mut shown);
             json_response(StatusCode::OK, &shown)
@@ -280,6 +313,22 @@ fn render_plugin_metrics(server: &dyn AdminView, out: &mut String) {
                 .map(|c| (r.spec.name.as_str(), c.layers().to_vec()))
         })
         .collect();
+    out.push_str("# HELP weir_tls_certificate_expiry_seconds Seconds until a serving certificate expires.\n# TYPE weir_tls_certificate_expiry_seconds gauge\n");
+    for (address, tls) in server.tls_listeners() {
+        for certificate in tls.certificates() {
+            let name = certificate
+                .names
+                .first()
+                .cloned()
+                .unwrap_or_else(|| certificate.subject.clone());
+            let _ = writeln!(
+                out,
+                "weir_tls_certificate_expiry_seconds{{listener=\"{address}\",name=\"{}\"}} {}",
+                crate::telemetry::metrics::escape(&name),
+                certificate.expires_in_secs()
+            );
+        }
+    }
     out.push_str("# HELP weir_plugin_rollbacks_total New plugin versions rolled back after failing their probation.\n# TYPE weir_plugin_rollbacks_total counter\n");
     for (name, record) in server.plugins().records() {
         let _ = writeln!(

@@ -17,6 +17,7 @@ pub mod route;
 pub mod scaffold;
 pub mod server;
 pub mod telemetry;
+pub mod tls;
 pub mod upstream;
 pub mod watch;
 

@@ -22,4 +22,5 @@ mod reload;
 mod routing;
 mod streaming;
 mod swaps;
+mod tls;
 mod walkthrough;

@@ -5,6 +5,7 @@
 
 pub mod dns;
 pub mod etcd;
+pub mod tls;
 pub mod upstream;
 
 use std::net::SocketAddr;

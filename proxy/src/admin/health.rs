@@ -149,6 +149,7 @@ pub fn upstreams_json(server: &dyn AdminView) -> Value {
 /// `/admin/health`.
 pub fn health_json(server: &dyn AdminView) -> Value {
     let window_seconds = Window::span().as_secs();
+    let tls = super::tls_json(server);
     let table = server.routes();
     let routes: Vec<Value> = table
         .routes()
@@ -179,13 +180,20 @@ pub fn health_json(server: &dyn AdminView) -> Value {
         "client_connections": server.open_connections(),
         "malformed_requests_total": metrics.bad_requests.load(std::sync::atomic::Ordering::Relaxed),
         "listeners": metrics.listeners().iter().map(|(name, listener)| {
+            let tls = &tls;
             let client_errors: serde_json::Map<String, serde_json::Value> = crate::fault::ClientFaultClass::ALL
                 .iter()
                 .map(|class| (class.as_str().to_owned(), json!(listener.client_errors(*class))))
                 .collect();
+            let handshake_errors: serde_json::Map<String, serde_json::Value> = crate::telemetry::metrics::TlsHandshakeFailure::ALL
+                .iter()
+                .map(|reason| (reason.as_str().to_owned(), json!(listener.tls_handshake_errors(*reason))))
+                .collect();
             json!({
                 "listener": name,
                 "client_errors_total": client_errors,
+                "tls_handshake_errors_total": handshake_errors,
+                "tls": tls.get(name),
             })
         }).collect::<Vec<_>>(),
         "upstreams": server.upstreams().values().map(|u| upstream_json(u)).collect::<Vec<_>>(),

@@ -4,6 +4,7 @@
 
 mod admin;
 mod duration;
+mod listener_tls;
 mod plugins;
 mod raw;
 mod upstream;
@@ -38,6 +39,8 @@ pub struct Config {
     pub limits: Limits,
     pub plugins: PluginSettings,
     pub listeners: Vec<SocketAddr>,
+    /// TLS settings of the listeners that terminate TLS, by address.
+    pub listener_tls: BTreeMap<SocketAddr, crate::tls::ListenerTlsSettings>,
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
 }
@@ -331,6 +334,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     let plugins = plugins::validate(&raw.plugins, &base, locate, &mut errors);
 
     let mut listeners = Vec::new();
+    let mut listener_tls = BTreeMap::new();
     let mut seen_listeners = HashSet::new();
     if raw.listeners.is_empty() {
         errors.push(locate.at(
@@ -345,7 +349,14 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
                 errors
                     .push(locate.at(address.span(), format!("duplicate listener address {addr}")));
             }
-            Ok(addr) => listeners.push(addr),
+            Ok(addr) => {
+                listeners.push(addr);
+                if let Some(tls) = &listener.get_ref().tls
+                    && let Some(settings) = listener_tls::validate(tls, &base, locate, &mut errors)
+                {
+                    listener_tls.insert(addr, settings);
+                }
+            }
             Err(_) => errors.push(locate.at(
                 address.span(),
                 format!(
@@ -524,6 +535,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         limits,
         plugins,
         listeners,
+        listener_tls,
         upstreams,
         routes,
     })

@@ -130,6 +130,22 @@ pub(crate) struct RawPluginRef {
 #[serde(deny_unknown_fields)]
 pub(crate) struct RawListener {
     pub address: Spanned<String>,
+    pub tls: Option<Spanned<RawListenerTls>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawListenerTls {
+    pub certificates: Vec<Spanned<RawCertPaths>>,
+    pub min_version: Option<Spanned<String>>,
+    pub alpn: Option<Spanned<Vec<String>>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCertPaths {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::time::Instant;
 
 use super::intake::{Intake, IntakeReport, IntakeSettings, head::HeadLimits};
@@ -31,6 +31,11 @@ pub(crate) struct WorkerContext {
 }
 
 impl WorkerContext {
+    /// How long a TLS handshake may take: as long as a request head.
+    pub fn handshake_timeout(&self) -> Duration {
+        self.intake.header_read
+    }
+
     pub fn new(shared: Arc<Shared>, config: &Config) -> Self {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
@@ -101,13 +106,17 @@ struct ConnectionState {
     activity: Activity,
 }
 
-/// Serves one accepted connection to its end.
-pub(crate) async fn serve(
-    stream: TcpStream,
+/// Serves one accepted connection (TCP, or TLS after the handshake:
+/// `https`) to its end.
+pub(crate) async fn serve<S>(
+    stream: S,
     addr: SocketAddr,
     ctx: Arc<WorkerContext>,
     listener: Arc<ListenerMetrics>,
-) {
+    https: bool,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let shared = Arc::clone(&ctx.shared);
     let _open = shared.connections.open(&shared.metrics);
     let intake = Arc::new(IntakeReport::default());
@@ -119,6 +128,7 @@ pub(crate) async fn serve(
                 .unwrap_or(HeaderValue::from_static("unknown")),
             listener,
             intake: Arc::clone(&intake),
+            https,
         },
         activity: Activity {
             epoch: Instant::now(),

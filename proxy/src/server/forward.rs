@@ -279,7 +279,7 @@ pub(super) async fn forward(
     } else {
         None
     };
-    headers::prepare_request(&mut parts, &peer.ip_header, upgrade);
+    headers::prepare_request(&mut parts, &peer.ip_header, upgrade, peer.https);
     let deadline = Instant::now() + route.spec.timeout;
     let Some(chain) = route.chain.as_ref() else {
         // A chain of zero layers: one attempt, nothing to replay, so the

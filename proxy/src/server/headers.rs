@@ -95,6 +95,7 @@ pub fn prepare_request(
     parts: &mut http::request::Parts,
     client_ip: &HeaderValue,
     keep_upgrade: bool,
+    https: bool,
 ) {
     let headers = &mut parts.headers;
     // One authority: the request target's when it has one (absolute-form,
@@ -129,7 +130,8 @@ pub fn prepare_request(
             slot.insert(client_ip.clone());
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    let proto = if https { "https" } else { "http" };
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(proto));
     headers.append(header::VIA, via_value(parts.version));
 }
 
@@ -202,7 +204,7 @@ mod tests {
             ("proxy-connection", "keep-alive"),
             ("x-keep", "yes"),
         ]);
-        prepare_request(&mut parts, &peer(), false);
+        prepare_request(&mut parts, &peer(), false, false);
         for gone in [
             "connection",
             "keep-alive",
@@ -222,7 +224,7 @@ mod tests {
     #[test]
     fn te_trailers_survives() {
         let mut parts = request(&[("te", "trailers")]);
-        prepare_request(&mut parts, &peer(), false);
+        prepare_request(&mut parts, &peer(), false, false);
         assert_eq!(parts.headers["te"], "trailers");
     }
 
@@ -233,7 +235,7 @@ mod tests {
             ("x-forwarded-for", "192.0.2.1"),
             ("via", "1.0 edge"),
         ]);
-        prepare_request(&mut parts, &peer(), false);
+        prepare_request(&mut parts, &peer(), false, false);
         assert_eq!(parts.headers["x-forwarded-for"], "192.0.2.1, 10.1.2.3");
         assert_eq!(parts.headers["x-forwarded-proto"], "http");
         assert_eq!(parts.headers["x-forwarded-host"], "example.com:8080");
@@ -245,7 +247,7 @@ mod tests {
     fn upgrade_is_kept_when_switching() {
         let mut parts = request(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
         assert!(is_upgrade_request(&parts.headers));
-        prepare_request(&mut parts, &peer(), true);
+        prepare_request(&mut parts, &peer(), true, false);
         assert_eq!(parts.headers["upgrade"], "websocket");
         assert_eq!(parts.headers["connection"], "upgrade");
     }
@@ -259,7 +261,7 @@ mod tests {
             .unwrap()
             .into_parts()
             .0;
-        prepare_request(&mut parts, &peer(), false);
+        prepare_request(&mut parts, &peer(), false, false);
         assert_eq!(parts.headers["host"], "example.com");
         assert_eq!(parts.headers["via"], "2 weir");
     }

@@ -1,18 +1,22 @@
 //! Listening sockets: one per worker with `SO_REUSEPORT` in the per-core
 //! layout (the kernel spreads connections), one shared socket otherwise; and
-//! the accept loop that hands connections to `conn::serve`.
+//! the accept loop that hands connections to `conn::serve` — on a TLS
+//! listener after the handshake, which is bounded in time and whose
+//! failures are counted by reason, not logged per connection.
 
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwapOption;
 use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use super::conn::{self, WorkerContext};
-use crate::telemetry::metrics::ListenerMetrics;
+use crate::telemetry::metrics::{ListenerMetrics, TlsHandshakeFailure};
+use crate::tls::ListenerTls;
 
 /// Binds `count` sockets to `address`. With port 0, the first socket picks
 /// the port and the others join it.
@@ -44,6 +48,7 @@ pub(crate) async fn accept_loop(
     socket: std::net::TcpListener,
     ctx: Arc<WorkerContext>,
     metrics: Arc<ListenerMetrics>,
+    tls: Arc<ArcSwapOption<ListenerTls>>,
     stop: CancellationToken,
 ) {
     let listener = match TcpListener::from_std(socket) {
@@ -61,12 +66,26 @@ pub(crate) async fn accept_loop(
                 Ok((stream, peer)) => {
                     // Small responses must not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    tokio::spawn(conn::serve(
-                        stream,
-                        peer,
-                        Arc::clone(&ctx),
-                        Arc::clone(&metrics),
-                    ));
+                    match tls.load_full() {
+                        Some(tls) => {
+                            tokio::spawn(handshake_then_serve(
+                                stream,
+                                peer,
+                                Arc::clone(&ctx),
+                                Arc::clone(&metrics),
+                                tls,
+                            ));
+                        }
+                        None => {
+                            tokio::spawn(conn::serve(
+                                stream,
+                                peer,
+                                Arc::clone(&ctx),
+                                Arc::clone(&metrics),
+                                false,
+                            ));
+                        }
+                    }
                 }
                 Err(error) => {
                     // Out of file descriptors and the like: back off rather than spin.
@@ -76,4 +95,29 @@ pub(crate) async fn accept_loop(
             },
         }
     }
+}
+
+/// The TLS handshake, within the head-read timeout, then the connection.
+async fn handshake_then_serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: Arc<WorkerContext>,
+    metrics: Arc<ListenerMetrics>,
+    tls: Arc<ListenerTls>,
+) {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+    let failure = match tokio::time::timeout(ctx.handshake_timeout(), acceptor.accept(stream)).await
+    {
+        Ok(Ok(stream)) => {
+            conn::serve(stream, peer, ctx, metrics, true).await;
+            return;
+        }
+        Ok(Err(error)) => {
+            let failure = TlsHandshakeFailure::of(&error);
+            tracing::debug!(%peer, %error, reason = failure.as_str(), "TLS handshake failed");
+            failure
+        }
+        Err(_) => TlsHandshakeFailure::Timeout,
+    };
+    metrics.tls_handshake_failed(failure);
 }

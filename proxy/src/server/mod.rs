@@ -29,7 +29,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +38,7 @@ use crate::config::{Config, ConfigError, RuntimeMode};
 use crate::plugin::PluginRegistry;
 use crate::route::RouteTable;
 use crate::telemetry::metrics::{self, Metrics};
+use crate::tls::ListenerTls;
 use crate::upstream::{self, Upstream};
 use crate::watch::{Watch, watch_dir, watch_file};
 use conn::WorkerContext;
@@ -129,6 +130,11 @@ pub enum StartError {
     Plugins(#[from] ConfigError),
     #[error(transparent)]
     Engine(#[from] crate::plugin::EngineError),
+    #[error("listener {address}: {source}")]
+    Tls {
+        address: SocketAddr,
+        source: crate::tls::ListenerTlsError,
+    },
 }
 
 /// Start-up options that are not part of the config file.
@@ -141,6 +147,11 @@ pub struct Options {
 struct ActiveListener {
     local: SocketAddr,
     stop: CancellationToken,
+    /// Its TLS (none on a plain listener), swapped on reload; the accept
+    /// loops read it per connection.
+    tls: Arc<ArcSwapOption<ListenerTls>>,
+    /// Watches of its certificate and key files.
+    _certificate_watches: Vec<Watch>,
 }
 
 struct Inner {
@@ -271,12 +282,16 @@ impl Server {
             _watch: None,
             _plugin_watch: None,
         };
+        let mut tls = build_listener_tls(&config)
+            .map_err(|(address, source)| StartError::Tls { address, source })?;
         for address in &config.listeners {
             let sockets = listener::bind(*address, slots).map_err(|source| StartError::Bind {
                 address: *address,
                 source,
             })?;
-            server.inner.add_listener(*address, sockets);
+            server
+                .inner
+                .add_listener(*address, sockets, tls.remove(address));
         }
         if let Some(socket) = admin_socket {
             control.spawn(crate::admin::serve(
@@ -433,6 +448,17 @@ impl ServerHandle {
         self.0.shared.connections.active()
     }
 
+    /// The TLS of each TLS listener, by configured address.
+    pub fn tls_listeners(&self) -> Vec<(SocketAddr, Arc<ListenerTls>)> {
+        self.0
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter()
+            .filter_map(|(address, active)| Some((*address, active.tls.load_full()?)))
+            .collect()
+    }
+
     /// The bound address of each configured listener.
     pub fn listener_addrs(&self) -> Vec<SocketAddr> {
         self.0
@@ -446,26 +472,93 @@ impl ServerHandle {
 }
 
 impl Inner {
-    fn add_listener(&self, configured: SocketAddr, sockets: Vec<std::net::TcpListener>) {
+    fn add_listener(
+        &self,
+        configured: SocketAddr,
+        sockets: Vec<std::net::TcpListener>,
+        tls: Option<Arc<ListenerTls>>,
+    ) {
         let local = sockets
             .first()
             .and_then(|s| s.local_addr().ok())
             .unwrap_or(configured);
         let stop = self.accepting.child_token();
         let metrics = self.shared.metrics.listener(&configured.to_string());
+        let certificate_watches = tls.as_ref().map_or_else(Vec::new, watch_certificates);
+        let tls = Arc::new(ArcSwapOption::new(tls));
         for (socket, (handle, ctx)) in sockets.into_iter().zip(self.workers.iter().cycle()) {
             handle.spawn(listener::accept_loop(
                 socket,
                 Arc::clone(ctx),
                 Arc::clone(&metrics),
+                Arc::clone(&tls),
                 stop.clone(),
             ));
         }
         self.listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .insert(configured, ActiveListener { local, stop });
+            .insert(
+                configured,
+                ActiveListener {
+                    local,
+                    stop,
+                    tls,
+                    _certificate_watches: certificate_watches,
+                },
+            );
     }
+
+    /// Serves `tls` (or plain HTTP) from now on, on the listener at
+    /// `configured` (its TLS settings changed on reload).
+    fn replace_tls(&self, configured: SocketAddr, tls: Option<Arc<ListenerTls>>) {
+        if let Some(active) = self
+            .listeners
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_mut(&configured)
+        {
+            active._certificate_watches = tls.as_ref().map_or_else(Vec::new, watch_certificates);
+            active.tls.store(tls);
+        }
+    }
+}
+
+/// Reloads a listener's certificates whenever one of its files changes.
+fn watch_certificates(tls: &Arc<ListenerTls>) -> Vec<Watch> {
+    let mut watches = Vec::new();
+    for paths in &tls.settings().certificates {
+        for file in [&paths.cert, &paths.key] {
+            let weak = Arc::downgrade(tls);
+            match watch_file(file, move || {
+                if let Some(tls) = weak.upgrade() {
+                    tls.reload_certificates();
+                }
+            }) {
+                Ok(watch) => watches.push(watch),
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "cannot watch a TLS file; it will not be reloaded");
+                }
+            }
+        }
+    }
+    watches
+}
+
+/// Builds the TLS of every TLS listener of `config` (checked whole before
+/// anything changes).
+fn build_listener_tls(
+    config: &Config,
+) -> Result<BTreeMap<SocketAddr, Arc<ListenerTls>>, (SocketAddr, crate::tls::ListenerTlsError)> {
+    config
+        .listener_tls
+        .iter()
+        .map(|(address, settings)| {
+            ListenerTls::new(settings)
+                .map(|tls| (*address, Arc::new(tls)))
+                .map_err(|e| (*address, e))
+        })
+        .collect()
 }
 
 /// Starts a thread running a tokio runtime until `stop` is cancelled.
@@ -534,6 +627,9 @@ impl crate::admin::AdminView for ServerHandle {
     }
     fn last_reload_error(&self) -> Option<String> {
         ServerHandle::last_reload_error(self)
+    }
+    fn tls_listeners(&self) -> Vec<(SocketAddr, Arc<ListenerTls>)> {
+        ServerHandle::tls_listeners(self)
     }
     fn reload(&self) -> Result<(), Vec<String>> {
         ServerHandle::reload(self).map_err(|error| match &error {

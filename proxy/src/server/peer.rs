@@ -21,4 +21,6 @@ pub(crate) struct Peer {
     pub listener: Arc<ListenerMetrics>,
     /// What the intake refused on this connection.
     pub intake: Arc<IntakeReport>,
+    /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }

@@ -21,6 +21,11 @@ pub enum ReloadError {
         address: SocketAddr,
         source: io::Error,
     },
+    #[error("listener {address}: {source}")]
+    Tls {
+        address: SocketAddr,
+        source: crate::tls::ListenerTlsError,
+    },
 }
 
 impl ServerHandle {
@@ -104,6 +109,12 @@ impl ServerHandle {
                 })?;
             bound.push((*address, sockets));
         }
+        let mut tls = super::build_listener_tls(&config)
+            .map_err(|(address, source)| ReloadError::Tls { address, source })?;
+        // Listeners that stay keep their TLS unless its settings changed.
+        tls.retain(|address, new| {
+            !current.contains(address) || old.listener_tls.get(address) != Some(new.settings())
+        });
         let candidates = inner
             .plugins
             .candidates_for(&config)
@@ -131,8 +142,19 @@ impl ServerHandle {
         }
         self.publish(next);
         for (address, sockets) in bound {
-            inner.add_listener(address, sockets);
+            inner.add_listener(address, sockets, tls.remove(&address));
             tracing::info!(listener = %address, "listener added");
+        }
+        for (address, tls) in tls {
+            inner.replace_tls(address, Some(tls));
+            tracing::info!(listener = %address, "listener TLS settings changed");
+        }
+        for address in current
+            .iter()
+            .filter(|a| old.listener_tls.contains_key(a) && !config.listener_tls.contains_key(a))
+        {
+            inner.replace_tls(*address, None);
+            tracing::info!(listener = %address, "listener no longer terminates TLS");
         }
         let mut listeners = inner
             .listeners

@@ -149,9 +149,86 @@ impl UpstreamMetrics {
 #[derive(Default)]
 pub struct ListenerMetrics {
     client_errors: [AtomicU64; ClientFaultClass::ALL.len()],
+    tls_handshake_errors: [AtomicU64; TlsHandshakeFailure::ALL.len()],
+}
+
+/// Why a TLS handshake failed, for `weir_tls_handshake_errors_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsHandshakeFailure {
+    /// Not finished within the head-read timeout.
+    Timeout,
+    /// The client went away or sent no TLS.
+    Aborted,
+    /// No common version, cipher suite or ALPN protocol.
+    Incompatible,
+    /// A certificate problem (the client refused ours, or sent a bad one).
+    Certificate,
+    /// Anything else the TLS stack refused.
+    Other,
+}
+
+impl TlsHandshakeFailure {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 5] = [
+        Self::Timeout,
+        Self::Aborted,
+        Self::Incompatible,
+        Self::Certificate,
+        Self::Other,
+    ];
+
+    /// The label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Aborted => "aborted",
+            Self::Incompatible => "incompatible",
+            Self::Certificate => "certificate",
+            Self::Other => "other",
+        }
+    }
+
+    /// The reason for a failed handshake's error.
+    pub fn of(error: &std::io::Error) -> Self {
+        let Some(tls) = error
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        else {
+            return Self::Aborted;
+        };
+        match tls {
+            rustls::Error::InvalidCertificate(_)
+            | rustls::Error::NoCertificatesPresented
+            | rustls::Error::AlertReceived(
+                rustls::AlertDescription::BadCertificate
+                | rustls::AlertDescription::UnknownCA
+                | rustls::AlertDescription::CertificateUnknown
+                | rustls::AlertDescription::CertificateExpired,
+            ) => Self::Certificate,
+            rustls::Error::PeerIncompatible(_)
+            | rustls::Error::NoApplicationProtocol
+            | rustls::Error::AlertReceived(
+                rustls::AlertDescription::ProtocolVersion
+                | rustls::AlertDescription::HandshakeFailure
+                | rustls::AlertDescription::NoApplicationProtocol,
+            ) => Self::Incompatible,
+            rustls::Error::InvalidMessage(_) => Self::Aborted,
+            _ => Self::Other,
+        }
+    }
 }
 
 impl ListenerMetrics {
+    /// Counts one failed TLS handshake.
+    pub fn tls_handshake_failed(&self, reason: TlsHandshakeFailure) {
+        self.tls_handshake_errors[reason as usize].fetch_add(1, Relaxed);
+    }
+
+    /// Failed TLS handshakes for `reason` so far.
+    pub fn tls_handshake_errors(&self, reason: TlsHandshakeFailure) -> u64 {
+        self.tls_handshake_errors[reason as usize].load(Relaxed)
+    }
+
     /// Counts one client fault.
     pub fn client_error(&self, class: ClientFaultClass) {
         self.client_errors[class as usize].fetch_add(1, Relaxed);
@@ -343,6 +420,18 @@ impl Metrics {
                     escape(name),
                     class.as_str(),
                     listener.client_errors(class)
+                );
+            }
+        }
+        out.push_str("# HELP weir_tls_handshake_errors_total Failed TLS handshakes, by listener and reason.\n# TYPE weir_tls_handshake_errors_total counter\n");
+        for (name, listener) in &self.listeners() {
+            for reason in TlsHandshakeFailure::ALL {
+                let _ = writeln!(
+                    out,
+                    "weir_tls_handshake_errors_total{{listener=\"{}\",reason=\"{}\"}} {}",
+                    escape(name),
+                    reason.as_str(),
+                    listener.tls_handshake_errors(reason)
                 );
             }
         }

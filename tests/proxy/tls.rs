@@ -1,0 +1,275 @@
+//! TLS termination through the real server: HTTP/1.1 and h2 (ALPN), the
+//! certificate chosen by SNI (exact, wildcard, default), rotation under load
+//! without a failed request, bad new certificates refused while the old one
+//! serves, and handshake failures counted.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use weir_tests::tls::{TestCa, client_config, get_tls};
+use weir_tests::{TestProxy, TestUpstream, assert_eventually, get};
+
+/// A proxy whose one listener terminates TLS with `certificates` (TOML
+/// inline tables), in `dir`.
+fn tls_proxy(dir: tempfile::TempDir, certificates: &str, upstream: &TestUpstream) -> TestProxy {
+    let config = format!(
+        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{certificates}] }}\n\
+         [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
+        upstream.addr
+    );
+    TestProxy::start_in(dir, &config)
+}
+
+fn files(leaf: &weir_tests::tls::LeafFiles) -> String {
+    format!(
+        "{{ cert = \"{}\", key = \"{}\" }}",
+        leaf.cert.display(),
+        leaf.key.display()
+    )
+}
+
+async fn admin_json(proxy: &TestProxy, path: &str) -> serde_json::Value {
+    serde_json::from_slice(&get(&proxy.admin_url(path)).await.unwrap().body).unwrap()
+}
+
+#[tokio::test]
+async fn https_over_http1_and_h2_with_the_certificate_chosen_by_sni() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let a = ca.leaf(dir.path(), "a", &["a.test"], -1, 30);
+    let wild = ca.leaf(dir.path(), "wild", &["*.wild.test"], -1, 30);
+    let b = ca.leaf(dir.path(), "b", &["b.test"], -1, 30);
+    let ca_file = ca.write(dir.path());
+    let proxy = tls_proxy(
+        dir,
+        &format!("{}, {}, {}", files(&a), files(&wild), files(&b)),
+        &upstream,
+    );
+    let h1 = client_config(&ca.pem, &["http/1.1"]);
+    let h2 = client_config(&ca.pem, &["h2", "http/1.1"]);
+
+    for (sni, expected) in [
+        ("a.test", "a.test"),
+        ("b.test", "b.test"),
+        ("x.wild.test", "*.wild.test"),
+    ] {
+        let reply = get_tls(Arc::clone(&h1), proxy.addr, sni, "/")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200, "{sni}");
+        assert_eq!(reply.names, vec![expected.to_owned()], "{sni}");
+        assert_eq!(reply.alpn.as_deref(), Some("http/1.1"));
+    }
+    // An unknown name gets the first (default) certificate, which the client
+    // then refuses; so does a name a wildcard does not cover (one label only).
+    for sni in ["other.test", "a.b.wild.test"] {
+        let error = get_tls(Arc::clone(&h1), proxy.addr, sni, "/")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("only valid for DnsName(\"a.test\")"),
+            "{sni}: {error}"
+        );
+    }
+
+    // HTTP/2 by ALPN; the upstream is told the client used https.
+    let reply = get_tls(h2, proxy.addr, "a.test", "/headers").await.unwrap();
+    assert_eq!(reply.alpn.as_deref(), Some("h2"));
+    assert_eq!(reply.status, 200);
+    let headers: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(headers["x-forwarded-proto"][0], "https", "{headers}");
+
+    // curl, over h2 and HTTP/1.1.
+    let port = proxy.addr.port();
+    for (flag, version) in [("--http2", "2"), ("--http1.1", "1.1")] {
+        let ca_file = ca_file.clone();
+        let output = tokio::task::spawn_blocking(move || {
+            std::process::Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code} %{http_version}",
+                    flag,
+                ])
+                .arg("--cacert")
+                .arg(&ca_file)
+                .args(["--resolve", &format!("a.test:{port}:127.0.0.1")])
+                .arg(format!("https://a.test:{port}/"))
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("200 {version}"),
+            "curl {flag}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    // Expiry on /admin/health and /metrics.
+    let health = admin_json(&proxy, "/admin/health").await;
+    let listener = &health["listeners"][0];
+    let certificates = listener["tls"]["certificates"].as_array().unwrap();
+    assert_eq!(certificates.len(), 3, "{listener}");
+    let expires = certificates[0]["expires_in_seconds"].as_i64().unwrap();
+    assert!((29 * 86_400..=30 * 86_400).contains(&expires), "{expires}");
+    let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
+    assert!(
+        metrics.contains(
+            "weir_tls_certificate_expiry_seconds{listener=\"127.0.0.1:0\",name=\"a.test\"}"
+        ),
+        "{metrics}"
+    );
+
+    // Plain HTTP to the TLS port: a failed handshake, counted, not served.
+    let plain = get(&proxy.url("/")).await;
+    assert!(plain.is_err() || plain.unwrap().status != 200);
+    assert_eventually(
+        Duration::from_secs(2),
+        "handshake error counted",
+        || async {
+            let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
+            metrics
+                .lines()
+                .filter(|l| l.starts_with("weir_tls_handshake_errors_total{"))
+                .any(|l| !l.ends_with(" 0"))
+                .then_some(())
+                .ok_or(metrics)
+        },
+    )
+    .await;
+}
+
+/// New TLS connections in a loop until stopped; counts failures.
+fn tls_load(
+    config: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+) -> (
+    Arc<AtomicUsize>,
+    Arc<AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
+    let ok = Arc::new(AtomicUsize::new(0));
+    let failed = Arc::new(AtomicUsize::new(0));
+    let (o, f) = (Arc::clone(&ok), Arc::clone(&failed));
+    let task = tokio::spawn(async move {
+        while !stop.load(Ordering::SeqCst) {
+            match get_tls(Arc::clone(&config), addr, "a.test", "/").await {
+                Ok(reply) if reply.status == 200 => o.fetch_add(1, Ordering::SeqCst),
+                _ => f.fetch_add(1, Ordering::SeqCst),
+            };
+        }
+    });
+    (ok, failed, task)
+}
+
+#[tokio::test]
+async fn certificates_rotate_under_load_and_bad_ones_are_refused() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    let ca = TestCa::new();
+    let a = ca.leaf(&path, "a", &["a.test"], -1, 30);
+    let proxy = tls_proxy(dir, &files(&a), &upstream);
+    let client = client_config(&ca.pem, &["http/1.1"]);
+    let first = get_tls(Arc::clone(&client), proxy.addr, "a.test", "/")
+        .await
+        .unwrap();
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed, load) = tls_load(Arc::clone(&client), proxy.addr, Arc::clone(&stop));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Rotation: a new certificate and key for the same name.
+    let _ = ca.leaf(&path, "a", &["a.test"], -1, 60);
+    assert_eventually(
+        Duration::from_secs(5),
+        "the new certificate serves",
+        || async {
+            let reply = get_tls(Arc::clone(&client), proxy.addr, "a.test", "/")
+                .await
+                .map_err(|e| e.to_string())?;
+            (reply.certificate != first.certificate)
+                .then_some(())
+                .ok_or_else(|| "still the old certificate".to_owned())
+        },
+    )
+    .await;
+    let rotated = get_tls(Arc::clone(&client), proxy.addr, "a.test", "/")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    assert!(ok.load(Ordering::SeqCst) > 10);
+    assert_eq!(
+        failed.load(Ordering::SeqCst),
+        0,
+        "requests failed during rotation"
+    );
+
+    // A key that is not the certificate's: refused, the rotated one serves.
+    let other = ca.leaf(&path, "other", &["a.test"], -1, 30);
+    std::fs::copy(&other.key, path.join("a.key.tmp")).unwrap();
+    std::fs::rename(path.join("a.key.tmp"), path.join("a.key")).unwrap();
+    assert_eventually(Duration::from_secs(5), "the mismatch is shown", || async {
+        let config = admin_json(&proxy, "/admin/config").await;
+        let error = config["tls"]["127.0.0.1:0"]["last_error"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        error
+            .contains("is not the key of")
+            .then_some(())
+            .ok_or(config.to_string())
+    })
+    .await;
+    let still = get_tls(Arc::clone(&client), proxy.addr, "a.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(still.certificate, rotated.certificate);
+
+    // An expired certificate: refused too.
+    let _ = ca.leaf(&path, "a", &["a.test"], -30, -1);
+    assert_eventually(
+        Duration::from_secs(5),
+        "the expired one is refused",
+        || async {
+            let health = admin_json(&proxy, "/admin/health").await;
+            let error = health["listeners"][0]["tls"]["last_error"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            error
+                .contains("expired")
+                .then_some(())
+                .ok_or(health.to_string())
+        },
+    )
+    .await;
+    let still = get_tls(client, proxy.addr, "a.test", "/").await.unwrap();
+    assert_eq!(still.certificate, rotated.certificate);
+
+    // And the config check refuses it at its line, as `weir check` would.
+    let text = format!(
+        "[[listeners]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{}] }}\n[upstreams.u]\nendpoints = [\"127.0.0.1:1\"]\n[[routes]]\nupstream = \"u\"\n",
+        files(&a)
+    );
+    let error = weir_proxy::config::Config::parse(&text, &path.join("weir.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("weir.toml:3:") && error.contains("expired"),
+        "{error}"
+    );
+}
