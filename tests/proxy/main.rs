@@ -23,4 +23,5 @@ mod routing;
 mod streaming;
 mod swaps;
 mod tls;
+mod upstream_tls;
 mod walkthrough;

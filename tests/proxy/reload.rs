@@ -247,7 +247,8 @@ async fn counter(proxy: &TestProxy, name: &str) -> u64 {
 /// Waits until `name` reads `expected`, then checks it stays there a while
 /// (a change must apply exactly once, not again on later events).
 async fn settles_at(proxy: &TestProxy, name: &str, expected: u64) {
-    assert_eventually(Duration::from_secs(5), name, || async {
+    // Long enough to compile a plugin version in a debug build on a busy machine.
+    assert_eventually(Duration::from_secs(60), name, || async {
         let value = counter(proxy, name).await;
         (value == expected)
             .then_some(())

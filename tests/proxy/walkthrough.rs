@@ -235,7 +235,8 @@ async fn the_resilience_walkthrough_shows_what_a_run_shows() {
         weir_tests::plugins::BREAKER,
         "next",
     );
-    assert_eventually(Duration::from_secs(5), "the new version", || async {
+    // Compiling the new version in a debug build on a busy machine is slow.
+    assert_eventually(Duration::from_secs(60), "the new version", || async {
         (metric(&proxy, "weir_plugin_swaps_total").await == 1)
             .then_some(())
             .ok_or_else(String::new)

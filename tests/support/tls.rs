@@ -193,3 +193,73 @@ pub fn leaf_names(der: &[u8]) -> Vec<String> {
     }
     names
 }
+
+/// An HTTPS upstream: answers every request with its name and the HTTP
+/// version it was spoken to in (`NAME HTTP/2.0`), using a certificate the
+/// CA issued for `upstream.test` and 127.0.0.1.
+pub struct TlsUpstream {
+    pub addr: SocketAddr,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl TlsUpstream {
+    pub async fn start(ca: &TestCa, dir: &Path, name: &str) -> Self {
+        let leaf = ca.leaf(dir, "upstream", &["upstream.test", "127.0.0.1"], -1, 30);
+        let chain: Vec<CertificateDer<'static>> = {
+            use rustls::pki_types::pem::PemObject;
+            CertificateDer::pem_file_iter(&leaf.cert)
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let key = {
+            use rustls::pki_types::pem::PemObject;
+            rustls::pki_types::PrivateKeyDer::from_pem_file(&leaf.key).unwrap()
+        };
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut config = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(chain, key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let name: Arc<str> = name.into();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (acceptor, name) = (acceptor.clone(), Arc::clone(&name));
+                tokio::spawn(async move {
+                    let Ok(tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let service = hyper::service::service_fn(
+                        move |request: http::Request<hyper::body::Incoming>| {
+                            let body = format!("{name} {:?}", request.version());
+                            async move {
+                                Ok::<_, std::convert::Infallible>(http::Response::new(Full::new(
+                                    Bytes::from(body),
+                                )))
+                            }
+                        },
+                    );
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tls), service)
+                        .await;
+                });
+            }
+        });
+        Self { addr, task }
+    }
+}
+
+impl Drop for TlsUpstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -4,9 +4,9 @@
 
 mod admin;
 mod duration;
-mod listener_tls;
 mod plugins;
 mod raw;
+mod tls;
 mod upstream;
 
 use std::collections::{BTreeMap, HashSet};
@@ -121,6 +121,8 @@ pub struct UpstreamSpec {
     pub discovery: Discovery,
     pub health_check: Option<HealthCheckSpec>,
     pub passive: PassiveSpec,
+    /// TLS to the endpoints (`tls` table, or `https://` endpoints).
+    pub tls: Option<crate::tls::UpstreamTlsSpec>,
 }
 
 /// One route: what it matches and where it sends.
@@ -352,7 +354,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             Ok(addr) => {
                 listeners.push(addr);
                 if let Some(tls) = &listener.get_ref().tls
-                    && let Some(settings) = listener_tls::validate(tls, &base, locate, &mut errors)
+                    && let Some(settings) = tls::validate(tls, &base, locate, &mut errors)
                 {
                     listener_tls.insert(addr, settings);
                 }
@@ -384,9 +386,12 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             locate,
             &mut errors,
         );
+        let tls =
+            tls::validate_upstream(spec.tls.as_ref(), parts.https, &base, locate, &mut errors);
         upstreams.insert(
             name.get_ref().clone(),
             UpstreamSpec {
+                tls,
                 endpoints: parts.endpoints,
                 discovery: parts.discovery,
                 health_check: parts.health_check,

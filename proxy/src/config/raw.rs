@@ -163,6 +163,17 @@ pub(crate) struct RawUpstream {
     #[serde(default, deserialize_with = "super::duration::optional")]
     pub pool_idle_timeout: Option<Duration>,
     pub pool_max_idle_per_endpoint: Option<usize>,
+    pub tls: Option<Spanned<RawUpstreamTls>>,
+}
+
+/// `[upstreams.NAME] tls = { … }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstreamTls {
+    pub server_name: Option<String>,
+    pub ca: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }
 
 /// The wire protocol Weir speaks to an upstream.

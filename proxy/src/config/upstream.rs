@@ -408,10 +408,31 @@ pub(crate) struct RawUpstreamParts<'a> {
 
 /// What [`validate_upstream`] produces.
 pub(crate) struct UpstreamParts {
+    /// Some endpoint was written `https://…`: the upstream uses TLS.
+    pub https: bool,
     pub endpoints: Vec<EndpointSpec>,
     pub discovery: Discovery,
     pub health_check: Option<HealthCheckSpec>,
     pub passive: PassiveSpec,
+}
+
+/// `https://host[:port][/]` as `host:port` (443 by default), noting that
+/// the upstream uses TLS; any other address as it is.
+fn strip_https(address: &str, https: &mut bool) -> String {
+    let Some(rest) = address.strip_prefix("https://") else {
+        return address.to_owned();
+    };
+    *https = true;
+    let authority = rest.trim_end_matches('/');
+    let has_port = match authority.rfind(']') {
+        Some(bracket) => authority[bracket..].contains(':'),
+        None => authority.contains(':'),
+    };
+    if has_port {
+        authority.to_owned()
+    } else {
+        format!("{authority}:443")
+    }
 }
 
 /// Validates endpoints, discovery, health checks and passive settings.
@@ -424,11 +445,12 @@ pub(crate) fn validate_upstream(
         .discovery
         .map_or(Discovery::Static, |d| discovery(d, locate, errors));
     let mut endpoints = Vec::new();
+    let mut https = false;
     for endpoint in raw.endpoints.map(|e| e.get_ref().as_slice()).unwrap_or(&[]) {
         let entry = match endpoint.get_ref() {
-            RawEndpoint::Address(a) => RawEndpoint::Address(a.clone()),
+            RawEndpoint::Address(a) => RawEndpoint::Address(strip_https(a, &mut https)),
             RawEndpoint::Detailed(d) => RawEndpoint::Detailed(RawEndpointDetail {
-                address: d.address.clone(),
+                address: strip_https(&d.address, &mut https),
                 weight: d.weight,
                 zone: d.zone.clone(),
                 metadata: d.metadata.clone(),
@@ -457,6 +479,7 @@ pub(crate) fn validate_upstream(
         _ => {}
     }
     UpstreamParts {
+        https,
         endpoints,
         discovery,
         health_check: raw.health_check.map(|h| health_check(h, locate, errors)),

@@ -1,8 +1,11 @@
-//! TLS: certificates from PEM files ([`certs`]), and termination on a
-//! listener ([`listener`]), with rustls and its `ring` provider.
+//! TLS: certificates from PEM files ([`certs`]), termination on a
+//! listener ([`listener`]) and connections to upstreams ([`upstream`]),
+//! with rustls and its `ring` provider.
 
 pub mod certs;
 pub mod listener;
+pub mod upstream;
 
 pub use certs::{CertError, CertInfo};
 pub use listener::{CertPaths, ListenerTls, ListenerTlsError, ListenerTlsSettings};
+pub use upstream::{UpstreamTls, UpstreamTlsError, UpstreamTlsSpec};

@@ -1,6 +1,7 @@
-//! The upstream connector: hyper-util's `HttpConnector` wrapped so that each
-//! upstream knows how many connections it has open (idle ≈ open − in flight)
-//! and what the last connect error was, for the health report.
+//! The upstream connector: hyper-util's `HttpConnector`, then a TLS
+//! handshake for upstreams that use TLS, wrapped so that each upstream knows
+//! how many connections it has open (idle ≈ open − in flight) and what the
+//! last connect error was, for the health report.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -13,7 +14,10 @@ use http::Uri;
 use hyper_util::client::legacy::connect::{Connected, Connection, HttpConnector};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tower_service::Service;
+
+use crate::tls::UpstreamTls;
 
 /// Connection figures of one upstream, shared by all of its worker pools.
 #[derive(Debug, Default)]
@@ -74,16 +78,22 @@ impl ConnectionState {
     }
 }
 
-/// `HttpConnector` that counts what it opens.
+/// `HttpConnector` (and TLS where the upstream uses it) that counts what it
+/// opens.
 #[derive(Clone)]
 pub(crate) struct CountingConnector {
     inner: HttpConnector,
     state: Arc<ConnectionState>,
+    tls: Option<Arc<UpstreamTls>>,
 }
 
 impl CountingConnector {
-    pub fn new(inner: HttpConnector, state: Arc<ConnectionState>) -> Self {
-        Self { inner, state }
+    pub fn new(
+        inner: HttpConnector,
+        state: Arc<ConnectionState>,
+        tls: Option<Arc<UpstreamTls>>,
+    ) -> Self {
+        Self { inner, state, tls }
     }
 }
 
@@ -104,25 +114,46 @@ impl Service<Uri> for CountingConnector {
     fn call(&mut self, uri: Uri) -> Self::Future {
         let connecting = self.inner.call(uri.clone());
         let state = Arc::clone(&self.state);
+        let tls = self.tls.clone();
         Box::pin(async move {
-            match connecting.await {
+            let connected = match connecting.await {
+                Ok(tcp) => match tls {
+                    None => Ok(Io::Plain(tcp)),
+                    Some(tls) => {
+                        let host = uri.host().unwrap_or_default();
+                        tls.connect(tcp.into_inner(), host)
+                            .await
+                            .map(|stream| Io::Tls(Box::new(TokioIo::new(stream))))
+                            .map_err(BoxError::from)
+                    }
+                },
+                Err(error) => Err(BoxError::from(error)),
+            };
+            match connected {
                 Ok(io) => {
                     state.open.fetch_add(1, Relaxed);
                     state.opened.fetch_add(1, Relaxed);
                     Ok(Counted { io, state })
                 }
                 Err(error) => {
-                    state.failure(&uri, &error);
-                    Err(error.into())
+                    state.failure(&uri, error.as_ref());
+                    Err(error)
                 }
             }
         })
     }
 }
 
+/// A connection to an endpoint: plain TCP or TLS over it (boxed: the TLS
+/// state is large, and plain connections should not carry its size).
+enum Io {
+    Plain(TokioIo<TcpStream>),
+    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+}
+
 /// A connection that is counted as open until dropped.
 pub(crate) struct Counted {
-    io: TokioIo<TcpStream>,
+    io: Io,
     state: Arc<ConnectionState>,
 }
 
@@ -134,8 +165,32 @@ impl Drop for Counted {
 
 impl Connection for Counted {
     fn connected(&self) -> Connected {
-        self.io.connected()
+        match &self.io {
+            Io::Plain(io) => io.connected(),
+            Io::Tls(io) => {
+                let (tcp, session) = io.inner().get_ref();
+                let connected = tcp.connected();
+                if session.alpn_protocol() == Some(b"h2") {
+                    connected.negotiated_h2()
+                } else {
+                    connected
+                }
+            }
+        }
     }
+}
+
+/// Calls `$method` on whichever stream the connection is.
+macro_rules! on_io {
+    ($self:ident, $io:ident => $call:expr) => {
+        match &mut $self.io {
+            Io::Plain($io) => $call,
+            Io::Tls($io) => {
+                let $io = &mut **$io;
+                $call
+            }
+        }
+    };
 }
 
 impl hyper::rt::Read for Counted {
@@ -144,7 +199,7 @@ impl hyper::rt::Read for Counted {
         cx: &mut Context<'_>,
         buf: hyper::rt::ReadBufCursor<'_>,
     ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_read(cx, buf)
+        on_io!(self, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
@@ -154,19 +209,22 @@ impl hyper::rt::Write for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write(cx, buf)
+        on_io!(self, io => Pin::new(io).poll_write(cx, buf))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        on_io!(self, io => Pin::new(io).poll_flush(cx))
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
+        on_io!(self, io => Pin::new(io).poll_shutdown(cx))
     }
 
     fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
+        match &self.io {
+            Io::Plain(io) => io.is_write_vectored(),
+            Io::Tls(io) => io.is_write_vectored(),
+        }
     }
 
     fn poll_write_vectored(
@@ -174,6 +232,6 @@ impl hyper::rt::Write for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        on_io!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 }

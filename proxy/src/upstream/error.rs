@@ -24,17 +24,25 @@ pub enum ErrorClass {
     Protocol = 4,
     /// The upstream has no endpoint to send to.
     NoEndpoint = 5,
+    /// The TLS handshake with the endpoint failed (no common version or
+    /// protocol, an alert).
+    Tls = 6,
+    /// The endpoint's certificate was not accepted (unknown CA, wrong name,
+    /// expired).
+    TlsCertificate = 7,
 }
 
 impl ErrorClass {
     /// Every class, in discriminant order.
-    pub const ALL: [Self; 6] = [
+    pub const ALL: [Self; 8] = [
         Self::ConnectRefused,
         Self::ConnectTimeout,
         Self::Reset,
         Self::Timeout,
         Self::Protocol,
         Self::NoEndpoint,
+        Self::Tls,
+        Self::TlsCertificate,
     ];
 
     /// A stable lower-case name, used in metrics labels and logs.
@@ -46,15 +54,19 @@ impl ErrorClass {
             Self::Timeout => "timeout",
             Self::Protocol => "protocol",
             Self::NoEndpoint => "no_endpoint",
+            Self::Tls => "tls",
+            Self::TlsCertificate => "tls_certificate",
         }
     }
 
     /// The class as plugins see it (`weir_abi::ErrorClass`). "No endpoint"
-    /// is a connect failure that reached nothing.
+    /// and a failed TLS handshake are connect failures that sent nothing.
     pub fn to_abi(self) -> weir_abi::ErrorClass {
         use weir_abi::ErrorClass as Abi;
         match self {
-            Self::ConnectRefused | Self::NoEndpoint => Abi::ConnectRefused,
+            Self::ConnectRefused | Self::NoEndpoint | Self::Tls | Self::TlsCertificate => {
+                Abi::ConnectRefused
+            }
             Self::ConnectTimeout => Abi::ConnectTimeout,
             Self::Reset => Abi::Reset,
             Self::Timeout => Abi::Timeout,
@@ -65,7 +77,11 @@ impl ErrorClass {
     /// The status the proxy answers with when this failure ends a request.
     pub fn status(self) -> StatusCode {
         match self {
-            Self::ConnectRefused | Self::Reset | Self::Protocol => StatusCode::BAD_GATEWAY,
+            Self::ConnectRefused
+            | Self::Reset
+            | Self::Protocol
+            | Self::Tls
+            | Self::TlsCertificate => StatusCode::BAD_GATEWAY,
             Self::ConnectTimeout | Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::NoEndpoint => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -80,6 +96,8 @@ impl ErrorClass {
             Self::Timeout => "http_response_timeout",
             Self::Protocol => "http_protocol_error",
             Self::NoEndpoint => "destination_unavailable",
+            Self::Tls => "tls_protocol_error",
+            Self::TlsCertificate => "tls_certificate_error",
         }
     }
 }
@@ -107,6 +125,15 @@ impl UpstreamError {
     /// Classifies an error from the pooled HTTP client.
     pub fn from_client(error: &hyper_util::client::legacy::Error) -> Self {
         let detail = error_chain(error);
+        if let Some(tls) = find_tls(error) {
+            let class = match tls {
+                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+                    ErrorClass::TlsCertificate
+                }
+                _ => ErrorClass::Tls,
+            };
+            return Self::new(class, false, detail);
+        }
         if error.is_connect() {
             let class = match find_io(error).map(io::Error::kind) {
                 Some(io::ErrorKind::TimedOut) => ErrorClass::ConnectTimeout,
@@ -149,6 +176,26 @@ fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Optio
     let mut current = Some(error);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// A TLS error in the chain: rustls reports it inside an `io::Error`, whose
+/// `source` skips the inner error, so each `io::Error` is opened too.
+fn find_tls<'a>(error: &'a (dyn StdError + 'static)) -> Option<&'a rustls::Error> {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<rustls::Error>() {
+            return Some(found);
+        }
+        if let Some(found) = e
+            .downcast_ref::<io::Error>()
+            .and_then(io::Error::get_ref)
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
             return Some(found);
         }
         current = e.source();

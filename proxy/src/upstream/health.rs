@@ -21,6 +21,8 @@ use http::{HeaderValue, Request};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
+
+use super::connector::CountingConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
@@ -146,7 +148,7 @@ fn judge(
 
 /// One check of one endpoint: `Ok` if it answered an expected status in time.
 async fn probe(
-    client: &Client<HttpConnector, Empty<Bytes>>,
+    client: &Client<CountingConnector, Empty<Bytes>>,
     spec: &HealthCheckSpec,
     endpoint: &Endpoint,
 ) -> Result<(), String> {
@@ -185,7 +187,7 @@ async fn probe(
     }
 }
 
-fn probe_client(upstream: &Upstream) -> Client<HttpConnector, Empty<Bytes>> {
+fn probe_client(upstream: &Upstream) -> Client<CountingConnector, Empty<Bytes>> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(upstream.spec.connect_timeout));
     connector.set_nodelay(true);
@@ -198,7 +200,13 @@ fn probe_client(upstream: &Upstream) -> Client<HttpConnector, Empty<Bytes>> {
     if upstream.spec.protocol == UpstreamProtocol::H2c {
         builder.http2_only(true);
     }
-    builder.build(connector)
+    // Probes speak TLS to a TLS upstream; their connections are not counted
+    // with the upstream's own.
+    builder.build(CountingConnector::new(
+        connector,
+        Arc::default(),
+        super::upstream_tls(&upstream.spec),
+    ))
 }
 
 /// A random pause in `0..=max`, so that proxies do not probe in lockstep.

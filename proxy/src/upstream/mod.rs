@@ -355,7 +355,26 @@ fn build_client(
     if spec.protocol == UpstreamProtocol::H2c {
         builder.http2_only(true);
     }
-    builder.build(CountingConnector::new(connector, Arc::clone(connections)))
+    builder.build(CountingConnector::new(
+        connector,
+        Arc::clone(connections),
+        upstream_tls(spec),
+    ))
+}
+
+/// The TLS connector of an upstream that uses TLS. One that cannot be built
+/// (a CA file gone since the config check) makes every connect fail with
+/// the reason, rather than fall back to plain HTTP.
+pub(crate) fn upstream_tls(spec: &UpstreamSpec) -> Option<Arc<crate::tls::UpstreamTls>> {
+    let tls = spec.tls.as_ref()?;
+    let h2 = spec.protocol == UpstreamProtocol::H2c;
+    match crate::tls::UpstreamTls::new(tls, h2) {
+        Ok(tls) => Some(Arc::new(tls)),
+        Err(error) => {
+            tracing::error!(%error, "upstream TLS cannot be set up; its connections will fail");
+            Some(Arc::new(crate::tls::UpstreamTls::refusing()))
+        }
+    }
 }
 
 #[cfg(test)]
@@ -375,6 +394,7 @@ mod tests {
             discovery: crate::config::Discovery::Static,
             health_check: None,
             passive: crate::config::PassiveSpec::default(),
+            tls: None,
             protocol: UpstreamProtocol::Http1,
             connect_timeout: std::time::Duration::from_secs(1),
             pool_idle_timeout: std::time::Duration::from_secs(1),

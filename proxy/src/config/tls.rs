@@ -1,14 +1,15 @@
-//! A listener's `tls` table: its certificates (loaded and checked here, so
-//! `weir check` reports a bad or expired one at its line), the lowest TLS
-//! version and the ALPN protocols.
+//! The `tls` tables: a listener's (its certificates — loaded and checked
+//! here, so `weir check` reports a bad or expired one at its line — the
+//! lowest TLS version and the ALPN protocols) and an upstream's (the CA to
+//! trust, the name to verify, a client certificate).
 
 use std::path::Path;
 
 use toml::Spanned;
 
-use super::raw::RawListenerTls;
+use super::raw::{RawListenerTls, RawUpstreamTls};
 use super::{Diagnostic, Locator};
-use crate::tls::{CertPaths, ListenerTlsSettings, certs};
+use crate::tls::{CertPaths, ListenerTlsSettings, UpstreamTlsSpec, certs};
 
 /// The ALPN protocols Weir serves.
 const ALPN_KNOWN: [&str; 2] = ["h2", "http/1.1"];
@@ -73,4 +74,53 @@ pub(super) fn validate(
         tls13_only,
         alpn,
     })
+}
+
+/// Validates an upstream's `tls` (or its absence, when an endpoint was
+/// written `https://`): `None` for plain HTTP.
+pub(super) fn validate_upstream(
+    raw: Option<&Spanned<RawUpstreamTls>>,
+    https: bool,
+    base: &Path,
+    locate: &Locator<'_>,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<UpstreamTlsSpec> {
+    let Some(raw) = raw else {
+        return https.then_some(UpstreamTlsSpec {
+            server_name: None,
+            ca: None,
+            client_cert: None,
+            client_key: None,
+        });
+    };
+    let tls = raw.get_ref();
+    let path = |p: &Option<String>| p.as_ref().map(|p| base.join(p));
+    let spec = UpstreamTlsSpec {
+        server_name: tls.server_name.clone(),
+        ca: path(&tls.ca),
+        client_cert: path(&tls.client_cert),
+        client_key: path(&tls.client_key),
+    };
+    if spec.client_cert.is_some() != spec.client_key.is_some() {
+        errors.push(locate.at(raw.span(), "tls: give client_cert and client_key together"));
+    }
+    if let Some(name) = &spec.server_name
+        && rustls::pki_types::ServerName::try_from(name.as_str()).is_err()
+    {
+        errors.push(locate.at(
+            raw.span(),
+            format!("tls.server_name {name:?} is not a host name"),
+        ));
+    }
+    if let Some(ca) = &spec.ca
+        && let Err(error) = certs::read_chain(ca)
+    {
+        errors.push(locate.at(raw.span(), format!("tls.ca: {error}")));
+    }
+    if let (Some(cert), Some(key)) = (&spec.client_cert, &spec.client_key)
+        && let Err(error) = certs::load(cert, key)
+    {
+        errors.push(locate.at(raw.span(), format!("tls client certificate: {error}")));
+    }
+    Some(spec)
 }
