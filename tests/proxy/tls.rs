@@ -273,3 +273,110 @@ async fn certificates_rotate_under_load_and_bad_ones_are_refused() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn client_certificates_required_or_optional() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let site = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
+    let clients = TestCa::new();
+    let clients_file = dir.path().join("clients.pem");
+    std::fs::write(&clients_file, &clients.pem).unwrap();
+    let alice = clients.leaf(dir.path(), "alice", &["alice.clients.test"], -1, 30);
+    let stranger = TestCa::new().leaf(dir.path(), "stranger", &["mallory.test"], -1, 30);
+    let start = |required: bool| {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n\
+             [[listeners]]\naddress = \"127.0.0.1:0\"\n\
+             tls = {{ certificates = [{}], client_auth = {{ ca = \"{}\", required = {required} }} }}\n\
+             [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
+            files(&site),
+            clients_file.display(),
+            upstream.addr
+        );
+        TestProxy::start_in(dir, &config)
+    };
+    let anonymous = client_config(&ca.pem, &["http/1.1"]);
+    let with_alice = weir_tests::tls::client_config_with_identity(&ca.pem, &alice);
+    let with_stranger = weir_tests::tls::client_config_with_identity(&ca.pem, &stranger);
+
+    let required = start(true);
+    let reply = get_tls(Arc::clone(&with_alice), required.addr, "a.test", "/")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200);
+    // Without a certificate, or with one from another CA: no request served.
+    // (With TLS 1.3 the client learns of the refusal at its first read.)
+    for client in [&anonymous, &with_stranger] {
+        let outcome = get_tls(Arc::clone(client), required.addr, "a.test", "/").await;
+        assert!(outcome.is_err(), "{outcome:?}");
+    }
+    assert_eventually(Duration::from_secs(2), "refusals counted", || async {
+        let metrics = get(&required.admin_url("/metrics")).await.unwrap().text();
+        metrics
+            .contains("weir_tls_handshake_errors_total{listener=\"127.0.0.1:0\",reason=\"certificate\"} 2")
+            .then_some(())
+            .ok_or(metrics)
+    })
+    .await;
+
+    let optional = start(false);
+    for client in [&anonymous, &with_alice] {
+        let reply = get_tls(Arc::clone(client), optional.addr, "a.test", "/")
+            .await
+            .unwrap();
+        assert_eq!(reply.status, 200);
+    }
+    let outcome = get_tls(with_stranger, optional.addr, "a.test", "/").await;
+    assert!(
+        outcome.is_err(),
+        "a certificate that is presented is verified"
+    );
+}
+
+#[tokio::test]
+async fn a_plain_listener_can_redirect_to_https() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let site = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
+    let https_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = format!(
+        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\nredirect_https = true\n\
+         [[listeners]]\naddress = \"127.0.0.1:{https_port}\"\ntls = {{ certificates = [{}] }}\n\
+         [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
+        files(&site),
+        upstream.addr
+    );
+    let proxy = TestProxy::start_in(dir, &config);
+    let plain = proxy.server.listener_addrs()[0];
+    let request = http::Request::get(format!("http://{plain}/some/path?x=1"))
+        .header("host", "a.test")
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let reply = weir_tests::send(&weir_tests::client(), request)
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 308);
+    assert_eq!(
+        reply.header("location"),
+        Some(format!("https://a.test:{https_port}/some/path?x=1").as_str())
+    );
+    assert_eq!(upstream.requests(), 0, "nothing was forwarded");
+    let secure = get_tls(
+        client_config(&ca.pem, &["http/1.1"]),
+        SocketAddr::from(([127, 0, 0, 1], https_port)),
+        "a.test",
+        "/",
+    )
+    .await
+    .unwrap();
+    assert_eq!(secure.status, 200);
+}

@@ -41,6 +41,9 @@ pub struct Config {
     pub listeners: Vec<SocketAddr>,
     /// TLS settings of the listeners that terminate TLS, by address.
     pub listener_tls: BTreeMap<SocketAddr, crate::tls::ListenerTlsSettings>,
+    /// Plain listeners that answer every request with a redirect to HTTPS,
+    /// and the port they redirect to.
+    pub redirect_https: BTreeMap<SocketAddr, u16>,
     pub upstreams: BTreeMap<String, UpstreamSpec>,
     pub routes: Vec<RouteSpec>,
 }
@@ -337,6 +340,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
 
     let mut listeners = Vec::new();
     let mut listener_tls = BTreeMap::new();
+    let mut redirecting = Vec::new();
     let mut seen_listeners = HashSet::new();
     if raw.listeners.is_empty() {
         errors.push(locate.at(
@@ -353,6 +357,15 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             }
             Ok(addr) => {
                 listeners.push(addr);
+                if listener.get_ref().redirect_https {
+                    if listener.get_ref().tls.is_some() {
+                        errors.push(locate.at(
+                            address.span(),
+                            "a listener with tls cannot also redirect_https",
+                        ));
+                    }
+                    redirecting.push((addr, address.span()));
+                }
                 if let Some(tls) = &listener.get_ref().tls
                     && let Some(settings) = tls::validate(tls, &base, locate, &mut errors)
                 {
@@ -365,6 +378,21 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
                     "invalid listener address {:?}: expected ip:port, e.g. \"0.0.0.0:8080\"",
                     address.get_ref()
                 ),
+            )),
+        }
+    }
+
+    // Redirects go to the first TLS listener's port.
+    let https_port = listener_tls.keys().next().map(SocketAddr::port);
+    let mut redirect_https = BTreeMap::new();
+    for (addr, span) in redirecting {
+        match https_port {
+            Some(port) => {
+                redirect_https.insert(addr, port);
+            }
+            None => errors.push(locate.at(
+                span,
+                "redirect_https needs a listener with tls to redirect to",
             )),
         }
     }
@@ -541,6 +569,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         plugins,
         listeners,
         listener_tls,
+        redirect_https,
         upstreams,
         routes,
     })

@@ -131,6 +131,8 @@ pub(crate) struct RawPluginRef {
 pub(crate) struct RawListener {
     pub address: Spanned<String>,
     pub tls: Option<Spanned<RawListenerTls>>,
+    #[serde(default)]
+    pub redirect_https: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -139,6 +141,19 @@ pub(crate) struct RawListenerTls {
     pub certificates: Vec<Spanned<RawCertPaths>>,
     pub min_version: Option<Spanned<String>>,
     pub alpn: Option<Spanned<Vec<String>>>,
+    pub client_auth: Option<Spanned<RawClientAuth>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawClientAuth {
+    pub ca: String,
+    #[serde(default = "yes")]
+    pub required: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize)]

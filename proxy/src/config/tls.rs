@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::raw::{RawListenerTls, RawUpstreamTls};
 use super::{Diagnostic, Locator};
-use crate::tls::{CertPaths, ListenerTlsSettings, UpstreamTlsSpec, certs};
+use crate::tls::{CertPaths, ClientAuth, ListenerTlsSettings, UpstreamTlsSpec, certs};
 
 /// The ALPN protocols Weir serves.
 const ALPN_KNOWN: [&str; 2] = ["h2", "http/1.1"];
@@ -69,10 +69,21 @@ pub(super) fn validate(
             list.get_ref().clone()
         }
     };
+    let client_auth = tls.client_auth.as_ref().map(|auth| {
+        let ca = base.join(&auth.get_ref().ca);
+        if let Err(error) = certs::read_chain(&ca) {
+            errors.push(locate.at(auth.span(), format!("tls.client_auth.ca: {error}")));
+        }
+        ClientAuth {
+            ca,
+            required: auth.get_ref().required,
+        }
+    });
     (errors.len() == before).then_some(ListenerTlsSettings {
         certificates,
         tls13_only,
         alpn,
+        client_auth,
     })
 }
 

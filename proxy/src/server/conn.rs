@@ -106,14 +106,23 @@ struct ConnectionState {
     activity: Activity,
 }
 
-/// Serves one accepted connection (TCP, or TLS after the handshake:
-/// `https`) to its end.
+/// What a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ListenerKind {
+    Plain,
+    /// TLS, after the handshake.
+    Tls,
+    /// Plain, answering every request with a redirect to HTTPS on this port.
+    RedirectToHttps(u16),
+}
+
+/// Serves one accepted connection to its end.
 pub(crate) async fn serve<S>(
     stream: S,
     addr: SocketAddr,
     ctx: Arc<WorkerContext>,
     listener: Arc<ListenerMetrics>,
-    https: bool,
+    kind: ListenerKind,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -128,7 +137,11 @@ pub(crate) async fn serve<S>(
                 .unwrap_or(HeaderValue::from_static("unknown")),
             listener,
             intake: Arc::clone(&intake),
-            https,
+            https: kind == ListenerKind::Tls,
+            redirect_https: match kind {
+                ListenerKind::RedirectToHttps(port) => Some(port),
+                _ => None,
+            },
         },
         activity: Activity {
             epoch: Instant::now(),

@@ -38,6 +38,9 @@ pub(crate) async fn handle(
     if let Some(fault) = super::headers::check_h2_request(&request) {
         return respond::client_fault(peer, &fault, request.version()).map(ResponseBody::new);
     }
+    if let Some(port) = peer.redirect_https {
+        return respond::redirect_to_https(&request, port).map(ResponseBody::new);
+    }
     let started = Instant::now();
     let route = {
         let table = shared.table.load();

@@ -14,7 +14,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-use super::conn::{self, WorkerContext};
+use super::conn::{self, ListenerKind, WorkerContext};
 use crate::telemetry::metrics::{ListenerMetrics, TlsHandshakeFailure};
 use crate::tls::ListenerTls;
 
@@ -49,8 +49,10 @@ pub(crate) async fn accept_loop(
     ctx: Arc<WorkerContext>,
     metrics: Arc<ListenerMetrics>,
     tls: Arc<ArcSwapOption<ListenerTls>>,
+    redirect_https: Option<u16>,
     stop: CancellationToken,
 ) {
+    let plain = redirect_https.map_or(ListenerKind::Plain, ListenerKind::RedirectToHttps);
     let listener = match TcpListener::from_std(socket) {
         Ok(listener) => listener,
         Err(error) => {
@@ -82,7 +84,7 @@ pub(crate) async fn accept_loop(
                                 peer,
                                 Arc::clone(&ctx),
                                 Arc::clone(&metrics),
-                                false,
+                                plain,
                             ));
                         }
                     }
@@ -109,7 +111,7 @@ async fn handshake_then_serve(
     let failure = match tokio::time::timeout(ctx.handshake_timeout(), acceptor.accept(stream)).await
     {
         Ok(Ok(stream)) => {
-            conn::serve(stream, peer, ctx, metrics, true).await;
+            conn::serve(stream, peer, ctx, metrics, ListenerKind::Tls).await;
             return;
         }
         Ok(Err(error)) => {

@@ -289,9 +289,12 @@ impl Server {
                 address: *address,
                 source,
             })?;
-            server
-                .inner
-                .add_listener(*address, sockets, tls.remove(address));
+            server.inner.add_listener(
+                *address,
+                sockets,
+                tls.remove(address),
+                config.redirect_https.get(address).copied(),
+            );
         }
         if let Some(socket) = admin_socket {
             control.spawn(crate::admin::serve(
@@ -477,6 +480,7 @@ impl Inner {
         configured: SocketAddr,
         sockets: Vec<std::net::TcpListener>,
         tls: Option<Arc<ListenerTls>>,
+        redirect_https: Option<u16>,
     ) {
         let local = sockets
             .first()
@@ -492,6 +496,7 @@ impl Inner {
                 Arc::clone(ctx),
                 Arc::clone(&metrics),
                 Arc::clone(&tls),
+                redirect_https,
                 stop.clone(),
             ));
         }

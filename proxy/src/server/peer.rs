@@ -23,4 +23,7 @@ pub(crate) struct Peer {
     pub intake: Arc<IntakeReport>,
     /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
     pub https: bool,
+    /// On a `redirect_https` listener: the HTTPS port every request is
+    /// redirected to.
+    pub redirect_https: Option<u16>,
 }

@@ -142,7 +142,12 @@ impl ServerHandle {
         }
         self.publish(next);
         for (address, sockets) in bound {
-            inner.add_listener(address, sockets, tls.remove(&address));
+            inner.add_listener(
+                address,
+                sockets,
+                tls.remove(&address),
+                config.redirect_https.get(&address).copied(),
+            );
             tracing::info!(listener = %address, "listener added");
         }
         for (address, tls) in tls {

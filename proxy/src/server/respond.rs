@@ -29,6 +29,33 @@ pub(crate) fn local_answer(
     response
 }
 
+/// `308` to the same URL over HTTPS (a `redirect_https` listener); `400`
+/// for a request that names no host.
+pub(crate) fn redirect_to_https<B>(request: &http::Request<B>, port: u16) -> Response<WeirBody> {
+    let Some(host) = crate::route::request_host(request) else {
+        return local_answer(
+            StatusCode::BAD_REQUEST,
+            proxy_status::render("http_request_error", "no host to redirect to"),
+            "a request to this listener must name a host\n",
+        );
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map_or("/", http::uri::PathAndQuery::as_str);
+    let location = if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    };
+    let mut response = Response::new(WeirBody::full("redirecting to HTTPS\n"));
+    *response.status_mut() = StatusCode::PERMANENT_REDIRECT;
+    if let Ok(location) = HeaderValue::from_str(&location) {
+        response.headers_mut().insert(header::LOCATION, location);
+    }
+    response
+}
+
 /// `404` for a request no route matches.
 pub(crate) fn unrouted() -> Response<WeirBody> {
     local_answer(

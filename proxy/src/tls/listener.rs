@@ -33,6 +33,16 @@ pub struct ListenerTlsSettings {
     pub tls13_only: bool,
     /// ALPN protocols offered, in order of preference.
     pub alpn: Vec<String>,
+    /// Client certificates: the CA that signs them, and whether a client
+    /// must present one (`false`: optional, verified when presented).
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// A listener's client-certificate settings.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientAuth {
+    pub ca: PathBuf,
+    pub required: bool,
 }
 
 /// The certificates a listener serves, by name.
@@ -110,6 +120,10 @@ pub enum ListenerTlsError {
     Cert(#[from] CertError),
     #[error("TLS settings: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("client_auth.ca holds no usable certificate")]
+    NoClientRoots,
+    #[error("client_auth: {0}")]
+    ClientVerifier(String),
 }
 
 /// A listener's TLS: the acceptor's config and its reloadable certificates.
@@ -150,10 +164,34 @@ impl ListenerTls {
             &[&TLS13, &TLS12]
         };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
+        let builder = ServerConfig::builder_with_provider(Arc::clone(&provider))
+            .with_protocol_versions(versions)?;
+        let builder = match &settings.client_auth {
+            None => builder.with_no_client_auth(),
+            Some(auth) => {
+                let mut roots = rustls::RootCertStore::empty();
+                let (added, _) = roots.add_parsable_certificates(certs::read_chain(&auth.ca)?);
+                if added == 0 {
+                    return Err(ListenerTlsError::NoClientRoots);
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    provider,
+                );
+                let verifier = if auth.required {
+                    verifier
+                } else {
+                    verifier.allow_unauthenticated()
+                };
+                builder.with_client_cert_verifier(
+                    verifier
+                        .build()
+                        .map_err(|e| ListenerTlsError::ClientVerifier(e.to_string()))?,
+                )
+            }
+        };
+        let mut config =
+            builder.with_cert_resolver(Arc::clone(&resolver) as Arc<dyn ResolvesServerCert>);
         config.alpn_protocols = settings
             .alpn
             .iter()

@@ -7,5 +7,5 @@ pub mod listener;
 pub mod upstream;
 
 pub use certs::{CertError, CertInfo};
-pub use listener::{CertPaths, ListenerTls, ListenerTlsError, ListenerTlsSettings};
+pub use listener::{CertPaths, ClientAuth, ListenerTls, ListenerTlsError, ListenerTlsSettings};
 pub use upstream::{UpstreamTls, UpstreamTlsError, UpstreamTlsSpec};
