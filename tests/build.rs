@@ -20,6 +20,7 @@ fn main() {
     for watched in [
         "tests/plugins",
         "plugins",
+        "examples",
         "sdk/src",
         "sdk/abi/src",
         "sdk/Cargo.toml",
@@ -45,6 +46,11 @@ fn main() {
     };
     let names = crates_in(&plugins_dir);
     let shipped = crates_in(&workspace.join("plugins"));
+    // Example plugins (`examples/NAME-plugin`), tested through the real host.
+    let examples: Vec<String> = crates_in(&workspace.join("examples"))
+        .into_iter()
+        .filter(|name| name.ends_with("-plugin"))
+        .collect();
 
     // Next to the workspace's target dir, so `cargo clean` removes it and
     // it survives OUT_DIR changes (incremental plugin builds).
@@ -68,6 +74,9 @@ fn main() {
     }
     for name in &shipped {
         cmd.args(["-p", &format!("weir-plugin-{name}")]);
+    }
+    for name in &examples {
+        cmd.args(["-p", &format!("weir-example-{name}")]);
     }
     // Flags meant for the host build must not leak into the wasm build.
     for var in [
@@ -105,6 +114,18 @@ fn main() {
         let _ = writeln!(
             code,
             "/// The shipped policy `plugins/{name}`, built for wasm32.\npub const {}: &str = {:?};",
+            file.to_uppercase(),
+            path.display().to_string()
+        );
+    }
+    for name in &examples {
+        let file = name.replace('-', "_");
+        let path = target_dir
+            .join("wasm32-unknown-unknown/plugin")
+            .join(format!("weir_example_{file}.wasm"));
+        let _ = writeln!(
+            code,
+            "/// The example `examples/{name}`, built for wasm32.\npub const EXAMPLE_{}: &str = {:?};",
             file.to_uppercase(),
             path.display().to_string()
         );

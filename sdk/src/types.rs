@@ -7,7 +7,7 @@ use core::time::Duration;
 
 use weir_abi::{self as abi, ErrorClass, HeaderMap, Method, RequestField, SetMode};
 
-use crate::hostcalls::{self, HostResult};
+use crate::hostcalls::{self, HostError, HostResult};
 
 fn to_string(v: Option<Vec<u8>>) -> Option<String> {
     v.map(|b| String::from_utf8_lossy(&b).into_owned())
@@ -72,6 +72,39 @@ impl Request {
     /// The client's IP address as text, if the host knows it.
     pub fn client_addr(&self) -> HostResult<Option<String>> {
         hostcalls::request_field(RequestField::ClientAddr).map(to_string)
+    }
+
+    /// Whether the request came over TLS (`false` on a host too old to say).
+    pub fn is_tls(&self) -> HostResult<bool> {
+        match hostcalls::request_field(RequestField::Scheme) {
+            Ok(scheme) => Ok(scheme.as_deref() == Some(&b"https"[..])),
+            Err(HostError(abi::status::BAD_ARGUMENT)) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The TLS server name (SNI) the client asked for, if any.
+    pub fn tls_server_name(&self) -> HostResult<Option<String>> {
+        optional_field(RequestField::TlsServerName)
+    }
+
+    /// The ALPN protocol agreed on the TLS connection (`h2`, `http/1.1`).
+    pub fn tls_alpn(&self) -> HostResult<Option<String>> {
+        optional_field(RequestField::TlsAlpn)
+    }
+
+    /// The subject of the client's TLS certificate (`CN=alice, O=ops`), if
+    /// it presented one.
+    pub fn client_cert_subject(&self) -> HostResult<Option<String>> {
+        optional_field(RequestField::ClientCertSubject)
+    }
+
+    /// The DNS, email and URI names of the client's TLS certificate (empty
+    /// without one).
+    pub fn client_cert_names(&self) -> HostResult<Vec<String>> {
+        Ok(optional_field(RequestField::ClientCertNames)?
+            .map(|names| names.lines().map(String::from).collect())
+            .unwrap_or_default())
     }
 
     /// Whether the request's body can be sent again: `false` once it outgrew
@@ -347,5 +380,14 @@ impl Metric {
     /// The metric's kind.
     pub fn kind(&self) -> abi::MetricKind {
         self.kind
+    }
+}
+
+/// A request field a host older than the field reports as unknown: `None`.
+fn optional_field(field: RequestField) -> HostResult<Option<String>> {
+    match hostcalls::request_field(field) {
+        Ok(value) => Ok(to_string(value)),
+        Err(HostError(abi::status::BAD_ARGUMENT)) => Ok(None),
+        Err(e) => Err(e),
     }
 }

@@ -380,3 +380,50 @@ async fn a_plain_listener_can_redirect_to_https() {
     .unwrap();
     assert_eq!(secure.status, 200);
 }
+
+#[tokio::test]
+async fn a_plugin_authorises_by_client_certificate() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let site = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
+    let clients = TestCa::new();
+    let clients_file = dir.path().join("clients.pem");
+    std::fs::write(&clients_file, &clients.pem).unwrap();
+    let alice = clients.leaf(dir.path(), "alice", &["alice.clients.test"], -1, 30);
+    let bob = clients.leaf(dir.path(), "bob", &["bob.clients.test"], -1, 30);
+    let proxy_dir = tempfile::tempdir().unwrap();
+    weir_tests::install_plugin(
+        &proxy_dir.path().join("plugins"),
+        "client-cert",
+        weir_tests::plugins::EXAMPLE_CLIENT_CERT_PLUGIN,
+    );
+    let config = format!(
+        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
+         tls = {{ certificates = [{}], client_auth = {{ ca = \"{}\", required = false }} }}\n\
+         [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\non_plugin_error = \"fail-closed\"\n\
+         plugins = [{{ name = \"client-cert\", config = {{ allow = [\"alice.clients.test\"] }} }}]\n",
+        files(&site),
+        clients_file.display(),
+        upstream.addr
+    );
+    let proxy = TestProxy::start_in(proxy_dir, &config);
+    let as_alice = weir_tests::tls::client_config_with_identity(&ca.pem, &alice);
+    let reply = get_tls(as_alice, proxy.addr, "a.test", "/headers")
+        .await
+        .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let headers: serde_json::Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(
+        headers["x-client-identity"][0], "alice.clients.test",
+        "{headers}"
+    );
+    let as_bob = weir_tests::tls::client_config_with_identity(&ca.pem, &bob);
+    let reply = get_tls(as_bob, proxy.addr, "a.test", "/").await.unwrap();
+    assert_eq!(reply.status, 403);
+    let anonymous = client_config(&ca.pem, &["http/1.1"]);
+    let reply = get_tls(anonymous, proxy.addr, "a.test", "/").await.unwrap();
+    assert_eq!(reply.status, 401);
+    assert_eq!(upstream.requests(), 1, "only alice's request went upstream");
+}

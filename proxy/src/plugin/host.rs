@@ -239,6 +239,29 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                         None => status::NOT_FOUND,
                     };
                 }
+                Some(abi::RequestField::Scheme) => Some(if st.req.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                }),
+                Some(abi::RequestField::TlsServerName) => {
+                    st.req.tls.as_ref().and_then(|t| t.server_name.as_deref())
+                }
+                Some(abi::RequestField::TlsAlpn) => {
+                    st.req.tls.as_ref().and_then(|t| t.alpn.as_deref())
+                }
+                Some(abi::RequestField::ClientCertSubject) => st
+                    .req
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client.as_ref())
+                    .map(|c| c.subject.as_str()),
+                Some(abi::RequestField::ClientCertNames) => st
+                    .req
+                    .tls
+                    .as_ref()
+                    .and_then(|t| t.client.as_ref())
+                    .map(|c| c.names.as_str()),
                 Some(abi::RequestField::Authority) => {
                     st.req.uri.authority().map(|a| a.as_str()).or_else(|| {
                         st.req

@@ -5,6 +5,7 @@
 //! swap per hook call rather than a copy of the whole head.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -37,6 +38,9 @@ pub struct RequestView {
     /// The request's overall deadline, set by plugins (`deadline_set`); the
     /// chain caps every attempt's timeout at what is left of it.
     pub deadline: Option<Instant>,
+    /// The TLS connection the request came on (`None`: plain HTTP); the
+    /// server sets it.
+    pub tls: Option<Arc<crate::tls::ConnectionTls>>,
 }
 
 /// A response head from the upstream; its body stays with the server.

@@ -106,12 +106,12 @@ struct ConnectionState {
     activity: Activity,
 }
 
-/// What a listener serves.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a connection's listener serves.
+#[derive(Debug, Clone)]
 pub(crate) enum ListenerKind {
     Plain,
-    /// TLS, after the handshake.
-    Tls,
+    /// TLS, after the handshake, with what it told.
+    Tls(Arc<crate::tls::ConnectionTls>),
     /// Plain, answering every request with a redirect to HTTPS on this port.
     RedirectToHttps(u16),
 }
@@ -137,9 +137,12 @@ pub(crate) async fn serve<S>(
                 .unwrap_or(HeaderValue::from_static("unknown")),
             listener,
             intake: Arc::clone(&intake),
-            https: kind == ListenerKind::Tls,
-            redirect_https: match kind {
-                ListenerKind::RedirectToHttps(port) => Some(port),
+            redirect_https: match &kind {
+                ListenerKind::RedirectToHttps(port) => Some(*port),
+                _ => None,
+            },
+            tls: match kind {
+                ListenerKind::Tls(tls) => Some(tls),
                 _ => None,
             },
         },

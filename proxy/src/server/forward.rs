@@ -279,7 +279,7 @@ pub(super) async fn forward(
     } else {
         None
     };
-    headers::prepare_request(&mut parts, &peer.ip_header, upgrade, peer.https);
+    headers::prepare_request(&mut parts, &peer.ip_header, upgrade, peer.tls.is_some());
     let deadline = Instant::now() + route.spec.timeout;
     let Some(chain) = route.chain.as_ref() else {
         // A chain of zero layers: one attempt, nothing to replay, so the
@@ -349,6 +349,7 @@ pub(super) async fn forward(
         uri: parts.uri,
         headers: parts.headers,
         client_addr: Some(peer.addr.ip()),
+        tls: peer.tls.clone(),
         // A body that streams once cannot be replayed: plugins must not retry.
         body_not_replayable: matches!(body, BodySource::Once(Some(_))),
         ..RequestView::default()

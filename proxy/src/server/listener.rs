@@ -84,7 +84,7 @@ pub(crate) async fn accept_loop(
                                 peer,
                                 Arc::clone(&ctx),
                                 Arc::clone(&metrics),
-                                plain,
+                                plain.clone(),
                             ));
                         }
                     }
@@ -111,7 +111,8 @@ async fn handshake_then_serve(
     let failure = match tokio::time::timeout(ctx.handshake_timeout(), acceptor.accept(stream)).await
     {
         Ok(Ok(stream)) => {
-            conn::serve(stream, peer, ctx, metrics, ListenerKind::Tls).await;
+            let facts = Arc::new(crate::tls::ConnectionTls::of(stream.get_ref().1));
+            conn::serve(stream, peer, ctx, metrics, ListenerKind::Tls(facts)).await;
             return;
         }
         Ok(Err(error)) => {

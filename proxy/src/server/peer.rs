@@ -21,8 +21,9 @@ pub(crate) struct Peer {
     pub listener: Arc<ListenerMetrics>,
     /// What the intake refused on this connection.
     pub intake: Arc<IntakeReport>,
-    /// Whether the connection is TLS (`X-Forwarded-Proto: https`).
-    pub https: bool,
+    /// The TLS connection's facts (`None`: plain HTTP); `X-Forwarded-Proto`
+    /// follows it, and plugins read it.
+    pub tls: Option<Arc<crate::tls::ConnectionTls>>,
     /// On a `redirect_https` listener: the HTTPS port every request is
     /// redirected to.
     pub redirect_https: Option<u16>,

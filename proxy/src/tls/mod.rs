@@ -3,9 +3,11 @@
 //! with rustls and its `ring` provider.
 
 pub mod certs;
+pub mod connection;
 pub mod listener;
 pub mod upstream;
 
 pub use certs::{CertError, CertInfo};
+pub use connection::{ClientIdentity, ConnectionTls};
 pub use listener::{CertPaths, ClientAuth, ListenerTls, ListenerTlsError, ListenerTlsSettings};
 pub use upstream::{UpstreamTls, UpstreamTlsError, UpstreamTlsSpec};

@@ -281,6 +281,20 @@ code_enum! {
         Authority = 3,
         /// The client's IP address as text (NOT_FOUND if unknown).
         ClientAddr = 4,
+        /// `https` when the request came over TLS, else `http`. Added within
+        /// ABI version 1: an older host answers BAD_ARGUMENT.
+        Scheme = 5,
+        /// The TLS server name (SNI) the client sent (NOT_FOUND without TLS
+        /// or SNI).
+        TlsServerName = 6,
+        /// The ALPN protocol agreed (NOT_FOUND without TLS or ALPN).
+        TlsAlpn = 7,
+        /// The subject of the client's certificate, e.g. `CN=alice, O=ops`
+        /// (NOT_FOUND without one).
+        ClientCertSubject = 8,
+        /// The DNS, email and URI names of the client's certificate, one per
+        /// line (NOT_FOUND without a certificate).
+        ClientCertNames = 9,
     }
 }
 

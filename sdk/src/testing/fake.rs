@@ -30,6 +30,10 @@ pub(crate) struct ReqData {
     pub query: Option<String>,
     pub authority: Option<String>,
     pub client_addr: Option<String>,
+    /// Set when the request came over TLS: SNI and ALPN.
+    pub tls: Option<(Option<String>, Option<String>)>,
+    /// The client certificate's subject and names (one per line).
+    pub client_cert: Option<(String, String)>,
     pub headers: Vec<(String, String)>,
     pub body_replayable: bool,
     pub deadline_ns: Option<u64>,
@@ -205,6 +209,21 @@ pub(crate) mod backend {
                         .map(|(_, v)| v.as_str())
                 }),
                 Some(abi::RequestField::ClientAddr) => r.client_addr.as_deref(),
+                Some(abi::RequestField::Scheme) => {
+                    Some(if r.tls.is_some() { "https" } else { "http" })
+                }
+                Some(abi::RequestField::TlsServerName) => {
+                    r.tls.as_ref().and_then(|(sni, _)| sni.as_deref())
+                }
+                Some(abi::RequestField::TlsAlpn) => {
+                    r.tls.as_ref().and_then(|(_, alpn)| alpn.as_deref())
+                }
+                Some(abi::RequestField::ClientCertSubject) => {
+                    r.client_cert.as_ref().map(|(subject, _)| subject.as_str())
+                }
+                Some(abi::RequestField::ClientCertNames) => {
+                    r.client_cert.as_ref().map(|(_, names)| names.as_str())
+                }
                 None => return status::BAD_ARGUMENT,
             };
             value.map_or(status::NOT_FOUND, |v| copy_out(out, v.as_bytes()))

@@ -72,6 +72,23 @@ impl TestRequest {
         self
     }
 
+    /// Marks the request as come over TLS, with the SNI name the client
+    /// sent and the ALPN protocol agreed.
+    pub fn tls(mut self, server_name: Option<&str>, alpn: Option<&str>) -> Self {
+        self.data.tls = Some((server_name.map(str::to_owned), alpn.map(str::to_owned)));
+        self
+    }
+
+    /// Gives the request a client certificate with this subject and names
+    /// (and marks it TLS).
+    pub fn client_cert(mut self, subject: &str, names: &[&str]) -> Self {
+        if self.data.tls.is_none() {
+            self.data.tls = Some((None, None));
+        }
+        self.data.client_cert = Some((subject.to_owned(), names.join("\n")));
+        self
+    }
+
     /// Marks the body as too large for the replay buffer.
     pub fn unreplayable_body(mut self) -> Self {
         self.data.body_replayable = false;
