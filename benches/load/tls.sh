@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # TLS rows of the load harness: Weir against nginx terminating TLS with the
 # same certificate (ECDSA P-256, made here with openssl), proxying to
-# bench-upstream, in one interleaved run. Two modes per round:
+# bench-upstream, in one interleaved run. Three modes per round:
+#   plain      — wrk over plain HTTP keep-alive (the same proxies, a second
+#                listener): the baseline that shows what TLS itself adds;
 #   keepalive  — wrk over HTTPS keep-alive connections: requests/s and
 #                proxy CPU per request;
 #   handshake  — wrk with `Connection: close`: every request a new TCP
@@ -49,9 +51,9 @@ if [[ $SKIP_BUILD != 1 ]]; then
         >"$TMP/build.log" 2>&1 || { tail -20 "$TMP/build.log" >&2; exit 1; }
 fi
 
-read -r P_UP P_NGINX P_WEIR P_ADMIN < <(python3 -c '
+read -r P_UP P_NGINX P_WEIR P_ADMIN P_NGINX_PLAIN P_WEIR_PLAIN < <(python3 -c '
 import socket
-s = [socket.socket() for _ in range(4)]
+s = [socket.socket() for _ in range(6)]
 for x in s: x.bind(("127.0.0.1", 0))
 print(" ".join(str(x.getsockname()[1]) for x in s))')
 
@@ -76,6 +78,14 @@ http {
     keepalive_requests 1000000;
     ssl_session_cache shared:SSL:10m;
     upstream up { server 127.0.0.1:$P_UP; keepalive 64; }
+    server {
+        listen 127.0.0.1:$P_NGINX_PLAIN;
+        location / {
+            proxy_pass http://up;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
     server {
         listen 127.0.0.1:$P_NGINX ssl http2;
         ssl_certificate $TMP/site.pem;
@@ -102,6 +112,8 @@ address = "127.0.0.1:$P_ADMIN"
 [[listeners]]
 address = "127.0.0.1:$P_WEIR"
 tls = { certificates = [{ cert = "site.pem", key = "site.key" }] }
+[[listeners]]
+address = "127.0.0.1:$P_WEIR_PLAIN"
 [upstreams.up]
 endpoints = ["127.0.0.1:$P_UP"]
 [[routes]]
@@ -129,14 +141,17 @@ HZ=$(getconf CLK_TCK)
 
 # run TARGET PORT PID MODE: wrk for DURATION s; prints "requests/s  µs CPU per request".
 run() {
-    local port=$2 pid=$3 mode=$4 conns=$CONNECTIONS extra=()
+    local port=$2 pid=$3 mode=$4 conns=$CONNECTIONS extra=() scheme=https
+    if [[ $mode == plain ]]; then
+        scheme=http
+    fi
     if [[ $mode == handshake ]]; then
         conns=$HS_CONNECTIONS
         extra=(-H "Connection: close")
     fi
     local t0 t1
     t0=$(ticks "$pid")
-    taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" "${extra[@]}" "https://127.0.0.1:$port/" >"$TMP/wrk.out" 2>&1
+    taskset -c 1 wrk -t1 -c"$conns" -d"${DURATION}s" "${extra[@]}" "$scheme://127.0.0.1:$port/" >"$TMP/wrk.out" 2>&1
     t1=$(ticks "$pid")
     local reqs
     reqs=$(awk '/requests in/ {print $1}' "$TMP/wrk.out")
@@ -147,9 +162,11 @@ run() {
 printf '%-6s %-9s %-6s %10s %10s\n' round mode proxy "per s" "µs CPU"
 declare -A SUM
 for round in $(seq 1 "$ROUNDS"); do
-    for mode in keepalive handshake; do
+    for mode in plain keepalive handshake; do
         for target in nginx weir; do
             if [[ $target == nginx ]]; then port=$P_NGINX pid=$NGINX_PID; else port=$P_WEIR pid=$WEIR_PID; fi
+            if [[ $mode == plain && $target == nginx ]]; then port=$P_NGINX_PLAIN; fi
+            if [[ $mode == plain && $target == weir ]]; then port=$P_WEIR_PLAIN; fi
             line=$(run "$target" "$port" "$pid" "$mode")
             printf '%-6s %-9s %-6s %s\n' "$round" "$mode" "$target" "$line"
             echo "$mode $target $line" >>"$TMP/all"
@@ -158,7 +175,7 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 echo
 echo "medians (Weir ÷ nginx):"
-for mode in keepalive handshake; do
+for mode in plain keepalive handshake; do
     awk -v m="$mode" '$1 == m { r[$2] = r[$2] " " $3; c[$2] = c[$2] " " $4 }
         function median(s,   a, n, i, j, t) {
             n = split(s, a, " ")
