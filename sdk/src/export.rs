@@ -104,6 +104,7 @@ impl<P: Plugin> Runtime<P> {
     }
 
     pub fn configure(&mut self) -> i32 {
+        report_panics();
         let result = hostcalls::input()
             .map_err(|e| format!("cannot read config: {e}"))
             .and_then(|input| parse_config::<P::Config>(&input))
@@ -349,6 +350,23 @@ macro_rules! __export_hook {
             "`; expected on_request, select, on_response, on_end, status, snapshot or restore"
         ));
     };
+}
+
+/// Sends a panic's message and location to the proxy's log (error level)
+/// before the panic traps, which alone says only "unreachable executed".
+/// Set once per instance, at `configure`; only in the wasm build, so that a
+/// native test run keeps its own panic output.
+fn report_panics() {
+    #[cfg(target_arch = "wasm32")]
+    {
+        static SET: std::sync::Once = std::sync::Once::new();
+        SET.call_once(|| {
+            std::panic::set_hook(alloc::boxed::Box::new(|info| {
+                let message = alloc::format!("plugin panicked: {info}");
+                let _ = hostcalls::log(weir_abi::LogLevel::Error, &message);
+            }));
+        });
+    }
 }
 
 #[cfg(test)]

@@ -179,6 +179,15 @@ fn panic_is_contained_and_the_instance_replaced() {
         ),
         "{err:?}"
     );
+    // The panic's message and location (from the SDK's panic hook), not
+    // only "unreachable".
+    let text = err.to_string();
+    assert!(
+        text.contains("plugin panicked: ")
+            && text.contains("asked to panic")
+            && text.contains("src/lib.rs"),
+        "{text}"
+    );
     // A fresh instance (state starts over) serves the next call.
     assert_eq!(p.status().unwrap().as_deref(), Some(r#"{"served":0}"#));
     assert!(p.on_request(5, &mut request(None), 1).is_ok());
@@ -364,4 +373,53 @@ fn deadlines_count_cpu_time_not_time_taken_by_a_busy_machine() {
     // A loop still traps, on CPU time, well within the wall-clock backstop.
     assert!(err.contains("deadline"), "{err}");
     assert!(looped_for < Duration::from_secs(2), "{looped_for:?}");
+}
+
+/// A module with one function import from `module::name`, and nothing else.
+fn module_importing(module: &str, name: &str) -> Vec<u8> {
+    let mut wasm = b"\0asm\x01\0\0\0".to_vec();
+    // Type section: one `() -> ()`.
+    wasm.extend_from_slice(&[0x01, 0x04, 0x01, 0x60, 0x00, 0x00]);
+    let mut imports = vec![0x01, module.len() as u8];
+    imports.extend_from_slice(module.as_bytes());
+    imports.push(name.len() as u8);
+    imports.extend_from_slice(name.as_bytes());
+    imports.extend_from_slice(&[0x00, 0x00]);
+    wasm.push(0x02);
+    wasm.push(imports.len() as u8);
+    wasm.extend_from_slice(&imports);
+    wasm
+}
+
+#[test]
+fn load_errors_say_what_to_do() {
+    let engine = engine();
+    let wasi = engine
+        .load_bytes(
+            "wasi",
+            &module_importing("wasi_snapshot_preview1", "environ_get"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(
+        wasi.contains("wasi_snapshot_preview1::environ_get")
+            && wasi.contains("--target wasm32-unknown-unknown"),
+        "{wasi}"
+    );
+    let other = engine
+        .load_bytes(
+            "bindgen",
+            &module_importing("__wbindgen_placeholder__", "x"),
+        )
+        .unwrap_err()
+        .to_string();
+    assert!(other.contains("only the `weir` import module"), "{other}");
+    let empty = engine
+        .load_bytes("empty", b"\0asm\x01\0\0\0")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        empty.contains("weir_abi_version") && empty.contains("weir_sdk::export!"),
+        "{empty}"
+    );
 }

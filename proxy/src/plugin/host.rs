@@ -50,6 +50,9 @@ pub(crate) struct HostState {
     pub marks: Vec<(u32, Duration)>,
     /// The header names and values this plugin passed, parsed once.
     pub interner: HeaderInterner,
+    /// What the SDK's panic hook logged just before a panic traps, so the
+    /// trap's error can say it (a trap alone says "unreachable").
+    pub panic: Option<String>,
     rng: u64,
 }
 
@@ -79,6 +82,7 @@ impl HostState {
             tried: Vec::new(),
             marks: Vec::new(),
             interner: HeaderInterner::default(),
+            panic: None,
             rng: seed | 1,
         }
     }
@@ -159,7 +163,10 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             let plugin = &*st.plugin;
             match abi::LogLevel::from_code(level) {
                 Some(abi::LogLevel::Error) => {
-                    tracing::error!(target: "weir::plugin", plugin, "{msg}")
+                    tracing::error!(target: "weir::plugin", plugin, "{msg}");
+                    if msg.starts_with("plugin panicked: ") {
+                        st.panic = Some(msg.into_owned());
+                    }
                 }
                 Some(abi::LogLevel::Warn) => {
                     tracing::warn!(target: "weir::plugin", plugin, "{msg}")

@@ -138,6 +138,25 @@ impl PluginEngine {
             plugin: plugin.clone(),
             message,
         };
+        // A build for another target says so by its imports: name it, with
+        // the command that builds a Weir plugin.
+        if let Some(import) = module
+            .imports()
+            .find(|i| i.module() != weir_abi::IMPORT_MODULE)
+        {
+            let why = if import.module().starts_with("wasi") {
+                "it was built for WASI (wasm32-wasip1); Weir plugins are built for \
+                 wasm32-unknown-unknown: cargo build --target wasm32-unknown-unknown --release"
+            } else {
+                "Weir provides only the `weir` import module (a plugin cannot use WASI, \
+                 wasm-bindgen or other hosts' imports)"
+            };
+            return Err(contract(format!(
+                "unknown import `{}::{}`: {why}",
+                import.module(),
+                import.name()
+            )));
+        }
 
         // The version comes first: a plugin for another ABI may well import
         // functions this host lacks, and the version is the useful message.
@@ -154,7 +173,9 @@ impl PluginEngine {
             .get_typed_func::<(), i32>(&mut store, exports::ABI_VERSION)
             .map_err(|_| {
                 contract(format!(
-                    "missing export `{}: () -> i32`",
+                    "missing export `{}: () -> i32`: the crate has no \
+                     `weir_sdk::export!(YourPlugin, hooks: [...])`, or is not built as a \
+                     `cdylib` (`[lib] crate-type = [\"cdylib\"]`)",
                     exports::ABI_VERSION
                 ))
             })?

@@ -268,12 +268,17 @@ impl PluginInstance {
                 Ok(r)
             }
             Err(e) => {
+                let mut message = trap_message(&e);
                 if let Some(dead) = slot.live.take() {
-                    slot.metrics = dead.store.into_data().metrics;
+                    let state = dead.store.into_data();
+                    if let Some(panic) = state.panic {
+                        message = format!("{message} ({panic})");
+                    }
+                    slot.metrics = state.metrics;
                 }
                 self.note_trap(slot);
-                let error = self.trap(hook, trap_message(&e));
-                tracing::warn!(plugin = %self.plugin.name, hook, error = %trap_message(&e), "plugin trapped; instance discarded");
+                let error = self.trap(hook, message.clone());
+                tracing::warn!(plugin = %self.plugin.name, hook, error = %message, "plugin trapped; instance discarded");
                 self.note_failed_call(&error.to_string());
                 Err(error)
             }
