@@ -274,30 +274,70 @@ async fn certificates_rotate_under_load_and_bad_ones_are_refused() {
     );
 }
 
-#[tokio::test]
-async fn client_certificates_required_or_optional() {
-    let upstream = TestUpstream::start("u").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let site = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
-    let clients = TestCa::new();
-    let clients_file = dir.path().join("clients.pem");
-    std::fs::write(&clients_file, &clients.pem).unwrap();
-    let alice = clients.leaf(dir.path(), "alice", &["alice.clients.test"], -1, 30);
-    let stranger = TestCa::new().leaf(dir.path(), "stranger", &["mallory.test"], -1, 30);
-    let start = |required: bool| {
+/// An upstream, a CA and its certificate for `a.test`, in a temp dir.
+struct Site {
+    upstream: TestUpstream,
+    dir: tempfile::TempDir,
+    ca: TestCa,
+    cert: weir_tests::tls::LeafFiles,
+}
+
+impl Site {
+    async fn new() -> Self {
+        let upstream = TestUpstream::start("u").await;
         let dir = tempfile::tempdir().unwrap();
+        let ca = TestCa::new();
+        let cert = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
+        Self {
+            upstream,
+            dir,
+            ca,
+            cert,
+        }
+    }
+
+    /// A clients' CA (written beside the site's files) and the certificate
+    /// it issued to `alice.clients.test`.
+    fn clients(&self) -> (TestCa, std::path::PathBuf, weir_tests::tls::LeafFiles) {
+        let clients = TestCa::new();
+        let file = self.dir.path().join("clients.pem");
+        std::fs::write(&file, &clients.pem).unwrap();
+        let alice = clients.leaf(self.dir.path(), "alice", &["alice.clients.test"], -1, 30);
+        (clients, file, alice)
+    }
+
+    /// A proxy (its own dir, prepared by `prepare`) with one TLS listener
+    /// asking for client certificates from `clients_file`, and `route` lines
+    /// added to its one route.
+    fn mtls_proxy(
+        &self,
+        clients_file: &std::path::Path,
+        required: bool,
+        route: &str,
+        prepare: impl FnOnce(&std::path::Path),
+    ) -> TestProxy {
+        let dir = tempfile::tempdir().unwrap();
+        prepare(dir.path());
         let config = format!(
             "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n\
              [[listeners]]\naddress = \"127.0.0.1:0\"\n\
              tls = {{ certificates = [{}], client_auth = {{ ca = \"{}\", required = {required} }} }}\n\
-             [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
-            files(&site),
+             [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n{route}",
+            files(&self.cert),
             clients_file.display(),
-            upstream.addr
+            self.upstream.addr
         );
         TestProxy::start_in(dir, &config)
-    };
+    }
+}
+
+#[tokio::test]
+async fn client_certificates_required_or_optional() {
+    let site = Site::new().await;
+    let (_clients, clients_file, alice) = site.clients();
+    let stranger = TestCa::new().leaf(site.dir.path(), "stranger", &["mallory.test"], -1, 30);
+    let ca = &site.ca;
+    let start = |required: bool| site.mtls_proxy(&clients_file, required, "", |_| {});
     let anonymous = client_config(&ca.pem, &["http/1.1"]);
     let with_alice = weir_tests::tls::client_config_with_identity(&ca.pem, &alice);
     let with_stranger = weir_tests::tls::client_config_with_identity(&ca.pem, &stranger);
@@ -338,10 +378,12 @@ async fn client_certificates_required_or_optional() {
 
 #[tokio::test]
 async fn a_plain_listener_can_redirect_to_https() {
-    let upstream = TestUpstream::start("u").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let site = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
+    let Site {
+        upstream,
+        dir,
+        ca,
+        cert: site,
+    } = Site::new().await;
     let https_port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -383,32 +425,24 @@ async fn a_plain_listener_can_redirect_to_https() {
 
 #[tokio::test]
 async fn a_plugin_authorises_by_client_certificate() {
-    let upstream = TestUpstream::start("u").await;
-    let dir = tempfile::tempdir().unwrap();
-    let ca = TestCa::new();
-    let site = ca.leaf(dir.path(), "site", &["a.test"], -1, 30);
-    let clients = TestCa::new();
-    let clients_file = dir.path().join("clients.pem");
-    std::fs::write(&clients_file, &clients.pem).unwrap();
-    let alice = clients.leaf(dir.path(), "alice", &["alice.clients.test"], -1, 30);
-    let bob = clients.leaf(dir.path(), "bob", &["bob.clients.test"], -1, 30);
-    let proxy_dir = tempfile::tempdir().unwrap();
-    weir_tests::install_plugin(
-        &proxy_dir.path().join("plugins"),
-        "client-cert",
-        weir_tests::plugins::EXAMPLE_CLIENT_CERT_PLUGIN,
+    let site = Site::new().await;
+    let (clients, clients_file, alice) = site.clients();
+    let bob = clients.leaf(site.dir.path(), "bob", &["bob.clients.test"], -1, 30);
+    let ca = &site.ca;
+    let upstream = &site.upstream;
+    let proxy = site.mtls_proxy(
+        &clients_file,
+        false,
+        "on_plugin_error = \"fail-closed\"\n\
+         plugins = [{ name = \"client-cert\", config = { allow = [\"alice.clients.test\"] } }]\n",
+        |dir| {
+            weir_tests::install_plugin(
+                &dir.join("plugins"),
+                "client-cert",
+                weir_tests::plugins::EXAMPLE_CLIENT_CERT_PLUGIN,
+            );
+        },
     );
-    let config = format!(
-        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n\
-         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
-         tls = {{ certificates = [{}], client_auth = {{ ca = \"{}\", required = false }} }}\n\
-         [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\non_plugin_error = \"fail-closed\"\n\
-         plugins = [{{ name = \"client-cert\", config = {{ allow = [\"alice.clients.test\"] }} }}]\n",
-        files(&site),
-        clients_file.display(),
-        upstream.addr
-    );
-    let proxy = TestProxy::start_in(proxy_dir, &config);
     let as_alice = weir_tests::tls::client_config_with_identity(&ca.pem, &alice);
     let reply = get_tls(as_alice, proxy.addr, "a.test", "/headers")
         .await
