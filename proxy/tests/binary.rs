@@ -108,8 +108,19 @@ fn free_port() -> u16 {
 }
 
 async fn run(upstream: SocketAddr, drain: &str) -> Running {
+    // A port picked free can be taken by another test before weir binds it;
+    // then weir exits, and a new port is tried.
+    for _ in 0..5 {
+        if let Some(running) = try_run(upstream, drain, free_port()).await {
+            return running;
+        }
+    }
+    panic!("weir did not start listening on any of 5 free ports");
+}
+
+/// Starts weir on `port`; `None` if it exited (the port was taken).
+async fn try_run(upstream: SocketAddr, drain: &str, port: u16) -> Option<Running> {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
     let path = dir.path().join("weir.toml");
     std::fs::write(
         &path,
@@ -125,16 +136,25 @@ async fn run(upstream: SocketAddr, drain: &str) -> Running {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let mut running = Running {
+        child,
+        addr: format!("127.0.0.1:{port}").parse().unwrap(),
+        _dir: dir,
+    };
     let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
+    loop {
+        if running.child.try_wait().unwrap().is_some() {
+            return None;
+        }
+        // Answered through weir (the upstream names itself), not by whatever
+        // else may hold the port.
+        if let Ok(reply) = weir_tests::get(&format!("http://{}/", running.addr)).await
+            && reply.header("x-upstream").is_some()
+        {
+            return Some(running);
+        }
         assert!(Instant::now() < deadline, "weir did not start listening");
         tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    Running {
-        child,
-        addr,
-        _dir: dir,
     }
 }
 
@@ -153,8 +173,10 @@ async fn sigterm_drains_the_in_flight_request_then_exits() {
     let upstream = TestUpstream::start("u").await;
     let mut running = run(upstream.addr, "10s").await;
     let url = format!("http://{}/slow/700", running.addr);
+    // The start-up check made a request already.
+    let before = upstream.requests();
     let in_flight = tokio::spawn(async move { weir_tests::get(&url).await });
-    while upstream.requests() == 0 {
+    while upstream.requests() == before {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let pid = running.child.id().to_string();
