@@ -416,25 +416,6 @@ pub(crate) struct UpstreamParts {
     pub passive: PassiveSpec,
 }
 
-/// `https://host[:port][/]` as `host:port` (443 by default), noting that
-/// the upstream uses TLS; any other address as it is.
-fn strip_https(address: &str, https: &mut bool) -> String {
-    let Some(rest) = address.strip_prefix("https://") else {
-        return address.to_owned();
-    };
-    *https = true;
-    let authority = rest.trim_end_matches('/');
-    let has_port = match authority.rfind(']') {
-        Some(bracket) => authority[bracket..].contains(':'),
-        None => authority.contains(':'),
-    };
-    if has_port {
-        authority.to_owned()
-    } else {
-        format!("{authority}:443")
-    }
-}
-
 /// Validates endpoints, discovery, health checks and passive settings.
 pub(crate) fn validate_upstream(
     raw: &RawUpstreamParts<'_>,
@@ -448,9 +429,9 @@ pub(crate) fn validate_upstream(
     let mut https = false;
     for endpoint in raw.endpoints.map(|e| e.get_ref().as_slice()).unwrap_or(&[]) {
         let entry = match endpoint.get_ref() {
-            RawEndpoint::Address(a) => RawEndpoint::Address(strip_https(a, &mut https)),
+            RawEndpoint::Address(a) => RawEndpoint::Address(super::tls::strip_https(a, &mut https)),
             RawEndpoint::Detailed(d) => RawEndpoint::Detailed(RawEndpointDetail {
-                address: strip_https(&d.address, &mut https),
+                address: super::tls::strip_https(&d.address, &mut https),
                 weight: d.weight,
                 zone: d.zone.clone(),
                 metadata: d.metadata.clone(),
