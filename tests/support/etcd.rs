@@ -98,6 +98,20 @@ impl Etcd {
             .unwrap();
     }
 
+    /// Deletes every key under `prefix` at once (one revision), as a writer
+    /// that clears a set before writing the new one does.
+    pub async fn delete_prefix(&self, prefix: &str) {
+        let mut end = prefix.as_bytes().to_vec();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body =
+            serde_json::json!({ "key": BASE64.encode(prefix), "range_end": BASE64.encode(end) });
+        self.call("/v3/kv/deleterange", &body.to_string())
+            .await
+            .unwrap();
+    }
+
     /// Freezes etcd (SIGSTOP): its sockets stay open but nothing answers,
     /// as with a hung process or a partition that drops packets.
     pub fn freeze(&self) {
