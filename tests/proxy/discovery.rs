@@ -325,13 +325,8 @@ async fn etcd_discovery_reports_a_frozen_etcd_recovers_quickly_and_keeps_the_las
     // Frozen: the watch stream stays open and silent; the keep-alive notices.
     etcd.freeze();
     let frozen_at = std::time::Instant::now();
-    assert_eventually(WAIT, "a frozen etcd is reported", || async {
-        let d = discovery_state(&proxy).await;
-        (d["state"] == "error" && d["last_error"].as_str().is_some())
-            .then_some(())
-            .ok_or_else(|| d.to_string())
-    })
-    .await;
+    let d = eventually_state(&proxy, "error", "a frozen etcd is reported").await;
+    assert!(d["last_error"].as_str().is_some(), "{d}");
     eprintln!("frozen etcd reported after {:?}", frozen_at.elapsed());
     assert_eq!(
         names(&proxy, "/", 4).await,
@@ -345,24 +340,12 @@ async fn etcd_discovery_reports_a_frozen_etcd_recovers_quickly_and_keeps_the_las
     let thawed_at = std::time::Instant::now();
     eventually_served_by(&proxy, &["a", "b"]).await;
     eprintln!("change after thaw applied after {:?}", thawed_at.elapsed());
-    assert_eventually(WAIT, "discovery is ok again", || async {
-        let d = discovery_state(&proxy).await;
-        (d["state"] == "ok")
-            .then_some(())
-            .ok_or_else(|| d.to_string())
-    })
-    .await;
+    eventually_state(&proxy, "ok", "discovery is ok again").await;
 
     // Every key deleted at once (a writer that clears, then re-adds): the
     // last set keeps serving, as a warning, until keys come back.
     etcd.delete_prefix(prefix).await;
-    assert_eventually(WAIT, "an empty prefix is a warning", || async {
-        let d = discovery_state(&proxy).await;
-        (d["state"] == "warning")
-            .then_some(())
-            .ok_or_else(|| d.to_string())
-    })
-    .await;
+    eventually_state(&proxy, "warning", "an empty prefix is a warning").await;
     assert_eq!(
         names(&proxy, "/", 12).await,
         BTreeSet::from(["a".to_owned(), "b".to_owned()]),
@@ -376,6 +359,19 @@ async fn etcd_discovery_reports_a_frozen_etcd_recovers_quickly_and_keeps_the_las
 /// The discovery status of upstream `app`.
 async fn discovery_state(proxy: &TestProxy) -> Value {
     upstreams(proxy).await["upstreams"][0]["discovery"].clone()
+}
+
+/// Waits until upstream `app`'s discovery state is `state`; returns the
+/// status then.
+async fn eventually_state(proxy: &TestProxy, state: &str, what: &str) -> Value {
+    assert_eventually(WAIT, what, || async {
+        let d = discovery_state(proxy).await;
+        (d["state"] == state)
+            .then_some(())
+            .ok_or_else(|| d.to_string())
+    })
+    .await;
+    discovery_state(proxy).await
 }
 
 #[tokio::test]
@@ -400,37 +396,13 @@ async fn file_discovery_recovers_keeps_the_last_set_when_emptied_and_merges_dupl
 
     // A bad file, then the same good file again: the error clears.
     write("[not json");
-    assert_eventually(WAIT, "discovery reports the error", || async {
-        let d = discovery_state(&proxy).await;
-        if d["state"] == "error" {
-            Ok(())
-        } else {
-            Err(d.to_string())
-        }
-    })
-    .await;
+    eventually_state(&proxy, "error", "discovery reports the error").await;
     write(&good);
-    assert_eventually(WAIT, "a restored good file clears the error", || async {
-        let d = discovery_state(&proxy).await;
-        if d["state"] == "ok" {
-            Ok(())
-        } else {
-            Err(d.to_string())
-        }
-    })
-    .await;
+    eventually_state(&proxy, "ok", "a restored good file clears the error").await;
 
     // An empty list is not applied: the last set keeps serving, as a warning.
     write("[]");
-    assert_eventually(WAIT, "an empty list is a warning", || async {
-        let d = discovery_state(&proxy).await;
-        if d["state"] == "warning" {
-            Ok(())
-        } else {
-            Err(d.to_string())
-        }
-    })
-    .await;
+    eventually_state(&proxy, "warning", "an empty list is a warning").await;
     assert_eq!(
         names(&proxy, "/", 12).await.len(),
         2,

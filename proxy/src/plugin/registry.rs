@@ -143,12 +143,23 @@ impl PluginRegistry {
         self.lock().get(name).and_then(|r| r.loaded.clone())
     }
 
-    /// Reads and checks the current file of `name` without publishing it.
-    pub fn load_candidate(&self, name: &str) -> Result<LoadedPlugin, String> {
-        let path = self.path_of(name);
+    /// Checks `wasm`, the bytes of `name`'s file, without publishing it.
+    pub fn load_candidate(&self, name: &str, wasm: &[u8]) -> Result<LoadedPlugin, String> {
         self.engine
-            .load_file(&path)
-            .map_err(|e| format!("{}: {e}", path.display()))
+            .load_bytes(name, wasm)
+            .map_err(|e| format!("{}: {e}", self.path_of(name).display()))
+    }
+
+    /// The bytes of `name`'s file as it is now.
+    pub fn read_file(&self, name: &str) -> Result<Vec<u8>, String> {
+        let path = self.path_of(name);
+        std::fs::read(&path).map_err(|source| {
+            super::LoadError::Io {
+                path: path.clone(),
+                source,
+            }
+            .to_string()
+        })
     }
 
     /// Publishes a version whose swap succeeded.
@@ -228,13 +239,6 @@ impl PluginRegistry {
     /// Records a failed load or swap; the serving version stays.
     pub fn record_error(&self, name: &str, error: &str) {
         self.lock().entry(name.to_owned()).or_default().last_error = Some(error.to_owned());
-    }
-
-    /// SHA-256 of the plugin's file as it is now (`None` if unreadable).
-    pub fn file_hash(&self, name: &str) -> Option<[u8; 32]> {
-        std::fs::read(self.path_of(name))
-            .ok()
-            .map(|bytes| Sha256::digest(&bytes).into())
     }
 
     /// Remembers that the file with this content was refused.

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, PoisonError};
 
+use sha2::Digest as _;
+
 use crate::config::Config;
 use crate::plugin::registry::Handover;
 use crate::plugin::{Chain, LoadedPlugin, PluginRegistry, Probation};
@@ -60,23 +62,9 @@ impl ServerHandle {
             // Not named by any route: nothing to validate it against yet.
             return Ok(());
         }
-        let on_disk = registry.file_hash(&name);
-        if let Some(hash) = &on_disk {
-            if current.as_ref().is_some_and(|c| c.hash() == hash) {
-                return Ok(());
-            }
-            if registry.was_refused(&name, hash) {
-                // Reported when it was first refused; nothing changed since.
-                return Ok(());
-            }
-            if registry.is_bad(&name, hash) {
-                tracing::debug!(plugin = %name, "this version was rolled back; not tried again until the file changes");
-                return Ok(());
-            }
-        }
-        let fail = |message: String| {
+        let fail = |message: String, refused: Option<[u8; 32]>| {
             registry.record_error(&name, &message);
-            registry.record_refused(&name, on_disk);
+            registry.record_refused(&name, refused);
             self.0
                 .shared
                 .metrics
@@ -88,7 +76,25 @@ impl ServerHandle {
                 message,
             }
         };
-        let candidate = registry.load_candidate(&name).map_err(fail)?;
+        // Read once: the hash decides whether to go on, the same bytes load.
+        let bytes = registry
+            .read_file(&name)
+            .map_err(|message| fail(message, None))?;
+        let hash: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+        if current.as_ref().is_some_and(|c| *c.hash() == hash) {
+            return Ok(());
+        }
+        if registry.was_refused(&name, &hash) {
+            // Reported when it was first refused; nothing changed since.
+            return Ok(());
+        }
+        if registry.is_bad(&name, &hash) {
+            tracing::debug!(plugin = %name, "this version was rolled back; not tried again until the file changes");
+            return Ok(());
+        }
+        let candidate = registry
+            .load_candidate(&name, &bytes)
+            .map_err(|message| fail(message, Some(hash)))?;
         let config = self.0.shared.config.load_full();
         let upstreams = self.upstreams();
         let built = snapshot::build(Inputs {
@@ -109,7 +115,7 @@ impl ServerHandle {
                     .join("; "),
                 other => other.to_string(),
             };
-            fail(message)
+            fail(message, Some(hash))
         })?;
         self.publish(built);
         Ok(())

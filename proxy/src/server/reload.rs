@@ -33,18 +33,47 @@ impl ServerHandle {
     /// running config keeps serving and the error is logged and kept for
     /// `/admin/config`.
     pub fn reload(&self) -> Result<(), ReloadError> {
+        self.reload_file(false)
+    }
+
+    /// Reloads the config file if its content differs from the last one
+    /// loaded or refused; otherwise does nothing (the watcher's entry: an
+    /// event says the file may have changed, and a refused file is reported
+    /// once per distinct content).
+    pub fn reload_if_changed(&self) -> Result<(), ReloadError> {
+        self.reload_file(true)
+    }
+
+    /// Reads the config file once, under the reload lock: its digest is
+    /// compared (`only_if_changed`) and recorded, and the same text is
+    /// parsed and applied.
+    fn reload_file(&self, only_if_changed: bool) -> Result<(), ReloadError> {
         let inner = &self.0;
         let _serial = inner
             .reload_lock
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let source = inner.shared.config.load().source.clone();
-        *inner
-            .config_digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = file_digest(&source);
-        let result = Config::load(&source)
-            .map_err(ReloadError::from)
+        let text = std::fs::read_to_string(&source);
+        let digest = text.as_ref().ok().map(|t| digest_of(t.as_bytes()));
+        {
+            let mut last = inner
+                .config_digest
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if only_if_changed && digest.is_some() && *last == digest {
+                return Ok(());
+            }
+            *last = digest;
+        }
+        let result = text
+            .map_err(|error| {
+                ReloadError::from(ConfigError::Read {
+                    path: source.clone(),
+                    source: error,
+                })
+            })
+            .and_then(|text| Config::parse(&text, &source).map_err(ReloadError::from))
             .and_then(|config| self.apply(config));
         let metrics = &inner.shared.metrics;
         let mut last_error = inner
@@ -66,24 +95,6 @@ impl ServerHandle {
             }
         }
         result
-    }
-
-    /// Reloads the config file if its content differs from the last one
-    /// loaded or refused; otherwise does nothing (the watcher's entry: an
-    /// event says the file may have changed, and a refused file is reported
-    /// once per distinct content).
-    pub fn reload_if_changed(&self) -> Result<(), ReloadError> {
-        let source = self.0.shared.config.load().source.clone();
-        let digest = file_digest(&source);
-        let last = *self
-            .0
-            .config_digest
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if digest.is_some() && digest == last {
-            return Ok(());
-        }
-        self.reload()
     }
 
     /// Applies a validated config: all or nothing.
@@ -182,8 +193,10 @@ impl ServerHandle {
 /// SHA-256 of a file's bytes; `None` when it cannot be read (the reload
 /// reports why).
 pub(super) fn file_digest(path: &std::path::Path) -> Option<[u8; 32]> {
+    std::fs::read(path).ok().map(|bytes| digest_of(&bytes))
+}
+
+fn digest_of(bytes: &[u8]) -> [u8; 32] {
     use sha2::Digest as _;
-    std::fs::read(path)
-        .ok()
-        .map(|bytes| sha2::Sha256::digest(bytes).into())
+    sha2::Sha256::digest(bytes).into()
 }
