@@ -461,3 +461,42 @@ async fn a_plugin_authorises_by_client_certificate() {
     assert_eq!(reply.status, 401);
     assert_eq!(upstream.requests(), 1, "only alice's request went upstream");
 }
+
+#[tokio::test]
+async fn a_client_that_never_finishes_its_handshake_is_timed_out_and_counted() {
+    let Site {
+        upstream,
+        dir,
+        cert,
+        ..
+    } = Site::new().await;
+    let config = format!(
+        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\n[timeouts]\nheader_read = \"300ms\"\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\ntls = {{ certificates = [{}] }}\n\
+         [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
+        files(&cert),
+        upstream.addr
+    );
+    let proxy = TestProxy::start_in(dir, &config);
+    // Connects and sends nothing: the proxy closes the connection.
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    let mut buf = [0u8; 16];
+    let read = tokio::time::timeout(
+        Duration::from_secs(5),
+        tokio::io::AsyncReadExt::read(&mut stream, &mut buf),
+    )
+    .await
+    .expect("the proxy closed the silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+    // Counted right after the connection is dropped.
+    assert_eventually(Duration::from_secs(2), "the timeout counted", || async {
+        let metrics = get(&proxy.admin_url("/metrics")).await.unwrap().text();
+        metrics
+            .contains(
+                "weir_tls_handshake_errors_total{listener=\"127.0.0.1:0\",reason=\"timeout\"} 1",
+            )
+            .then_some(())
+            .ok_or(metrics)
+    })
+    .await;
+}
