@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use criterion::{BatchSize, BenchmarkId, Criterion, criterion_group, criterion_main};
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
-use weir_proxy::plugin::views::{EndpointInfo, Outcome, RequestView, ResponseHead};
+use weir_proxy::plugin::views::{EndpointFacts, EndpointInfo, Outcome, RequestView, ResponseHead};
 use weir_proxy::plugin::{Attempt, Chain, Core, PluginEngine, PluginInstance, TrapPolicy};
 use weir_tests::plugins;
 
@@ -64,7 +64,7 @@ fn copy_of(template: &RequestView) -> RequestView {
 struct ReadyCore;
 
 impl Core<()> for ReadyCore {
-    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) {
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>> {
         out.push(EndpointInfo {
             id: 0,
             weight: 1,
@@ -72,6 +72,7 @@ impl Core<()> for ReadyCore {
             healthy: true,
             latency_ewma_us: 500,
         });
+        None
     }
 
     async fn send(&mut self, _: &mut RequestView, _: &Attempt<'_>) -> (Outcome<()>, Option<u32>) {

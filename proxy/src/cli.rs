@@ -1,4 +1,5 @@
-//! The `weir` command line: `run` and `check`.
+//! The `weir` command line: `run`, `check`, and the plugin tooling
+//! (`plugin new`, `plugin build`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -57,6 +58,20 @@ enum PluginCommand {
         #[arg(long)]
         sdk_path: Option<PathBuf>,
     },
+    /// Build the plugin crate in the current directory to `.wasm`, and
+    /// optionally install it into a plugins directory.
+    Build {
+        /// Install the `.wasm` into this plugins directory (write, then rename).
+        #[arg(long)]
+        install: Option<PathBuf>,
+        /// The installed file's name, without `.wasm` (the name routes use);
+        /// default: the crate's package name.
+        #[arg(long)]
+        name: Option<String>,
+        /// The crate's directory.
+        #[arg(long, default_value = ".")]
+        path: PathBuf,
+    },
 }
 
 /// Runs the command line; the binary's `main`.
@@ -72,11 +87,42 @@ pub fn main() -> ExitCode {
             let sdk = sdk_path.unwrap_or_else(crate::scaffold::default_sdk_path);
             match crate::scaffold::new_plugin(&name, &dir, &sdk) {
                 Ok(root) => {
-                    println!("created {}; build it with:", root.display());
                     println!(
-                        "  cd {} && cargo build --release --target wasm32-unknown-unknown",
+                        "created {}; test, build and install it with:",
                         root.display()
                     );
+                    println!("  cd {}", root.display());
+                    println!("  cargo test");
+                    println!("  weir plugin build --install /path/to/plugins");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("error: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Plugin(PluginCommand::Build {
+            install,
+            name,
+            path,
+        }) => {
+            let request = crate::plugin_build::BuildRequest {
+                crate_dir: path,
+                install,
+                name,
+            };
+            match crate::plugin_build::build(&request) {
+                Ok(built) => {
+                    let size = std::fs::metadata(&built.wasm).map_or(0, |m| m.len());
+                    println!(
+                        "built {} ({} KiB)",
+                        built.wasm.display(),
+                        size.div_ceil(1024)
+                    );
+                    if let Some(installed) = built.installed {
+                        println!("installed {}", installed.display());
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(error) => {
@@ -106,7 +152,12 @@ pub fn main() -> ExitCode {
 fn check(path: &std::path::Path) -> ExitCode {
     let checked =
         Config::load(path).and_then(|config| match crate::server::check_plugins(&config) {
-            Ok(_) => Ok(config),
+            Ok(warnings) => {
+                for warning in warnings {
+                    eprintln!("warning: {warning}");
+                }
+                Ok(config)
+            }
             Err(crate::server::StartError::Plugins(error)) => Err(error),
             Err(other) => Err(ConfigError::Invalid(vec![crate::config::Diagnostic {
                 file: path.to_path_buf(),

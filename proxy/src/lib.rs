@@ -11,6 +11,7 @@ pub mod cli;
 pub mod config;
 pub mod fault;
 pub mod plugin;
+pub mod plugin_build;
 pub mod proxy_status;
 pub mod redact;
 pub mod route;

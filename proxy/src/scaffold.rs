@@ -1,7 +1,7 @@
 //! `weir plugin new NAME`: scaffolds a plugin crate that builds to a loadable
-//! `.wasm` — the SDK as a path dependency, the size-tuned release profile, a
-//! hello-world policy with typed settings, and a README saying how to build,
-//! install and test it.
+//! `.wasm` — the SDK as a path dependency, the `plugin` profile `weir plugin
+//! build` uses, a hello-world policy with typed settings, a test module on
+//! the SDK's harness, and a README saying how to test, build and install it.
 
 use std::path::{Path, PathBuf};
 
@@ -53,12 +53,18 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Scaffol
     if root.exists() {
         return Err(ScaffoldError::Exists(root));
     }
-    let lib_name = name.replace('-', "_");
-    let sdk_path = sdk.display().to_string().replace('\\', "/");
+    std::fs::create_dir_all(dir).map_err(|source| ScaffoldError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let sdk_path = sdk_dependency_path(
+        &sdk,
+        &dir.canonicalize().unwrap_or(dir.to_path_buf()).join(name),
+    );
     let files = [
         ("Cargo.toml", cargo_toml(name, &sdk_path)),
         ("src/lib.rs", lib_rs(name)),
-        ("README.md", readme(name, &lib_name)),
+        ("README.md", readme(name)),
         (".gitignore", String::from("/target\n")),
     ];
     for (relative, text) in files {
@@ -72,6 +78,23 @@ pub fn new_plugin(name: &str, dir: &Path, sdk: &Path) -> Result<PathBuf, Scaffol
         std::fs::write(&path, text).map_err(|source| ScaffoldError::Write { path, source })?;
     }
     Ok(root)
+}
+
+/// The SDK's path as the crate at `root` should name it: relative when the
+/// crate lives inside the Weir checkout that holds the SDK (so the checkout
+/// can move as a whole), absolute otherwise (so the crate can move).
+fn sdk_dependency_path(sdk: &Path, root: &Path) -> String {
+    let relative = sdk.parent().and_then(|checkout| {
+        let below = root.strip_prefix(checkout).ok()?;
+        let up = "../".repeat(below.components().count());
+        Some(format!(
+            "{up}{}",
+            sdk.strip_prefix(checkout).ok()?.display()
+        ))
+    });
+    relative
+        .unwrap_or_else(|| sdk.display().to_string())
+        .replace('\\', "/")
 }
 
 fn cargo_toml(name: &str, sdk: &str) -> String {
@@ -90,8 +113,9 @@ crate-type = ["cdylib", "rlib"]
 weir-sdk = {{ path = "{sdk}" }}
 serde = {{ version = "1", features = ["derive"] }}
 
-# Small, fast wasm: what Weir's own plugins use.
-[profile.release]
+# Small, fast wasm, built by `weir plugin build`: what Weir's own plugins use.
+[profile.plugin]
+inherits = "release"
 opt-level = "s"
 lto = true
 codegen-units = 1
@@ -113,7 +137,7 @@ use weir_sdk::{{Plugin, Request, Response, ResponseAction}};
 /// The route's settings, e.g. `plugins = [{{ name = "{name}", config = {{ header = "x-{name}" }} }}]`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Config {{
+pub struct Config {{
     #[serde(default = "default_header")]
     header: String,
 }}
@@ -123,18 +147,23 @@ fn default_header() -> String {{
 }}
 
 #[derive(Default)]
-struct {ty} {{
+pub struct {ty} {{
     header: String,
     seen: u64,
 }}
 
+/// `#[weir_sdk::plugin]` exports exactly the hooks defined here. For a
+/// plugin that guards access (authentication, authorisation), write
+/// `#[weir_sdk::plugin(fail_closed)]`: if it ever fails, requests get 503
+/// instead of going through unchecked.
+#[weir_sdk::plugin]
 impl Plugin for {ty} {{
     type Config = Config;
-    type Ctx = ();
 
     fn configure(&mut self, config: Config) -> Result<(), String> {{
         if config.header.is_empty() {{
-            return Err("header must not be empty".into());
+            // Reported at the `header` key's line in weir.toml.
+            return Err(weir_sdk::config::reject_at("header", "must not be empty"));
         }}
         self.header = config.header;
         Ok(())
@@ -151,26 +180,46 @@ impl Plugin for {ty} {{
     }}
 }}
 
-weir_sdk::export!({ty}, hooks: [on_response, status]);
+#[cfg(test)]
+mod tests {{
+    use weir_sdk::testing::{{Harness, Outcome, TestRequest}};
+
+    use super::{ty};
+
+    #[test]
+    fn adds_the_header_and_counts_responses() {{
+        let mut h = Harness::<{ty}>::new(r#"{{"header": "x-greeted"}}"#).unwrap();
+        let run = h.run(TestRequest::get("/"), &[Outcome::status(200)]);
+        assert_eq!(run.header("x-greeted"), Some("1"));
+        assert_eq!(h.status_json()["seen"], 1);
+    }}
+
+    #[test]
+    fn an_empty_header_is_refused_at_the_setting() {{
+        let err = Harness::<{ty}>::new(r#"{{"header": ""}}"#).unwrap_err();
+        assert_eq!(err, "header: must not be empty");
+    }}
+}}
 "##,
         ty = type_name(name)
     )
 }
 
-fn readme(name: &str, lib_name: &str) -> String {
+fn readme(name: &str) -> String {
     format!(
         r#"# {name}
 
-A Weir plugin. Build it to wasm and drop it into Weir's plugins directory:
+A Weir plugin. Test it natively, then build it to wasm and install it into
+Weir's plugins directory in one step:
 
 ```sh
-rustup target add wasm32-unknown-unknown   # once
-cargo build --release --target wasm32-unknown-unknown
-cp target/wasm32-unknown-unknown/release/{lib_name}.wasm /path/to/plugins/.{name}.wasm.tmp
-mv /path/to/plugins/.{name}.wasm.tmp /path/to/plugins/{name}.wasm   # write, then rename
+cargo test                                        # the tests in src/lib.rs, on the SDK's harness
+weir plugin build --install /path/to/plugins      # builds {name}.wasm, installs it (write, then rename)
 ```
 
-Name it on a route in `weir.toml`:
+`weir plugin build` builds for `wasm32-unknown-unknown` with the `plugin`
+profile in `Cargo.toml` (adding the target with rustup if it is missing).
+Name the plugin on a route in `weir.toml`:
 
 ```toml
 [[routes]]
@@ -180,8 +229,15 @@ plugins = [{{ name = "{name}", config = {{ header = "x-{name}" }} }}]
 
 Weir picks up a new build within moments, without a restart; a build that
 fails to load or rejects its settings leaves the old version serving (see
-`/admin/plugins`). `weir check --config weir.toml` loads and configures it
-the way `weir run` would.
+`/admin/plugins`), and a new version that traps repeatedly right after the
+swap is rolled back. `weir check --config weir.toml` loads and configures
+it the way `weir run` would, and reports a rejected setting at its line.
+
+**Fail-open or fail-closed.** By default a route skips a plugin that fails
+(`on_plugin_error = "fail-open"`). If this plugin guards access
+(authentication, authorisation), declare it `#[weir_sdk::plugin(fail_closed)]`
+so that its failures answer 503 on every route instead of letting requests
+through unchecked.
 "#
     )
 }
@@ -218,8 +274,10 @@ mod tests {
         let root = new_plugin("greeter", dir.path(), &default_sdk_path()).unwrap();
         let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
         assert!(manifest.contains("crate-type = [\"cdylib\", \"rlib\"]"));
+        assert!(manifest.contains("[profile.plugin]"));
         let source = std::fs::read_to_string(root.join("src/lib.rs")).unwrap();
-        assert!(source.contains("weir_sdk::export!(Greeter, hooks: [on_response, status]);"));
+        assert!(source.contains("#[weir_sdk::plugin]\nimpl Plugin for Greeter"));
+        assert!(source.contains("mod tests"));
         assert!(matches!(
             new_plugin("greeter", dir.path(), &default_sdk_path()),
             Err(ScaffoldError::Exists(_))
@@ -232,5 +290,18 @@ mod tests {
             new_plugin("other", dir.path(), dir.path()),
             Err(ScaffoldError::Sdk(_))
         ));
+    }
+
+    #[test]
+    fn the_sdk_path_is_relative_inside_the_checkout_and_absolute_outside() {
+        let sdk = Path::new("/src/weir/sdk");
+        assert_eq!(
+            sdk_dependency_path(sdk, Path::new("/src/weir/plugins/greeter")),
+            "../../sdk"
+        );
+        assert_eq!(
+            sdk_dependency_path(sdk, Path::new("/home/me/greeter")),
+            "/src/weir/sdk"
+        );
     }
 }

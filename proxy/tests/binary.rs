@@ -276,7 +276,7 @@ async fn a_gibibyte_each_way_passes_with_bounded_memory() {
 }
 
 #[test]
-fn plugin_new_scaffolds_a_crate_that_builds_and_loads() {
+fn plugin_new_then_one_build_command_installs_a_plugin_that_loads() {
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(WEIR)
         .args(["plugin", "new", "greeter", "--dir"])
@@ -291,30 +291,54 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_loads() {
     let root = dir.path().join("greeter");
     // A target dir beside the workspace's, kept between runs so rebuilds are incremental.
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
-    let build = Command::new(env!("CARGO"))
-        .args([
-            "build",
-            "--release",
-            "--target",
-            "wasm32-unknown-unknown",
-            "--target-dir",
-        ])
-        .arg(&target)
-        .current_dir(&root)
-        .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .output()
-        .unwrap();
+    let cargo = |args: &[&str], crate_dir: &std::path::Path| {
+        Command::new(env!("CARGO"))
+            .args(args)
+            .current_dir(crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap()
+    };
+    // The scaffold's own tests pass on the SDK's harness.
+    let tested = cargo(&["test"], &root);
+    let out = String::from_utf8_lossy(&tested.stdout);
     assert!(
-        build.status.success(),
-        "{}",
-        String::from_utf8_lossy(&build.stderr)
+        tested.status.success() && out.contains("2 passed"),
+        "{out}\n{}",
+        String::from_utf8_lossy(&tested.stderr)
     );
-    let wasm = target.join("wasm32-unknown-unknown/release/greeter.wasm");
+
+    // One command from source to the plugins directory.
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    let build = |crate_dir: &std::path::Path, extra: &[&str]| {
+        Command::new(WEIR)
+            .args(["plugin", "build"])
+            .args(extra)
+            .current_dir(crate_dir)
+            .env("CARGO_TARGET_DIR", &target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .output()
+            .unwrap()
+    };
+    let built = build(&root, &["--install", plugins.to_str().unwrap()]);
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let said = String::from_utf8_lossy(&built.stdout);
+    assert!(said.contains("installed"), "{said}");
+    let wasm = plugins.join("greeter.wasm");
     let engine =
         weir_proxy::plugin::PluginEngine::new(weir_proxy::plugin::EngineConfig::default()).unwrap();
     let loaded = engine.load_file(&wasm).unwrap();
-    assert!(loaded.hooks().on_response && loaded.hooks().status);
+    // Exactly the hooks the impl defines.
+    let hooks = loaded.hooks();
+    assert!(hooks.on_response && hooks.status && !hooks.on_request && !hooks.on_end);
     let instance = weir_proxy::plugin::PluginInstance::new(
         &loaded,
         bytes::Bytes::from_static(br#"{"header":"x-hi"}"#),
@@ -329,6 +353,23 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_loads() {
         rejected
             .unwrap_err()
             .to_string()
-            .contains("header must not be empty")
+            .contains("must not be empty")
     );
+
+    // The crate still builds after it moves (its SDK path is absolute
+    // outside the Weir checkout), and a bad name is refused before building.
+    let moved = dir.path().join("elsewhere");
+    std::fs::create_dir(&moved).unwrap();
+    std::fs::rename(&root, moved.join("greeter")).unwrap();
+    let rebuilt = build(&moved.join("greeter"), &["--name", "greeter-2"]);
+    assert!(
+        rebuilt.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rebuilt.stderr)
+    );
+    let refused = build(
+        &moved.join("greeter"),
+        &["--install", "plugins", "--name", "a/b"],
+    );
+    assert!(!refused.status.success());
 }

@@ -1,10 +1,13 @@
 //! Helpers for plugin settings: durations written the way people write them
-//! (`"250ms"`, `"2s"`, `"1m"`, or a number of milliseconds).
+//! (`"250ms"`, `"2s"`, `"1m"`, or a number of milliseconds), and rejections
+//! that name the setting they reject ([`reject_at`]).
 
 use alloc::format;
 use alloc::string::String;
 use core::fmt;
 use core::time::Duration;
+
+pub use crate::rejection::{PathStep, Rejection, reject_at};
 
 /// A duration in a plugin's config: a string with a unit (`ns`, `us`, `ms`,
 /// `s`, `m`, `h`; fractions allowed: `"1.5s"`) or a plain number of

@@ -1,10 +1,9 @@
-//! The glue behind [`export!`](crate::export): turns raw ABI calls into trait
+//! The glue behind [`#[plugin]`](crate::plugin): turns raw ABI calls into trait
 //! calls, parses typed config, and keeps per-request state by request id so
 //! plugin authors never see ids.
 
 use alloc::collections::BTreeMap;
 use alloc::format;
-use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
@@ -39,7 +38,7 @@ const fn stateless<C>() -> bool {
     size_of::<C>() == 0
 }
 
-/// Whether `hooks` names `hook`; used by `export!` at compile time.
+/// Whether `hooks` names `hook`; used by the export at compile time.
 #[doc(hidden)]
 pub const fn has_hook(hooks: &[&str], hook: &str) -> bool {
     let mut i = 0;
@@ -57,18 +56,6 @@ pub const fn has_hook(hooks: &[&str], hook: &str) -> bool {
         i += 1;
     }
     false
-}
-
-/// Parses the route's plugin settings; no settings means JSON `null` or `{}`,
-/// whichever the config type accepts (`()` takes the first, a struct with
-/// defaults the second).
-fn parse_config<C: serde::de::DeserializeOwned>(input: &[u8]) -> Result<C, String> {
-    if input.iter().all(u8::is_ascii_whitespace) {
-        return serde_json::from_slice(b"null")
-            .or_else(|_| serde_json::from_slice(b"{}"))
-            .map_err(|e| format!("missing config: {e}"));
-    }
-    serde_json::from_slice(input).map_err(|e| format!("invalid config: {e}"))
 }
 
 fn send_answer(a: &Answer) -> bool {
@@ -107,7 +94,9 @@ impl<P: Plugin> Runtime<P> {
         report_panics();
         let result = hostcalls::input()
             .map_err(|e| format!("cannot read config: {e}"))
-            .and_then(|input| parse_config::<P::Config>(&input))
+            .and_then(|input| {
+                crate::rejection::parse_settings::<P::Config>(&input).map_err(|r| r.to_json())
+            })
             .and_then(|config| self.plugin.configure(config));
         match result {
             Ok(()) => status::OK,
@@ -248,20 +237,38 @@ impl<P: Plugin> Runtime<P> {
     }
 }
 
-/// Exports a [`Plugin`](crate::Plugin) to the host: the ABI version and
-/// `configure` always, plus exactly the hooks listed (the host calls nothing
-/// else, so an unlisted hook costs nothing per request).
-///
-/// ```ignore
-/// weir_sdk::export!(MyPlugin, hooks: [on_request, on_response, on_end]);
-/// ```
-///
-/// Hooks: `on_request`, `select`, `on_response`, `on_end`, `status`,
-/// `snapshot`, `restore`. A plugin whose `Ctx` holds data must list `on_end`,
-/// where that data is freed; forgetting it is a compile error.
+/// The hooks a plugin's build exports, recorded by `#[weir_sdk::plugin]` so
+/// that [`testing::Harness`](crate::testing::Harness) calls exactly those,
+/// as the host does.
+#[doc(hidden)]
+pub trait Exported {
+    const HOOKS: &'static [&'static str];
+}
+
+/// Exports a plugin to the host: the ABI version and `configure` always,
+/// plus exactly the hooks listed. Written by `#[weir_sdk::plugin]`, which
+/// lists the hooks the impl defines; not meant to be called by hand (a hook
+/// left out of the list would be silently dead).
+#[doc(hidden)]
 #[macro_export]
-macro_rules! export {
+macro_rules! __export {
+    ($plugin:ty, hooks: [$($hook:ident),* $(,)?], fail_closed) => {
+        $crate::__export!($plugin, hooks: [$($hook),*]);
+        #[cfg(target_arch = "wasm32")]
+        const _: () = {
+            #[unsafe(no_mangle)]
+            extern "C" fn weir_fail_closed() -> i32 {
+                1
+            }
+        };
+    };
     ($plugin:ty, hooks: [$($hook:ident),* $(,)?]) => {
+        impl $crate::__rt::Exported for $plugin {
+            const HOOKS: &'static [&'static str] = &[$(stringify!($hook)),*];
+        }
+        // Only the wasm build exports functions: natively (unit tests) a
+        // crate may hold several plugins, and nothing calls the exports.
+        #[cfg(target_arch = "wasm32")]
         const _: () = {
             ::std::thread_local! {
                 static RUNTIME: ::core::cell::RefCell<$crate::__rt::Runtime<$plugin>> =
@@ -280,12 +287,12 @@ macro_rules! export {
                 with(|rt| rt.configure())
             }
             $( $crate::__export_hook!($hook, with); )*
-            assert!(
-                ::core::mem::size_of::<<$plugin as $crate::Plugin>::Ctx>() == 0
-                    || $crate::__rt::has_hook(&[$(stringify!($hook)),*], "on_end"),
-                "weir_sdk::export!: this plugin keeps per-request state (Ctx), list `on_end` so it is freed"
-            );
         };
+        const _: () = assert!(
+            ::core::mem::size_of::<<$plugin as $crate::Plugin>::Ctx>() == 0
+                || $crate::__rt::has_hook(&[$(stringify!($hook)),*], "on_end"),
+            "weir_sdk: this plugin keeps per-request state (Ctx), so it must export `on_end`, where that state is freed"
+        );
     };
 }
 
@@ -345,7 +352,7 @@ macro_rules! __export_hook {
     };
     ($other:ident, $with:ident) => {
         ::core::compile_error!(::core::concat!(
-            "weir_sdk::export!: unknown hook `",
+            "weir_sdk: unknown hook `",
             ::core::stringify!($other),
             "`; expected on_request, select, on_response, on_end, status, snapshot or restore"
         ));
@@ -378,21 +385,5 @@ mod tests {
         assert!(has_hook(&["on_request", "on_end"], "on_end"));
         assert!(!has_hook(&["on_request"], "on_end"));
         assert!(!has_hook(&["on_end_x"], "on_end"));
-    }
-
-    #[test]
-    fn empty_config_fits_unit_and_defaulted_structs() {
-        #[derive(serde::Deserialize, Default)]
-        #[serde(default)]
-        struct C {
-            #[allow(dead_code)]
-            n: u32,
-        }
-        assert!(parse_config::<()>(b"").is_ok());
-        assert!(parse_config::<C>(b" ").is_ok());
-        let err = parse_config::<C>(b"{\"n\": \"x\"}")
-            .err()
-            .unwrap_or_default();
-        assert!(err.starts_with("invalid config"), "{err}");
     }
 }

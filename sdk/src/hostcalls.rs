@@ -64,6 +64,14 @@ mod raw {
         pub fn request_flags() -> i32;
         pub fn deadline_set(ms: i64) -> i32;
         pub fn deadline_remaining() -> i64;
+        pub fn endpoint_field(
+            id: i32,
+            field: i32,
+            key_ptr: i32,
+            key_len: i32,
+            ptr: i32,
+            cap: i32,
+        ) -> i32;
         pub fn time_unix_ms() -> i64;
         pub fn cache_lookup(key_ptr: i32, key_len: i32, ptr: i32, cap: i32) -> i32;
         pub fn cache_serve(
@@ -200,6 +208,9 @@ mod backend {
     }
     pub fn deadline_remaining() -> i64 {
         unsafe { raw::deadline_remaining() }
+    }
+    pub fn endpoint_field(id: i32, field: i32, key: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
+        unsafe { raw::endpoint_field(id, field, ptr(key), len(key), uptr(out), ulen(out)) }
     }
 }
 
@@ -346,7 +357,7 @@ pub(crate) fn answer(status_code: u16, headers: &[u8], body: &[u8]) -> HostResul
 }
 
 /// Fills `out` with the endpoints offered to `select` (`count` of them).
-pub(crate) fn endpoints_read(count: usize, out: &mut Vec<abi::EndpointRecord>) -> HostResult<()> {
+pub(crate) fn endpoints_read(count: usize, out: &mut Vec<crate::Endpoint>) -> HostResult<()> {
     out.clear();
     // Up to 32 endpoints are read through the stack: no allocation per pick.
     let mut stack = [0u8; 32 * abi::ENDPOINT_SIZE];
@@ -363,7 +374,7 @@ pub(crate) fn endpoints_read(count: usize, out: &mut Vec<abi::EndpointRecord>) -
     let filled = buf.get(..n.min(buf.len())).unwrap_or_default();
     for rec in filled.chunks_exact(abi::ENDPOINT_SIZE) {
         if let Ok(rec) = <&[u8; abi::ENDPOINT_SIZE]>::try_from(rec) {
-            out.push(abi::EndpointRecord::decode(rec));
+            out.push(abi::EndpointRecord::decode(rec).into());
         }
     }
     Ok(())
@@ -393,10 +404,19 @@ pub(crate) fn tried_read(count: usize, out: &mut Vec<u32>) -> HostResult<()> {
 }
 
 /// The current stats of one endpoint of the route's upstream.
-pub fn endpoint_stats(id: u32) -> HostResult<abi::EndpointRecord> {
+pub fn endpoint_stats(id: u32) -> HostResult<crate::Endpoint> {
     let mut buf = [0u8; abi::ENDPOINT_SIZE];
     check(backend::endpoint_stats(id as i32, &mut buf))?;
-    Ok(abi::EndpointRecord::decode(&buf))
+    Ok(abi::EndpointRecord::decode(&buf).into())
+}
+
+/// A fact about one endpoint of the route's upstream (see [`crate::Endpoint::address`]).
+pub(crate) fn endpoint_field(
+    id: u32,
+    field: abi::EndpointField,
+    key: &str,
+) -> HostResult<Option<Vec<u8>>> {
+    read_value(|out| backend::endpoint_field(id as i32, field.code(), key.as_bytes(), out))
 }
 
 pub(crate) fn metric_define(kind: abi::MetricKind, name: &str) -> HostResult<u32> {

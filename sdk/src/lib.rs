@@ -1,5 +1,6 @@
-//! The Weir guest SDK: write a policy plugin as one struct, one trait and one
-//! export macro, and build it for `wasm32-unknown-unknown`.
+//! The Weir guest SDK: write a policy plugin as one struct and one trait
+//! impl marked `#[weir_sdk::plugin]`, and build it for
+//! `wasm32-unknown-unknown`.
 //!
 //! # Hello world
 //!
@@ -7,23 +8,25 @@
 //!
 //! ```
 //! use weir_sdk::{Plugin, Request, Response, ResponseAction};
-//!
 //! #[derive(Default)]
 //! struct Hello;
-//!
+//! #[weir_sdk::plugin]
 //! impl Plugin for Hello {
-//!     type Config = ();
-//!     type Ctx = ();
-//!     fn on_response(&mut self, _: &mut (), _: &Request, resp: &mut Response) -> ResponseAction {
-//!         let _ = resp.set_header("x-hello", "world");
+//!     fn on_response(&mut self, _: &mut (), _: &Request, r: &mut Response) -> ResponseAction {
+//!         let _ = r.set_header("x-hello", "world");
 //!         ResponseAction::Pass
 //!     }
 //! }
-//! weir_sdk::export!(Hello, hooks: [on_response]);
 //! ```
 //!
-//! Build it with `cargo build --target wasm32-unknown-unknown --profile plugin`
-//! (crate type `cdylib`) and drop the `.wasm` into the plugins directory.
+//! `#[weir_sdk::plugin]` exports exactly the hooks the impl defines (the host
+//! calls nothing else), adds `on_end` when `Ctx` holds per-request state so
+//! that it is freed, and fills in `type Config = ()` and `type Ctx = ()`
+//! when they are left out.
+//!
+//! Build it with `weir plugin build --install PLUGINS_DIR` (crate type
+//! `cdylib`): it builds for `wasm32-unknown-unknown` with the plugin profile
+//! and installs the `.wasm` into the plugins directory by write-then-rename.
 //!
 //! # Phases
 //!
@@ -75,12 +78,18 @@
 //! outcomes, and records what it did. See [`testing`] for an example.
 
 extern crate alloc;
+// `#[weir_sdk::plugin]` names the SDK by its crate name; the SDK's own
+// tests use it too.
+#[cfg(test)]
+extern crate self as weir_sdk;
 
 pub mod cache;
 pub mod config;
+mod endpoint;
 mod export;
 mod hostcalls;
 pub mod http_date;
+mod rejection;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod testing;
 mod types;
@@ -93,9 +102,9 @@ pub use weir_abi::{ErrorClass, LogLevel, Method};
 
 pub use hostcalls::{HostError, HostResult};
 pub use types::{Answer, End, Metric, Request, RequestAction, Response, ResponseAction};
+pub use weir_sdk_macros::plugin;
 
-/// An endpoint offered to [`Plugin::select`], with its current stats.
-pub type Endpoint = weir_abi::EndpointRecord;
+pub use endpoint::Endpoint;
 
 /// Host functions that are not tied to the request or response.
 pub mod host {
@@ -107,12 +116,12 @@ pub mod host {
 
 #[doc(hidden)]
 pub mod __rt {
-    pub use crate::export::{Runtime, has_hook};
+    pub use crate::export::{Exported, Runtime, has_hook};
 }
 
 /// A Weir policy plugin. Every hook has a default that does nothing, so a
-/// plugin implements only what it needs — and lists exactly those hooks in
-/// [`export!`].
+/// plugin implements only what it needs; mark the impl with
+/// [`#[weir_sdk::plugin]`](macro@plugin) and exactly those hooks are exported.
 pub trait Plugin: Default + 'static {
     /// The route's settings for this plugin, parsed from JSON. Use `()` for
     /// none; a struct with `#[serde(default)]` accepts missing settings.

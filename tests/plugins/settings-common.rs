@@ -9,6 +9,7 @@ struct Versioned {
     tag: String,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Versioned {
     type Config = Settings;
     type Ctx = ();
@@ -28,5 +29,3 @@ impl Plugin for Versioned {
         ResponseAction::Pass
     }
 }
-
-weir_sdk::export!(Versioned, hooks: [on_response]);

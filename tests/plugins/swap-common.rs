@@ -7,6 +7,7 @@ struct Swap {
     seen: u64,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Swap {
     type Config = ();
     type Ctx = ();
@@ -32,5 +33,3 @@ impl Plugin for Swap {
         Ok(())
     }
 }
-
-weir_sdk::export!(Swap, hooks: [on_response, status, snapshot, restore]);

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod authoring;
 mod balancing;
 mod cache;
 mod compile_cache;

@@ -13,8 +13,8 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Full};
 use weir_proxy::plugin::{
-    Attempt, Chain, Core, EndpointInfo, Outcome, PluginEngine, PluginInstance, RequestView,
-    ResponseHead, TrapPolicy,
+    Attempt, Chain, Core, EndpointFacts, EndpointInfo, Outcome, PluginEngine, PluginInstance,
+    RequestView, ResponseHead, TrapPolicy,
 };
 use weir_tests::plugins;
 
@@ -30,7 +30,9 @@ struct Upstream {
 }
 
 impl Core<Full<Bytes>> for Upstream {
-    fn endpoints(&mut self, _: &mut Vec<EndpointInfo>) {}
+    fn endpoints(&mut self, _: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>> {
+        None
+    }
 
     async fn send(
         &mut self,

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, StatusCode};
 use weir_proxy::plugin::{
-    Attempt, Chain, Core, EndpointInfo, EngineConfig, Outcome, PluginEngine, PluginInstance,
-    RequestView, ResponseHead, TrapPolicy,
+    Attempt, Chain, Core, EndpointFacts, EndpointInfo, EngineConfig, Outcome, PluginEngine,
+    PluginInstance, RequestView, ResponseHead, TrapPolicy,
 };
 use weir_proxy::upstream::{ErrorClass, UpstreamError};
 use weir_tests::plugins;
@@ -33,13 +33,14 @@ struct FakeCore {
 }
 
 impl Core<&'static str> for FakeCore {
-    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) {
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>> {
         out.extend((1..=3).map(|id| EndpointInfo {
             id,
             weight: 1,
             healthy: true,
             ..Default::default()
         }));
+        None
     }
 
     async fn send(

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use weir_proxy::plugin::{
-    Attempt, Chain, Core, EndpointInfo, EngineConfig, Outcome, PluginEngine, PluginInstance,
-    RequestView, ResponseHead, TrapPolicy,
+    Attempt, Chain, Core, EndpointFacts, EndpointInfo, EngineConfig, Outcome, PluginEngine,
+    PluginInstance, RequestView, ResponseHead, TrapPolicy,
 };
 use weir_proxy::upstream::{ErrorClass, UpstreamError};
 use weir_tests::plugins;
@@ -53,13 +53,14 @@ impl ScriptCore {
 }
 
 impl Core<()> for ScriptCore {
-    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) {
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>> {
         out.extend((1..=self.endpoints).map(|id| EndpointInfo {
             id,
             weight: 1,
             healthy: true,
             ..Default::default()
         }));
+        None
     }
 
     async fn send(&mut self, req: &mut RequestView, a: &Attempt<'_>) -> (Outcome<()>, Option<u32>) {

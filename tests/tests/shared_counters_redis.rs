@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use http::{HeaderMap, StatusCode};
 use weir_proxy::plugin::{
-    Attempt, Chain, Core, EndpointInfo, HostServices, Outcome, PluginEngine, PluginInstance,
-    RequestView, ResponseHead, TrapPolicy,
+    Attempt, Chain, Core, EndpointFacts, EndpointInfo, HostServices, Outcome, PluginEngine,
+    PluginInstance, RequestView, ResponseHead, TrapPolicy,
 };
 use weir_tests::plugins;
 
@@ -55,7 +55,9 @@ impl Drop for Redis {
 struct Ok200;
 
 impl Core<()> for Ok200 {
-    fn endpoints(&mut self, _: &mut Vec<EndpointInfo>) {}
+    fn endpoints(&mut self, _: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>> {
+        None
+    }
 
     async fn send(&mut self, _: &mut RequestView, _: &Attempt<'_>) -> (Outcome<()>, Option<u32>) {
         let head = ResponseHead {

@@ -55,6 +55,7 @@ impl ClientCert {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for ClientCert {
     type Config = Settings;
     type Ctx = ();
@@ -89,8 +90,6 @@ impl Plugin for ClientCert {
         }
     }
 }
-
-weir_sdk::export!(ClientCert, hooks: [on_request]);
 
 #[cfg(test)]
 mod tests {

@@ -25,6 +25,7 @@ struct Hello {
     greeted: u64,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Hello {
     type Config = Config;
     type Ctx = ();
@@ -47,5 +48,3 @@ impl Plugin for Hello {
         format!(r#"{{"greeted":{}}}"#, self.greeted)
     }
 }
-
-weir_sdk::export!(Hello, hooks: [on_response, status]);

@@ -220,6 +220,7 @@ impl Balancer {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Balancer {
     type Config = RawConfig;
     type Ctx = ();
@@ -329,8 +330,6 @@ struct Snapshot {
     all_tried: u64,
     no_key: u64,
 }
-
-weir_sdk::export!(Balancer, hooks: [select, status, snapshot, restore]);
 
 #[cfg(test)]
 mod tests;

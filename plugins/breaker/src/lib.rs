@@ -191,6 +191,7 @@ impl CircuitBreaker {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for CircuitBreaker {
     type Config = Config;
     type Ctx = Ctx;
@@ -332,11 +333,6 @@ impl Plugin for CircuitBreaker {
         Ok(())
     }
 }
-
-weir_sdk::export!(
-    CircuitBreaker,
-    hooks: [on_request, on_response, on_end, status, snapshot, restore]
-);
 
 #[cfg(test)]
 mod tests;

@@ -316,6 +316,7 @@ impl HttpCache {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for HttpCache {
     type Config = Config;
     type Ctx = Ctx;
@@ -421,11 +422,6 @@ impl Plugin for HttpCache {
 }
 
 mod respond;
-
-weir_sdk::export!(
-    HttpCache,
-    hooks: [on_request, on_response, on_end, status, snapshot, restore]
-);
 
 #[cfg(test)]
 mod tests {

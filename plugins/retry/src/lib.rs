@@ -122,6 +122,7 @@ impl Retry {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Retry {
     type Config = RawConfig;
     type Ctx = Ctx;
@@ -257,8 +258,6 @@ impl Plugin for Retry {
         .to_string()
     }
 }
-
-weir_sdk::export!(Retry, hooks: [on_request, on_response, on_end, status, snapshot, restore]);
 
 #[cfg(test)]
 mod tests;

@@ -203,7 +203,7 @@ fn per_try_timeout_covers_every_attempt_and_retries_go_elsewhere() {
     assert_eq!(run.error, Some(ErrorClass::Timeout));
     let mut eps: Vec<_> = run.attempts.iter().map(|a| a.endpoint.unwrap()).collect();
     eps.sort_unstable();
-    assert_eq!(eps, [1, 2, 3]);
+    assert_eq!(eps, [0, 1, 2]);
 }
 
 #[test]

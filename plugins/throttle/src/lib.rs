@@ -165,6 +165,7 @@ impl Throttle {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Throttle {
     type Config = RawConfig;
     type Ctx = Ctx;
@@ -291,8 +292,6 @@ impl Plugin for Throttle {
         .to_string()
     }
 }
-
-weir_sdk::export!(Throttle, hooks: [on_request, on_end, status, snapshot, restore]);
 
 #[cfg(test)]
 mod tests;

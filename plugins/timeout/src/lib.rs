@@ -122,6 +122,7 @@ impl Timeout {
     }
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Timeout {
     type Config = Config;
     type Ctx = Ctx;
@@ -235,11 +236,6 @@ impl Plugin for Timeout {
         Ok(())
     }
 }
-
-weir_sdk::export!(
-    Timeout,
-    hooks: [on_request, on_response, on_end, status, snapshot, restore]
-);
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@ mod admin;
 mod duration;
 mod plugins;
 mod raw;
+mod settings_at;
 mod tls;
 mod upstream;
 
@@ -23,6 +24,7 @@ pub use admin::{AdminSettings, AdminToken};
 pub use plugins::PluginSettings;
 use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
+pub use settings_at::{PathStep, SettingLocations};
 pub use upstream::{
     Discovery, EndpointSpec, HealthCheckSpec, PassiveSpec, parse_endpoint_json, parse_endpoint_list,
 };
@@ -101,6 +103,12 @@ pub struct PluginRef {
     /// Where the entry is in the config file (for load errors).
     #[serde(skip)]
     pub location: (usize, usize),
+    /// Where the entry sits in the config: `routes[ROUTE].plugins[INDEX]`.
+    #[serde(skip)]
+    pub index: (usize, usize),
+    /// Where each of its settings is (for a plugin's rejection of one).
+    #[serde(skip)]
+    pub settings: SettingLocations,
 }
 
 /// Equal when name and settings are: moving an entry to another line does
@@ -439,6 +447,15 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     let mut routes = Vec::new();
     let mut seen_routes = HashSet::new();
     let mut seen_names = HashSet::new();
+    // A second, span-keeping parse, done only if some plugin has settings.
+    let has_settings = raw.routes.iter().any(|r| {
+        r.get_ref()
+            .plugins
+            .iter()
+            .any(|p| p.get_ref().config.is_some())
+    });
+    let settings_index =
+        settings_at::SettingsIndex::new(if has_settings { locate.text } else { "" });
     for (index, route) in raw.routes.iter().enumerate() {
         let r = route.get_ref();
         if !raw
@@ -512,7 +529,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             errors.push(locate.at(route.span(), format!("duplicate route name {name:?}")));
         }
         let mut plugins = Vec::new();
-        for entry in &r.plugins {
+        for (plugin_index, entry) in r.plugins.iter().enumerate() {
             let name = &entry.get_ref().name;
             if !is_plugin_name(name.get_ref()) {
                 errors.push(locate.at(
@@ -532,10 +549,19 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
             match config {
                 Ok(config) => {
                     let at = locate.at(entry.span(), "");
+                    let settings = match &config {
+                        serde_json::Value::Null => SettingLocations::default(),
+                        _ => settings_index.plugin_settings(index, plugin_index, |span| {
+                            let at = locate.at(span, "");
+                            (at.line, at.column)
+                        }),
+                    };
                     plugins.push(PluginRef {
                         name: name.get_ref().clone(),
                         config,
                         location: (at.line, at.column),
+                        index: (index, plugin_index),
+                        settings,
                     });
                 }
                 Err(e) => errors.push(locate.at(
@@ -607,7 +633,7 @@ fn is_plugin_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// A diagnostic pointing at a route's plugin entry.
+/// Diagnostics pointing at a route's plugin entry, or at one of its settings.
 impl PluginRef {
     pub fn diagnostic(&self, file: &Path, message: impl Into<String>) -> Diagnostic {
         Diagnostic {
@@ -615,6 +641,37 @@ impl PluginRef {
             line: self.location.0,
             column: self.location.1,
             message: message.into(),
+        }
+    }
+
+    /// At the setting `path` names (or the nearest enclosing one written in
+    /// the file), with the setting's full path in the config:
+    /// `routes[0].plugins[1].config.keys: MESSAGE`.
+    pub fn setting_diagnostic(&self, file: &Path, path: &[PathStep], message: &str) -> Diagnostic {
+        // The settings as a whole: at the plugin's entry.
+        let (line, column) = if path.is_empty() {
+            self.location
+        } else {
+            self.settings.locate(path).unwrap_or(self.location)
+        };
+        let (route, plugin) = self.index;
+        let mut full = format!("routes[{route}].plugins[{plugin}].config");
+        if !path.is_empty() {
+            let rest = weir_abi::rejection::Rejection {
+                path: path.to_vec(),
+                message: String::new(),
+            }
+            .path_text();
+            if !rest.starts_with('[') {
+                full.push('.');
+            }
+            full.push_str(&rest);
+        }
+        Diagnostic {
+            file: file.to_path_buf(),
+            line,
+            column,
+            message: format!("{full}: plugin {:?}: {message}", self.name),
         }
     }
 }

@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::instance::PluginInstance;
 use super::verdict::{PluginError, RequestVerdict, ResponseVerdict};
-use super::views::{EndpointInfo, LocalAnswer, Outcome, RequestView};
+use super::views::{EndpointFacts, EndpointInfo, LocalAnswer, Outcome, RequestView};
 
 /// Most layers in one chain (the on_end bookkeeping is a 64-bit mask).
 pub const MAX_LAYERS: usize = 64;
@@ -51,8 +51,9 @@ pub struct Attempt<'a> {
 /// The core step the chain wraps: endpoint list and upstream call.
 pub trait Core<B> {
     /// Pushes the endpoints the balancer may choose from (the healthy ones,
-    /// or all if none is healthy). Called only when the chain has a balancer.
-    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>);
+    /// or all if none is healthy), and returns what is known about them
+    /// (address, zone, metadata). Called only when the chain has a balancer.
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>>;
 
     /// Whether another attempt can be sent: false once the request body was
     /// streamed without being kept for replay. A retry asked for then is
@@ -112,17 +113,28 @@ impl Chain {
         &self.layers
     }
 
-    /// The trap policy.
+    /// The route's trap policy.
     pub fn policy(&self) -> TrapPolicy {
         self.policy
+    }
+
+    /// The policy for one layer: the route's, unless the plugin declares
+    /// that it guards access (then it always fails closed).
+    pub fn policy_of(&self, layer: usize) -> TrapPolicy {
+        if self.layers[layer].plugin().declares_fail_closed() {
+            TrapPolicy::FailClosed
+        } else {
+            self.policy
+        }
     }
 
     /// A plugin call failed: log it and say what the request gets instead
     /// (`None`: skip the plugin).
     fn failed(&self, layer: usize, e: &PluginError) -> Option<LocalAnswer> {
         let plugin = self.layers[layer].name();
-        tracing::warn!(plugin, policy = ?self.policy, error = %e, "plugin failed on the request path");
-        match self.policy {
+        let policy = self.policy_of(layer);
+        tracing::warn!(plugin, ?policy, error = %e, "plugin failed on the request path");
+        match policy {
             TrapPolicy::FailOpen => None,
             TrapPolicy::FailClosed => Some(LocalAnswer::plugin_failure(plugin)),
         }
@@ -233,6 +245,11 @@ impl Chain {
                         };
                     }
                     Ok(RequestVerdict::Answer(a)) => {
+                        if matches!(a.status.as_u16(), 401 | 403)
+                            && self.policy_of(layer) == TrapPolicy::FailOpen
+                        {
+                            self.layers[layer].warn_guard_fails_open(a.status.as_u16());
+                        }
                         guard.entered |= bit;
                         req.cache.take_wait();
                         early = Some(Outcome::Local(a));
@@ -363,7 +380,7 @@ impl Chain {
             return Ok(None);
         };
         endpoints.clear();
-        core.endpoints(endpoints);
+        req.endpoint_facts = core.endpoints(endpoints);
         match self.layers[b].select(id, req, attempt, endpoints, tried) {
             Ok(chosen) => Ok(chosen),
             Err(e) => self.failed(b, &e).map_or(Ok(None), |a| Err(Box::new(a))),

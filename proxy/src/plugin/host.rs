@@ -411,6 +411,36 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     )?;
     linker.func_wrap(
         m,
+        imports::ENDPOINT_FIELD,
+        |mut c: Caller<'_, HostState>, id: i32, field: i32, kp: i32, kl: i32, p: i32, cap: i32| {
+            let Some((mem, st)) = parts(&mut c) else {
+                return status::UNAVAILABLE;
+            };
+            let Some(field) = abi::EndpointField::from_code(field) else {
+                return status::BAD_ARGUMENT;
+            };
+            let Some(key) = arg(mem, kp, kl) else {
+                return status::BAD_ARGUMENT;
+            };
+            // Known from the request's first `select` on (its upstream's set).
+            let (Some(facts), Ok(id)) = (&st.req.endpoint_facts, u32::try_from(id)) else {
+                return status::NOT_FOUND;
+            };
+            let value = match field {
+                abi::EndpointField::Address => facts.address(id),
+                abi::EndpointField::Zone => facts.zone(id),
+                abi::EndpointField::Metadata => std::str::from_utf8(key)
+                    .ok()
+                    .and_then(|key| facts.metadata(id, key)),
+            };
+            match value {
+                Some(v) => copy_out(mem, p, cap, v.as_bytes()),
+                None => status::NOT_FOUND,
+            }
+        },
+    )?;
+    linker.func_wrap(
+        m,
         imports::METRIC_DEFINE,
         |mut c: Caller<'_, HostState>, kind: i32, np: i32, nl: i32| {
             let Some((mem, st)) = parts(&mut c) else {

@@ -73,6 +73,9 @@ pub struct LoadedPlugin {
     pub(crate) name: Arc<str>,
     pub(crate) hash: [u8; 32],
     pub(crate) hooks: HookSet,
+    /// The plugin exports `weir_fail_closed`: it guards access, so its
+    /// failures answer 503 whatever the route's policy.
+    pub(crate) fail_closed: bool,
     pub(crate) pre: InstancePre<HostState>,
 }
 
@@ -90,6 +93,12 @@ impl LoadedPlugin {
     /// The plugin's name (its file's stem).
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// Whether the plugin declares that it guards access
+    /// (`#[weir_sdk::plugin(fail_closed)]`): it fails closed on every route.
+    pub fn declares_fail_closed(&self) -> bool {
+        self.fail_closed
     }
 
     /// SHA-256 of the `.wasm` file.
@@ -146,7 +155,8 @@ impl PluginEngine {
         {
             let why = if import.module().starts_with("wasi") {
                 "it was built for WASI (wasm32-wasip1); Weir plugins are built for \
-                 wasm32-unknown-unknown: cargo build --target wasm32-unknown-unknown --release"
+                 wasm32-unknown-unknown: build it with `weir plugin build` \
+                 (or `cargo build --target wasm32-unknown-unknown`)"
             } else {
                 "Weir provides only the `weir` import module (a plugin cannot use WASI, \
                  wasm-bindgen or other hosts' imports)"
@@ -174,8 +184,8 @@ impl PluginEngine {
             .map_err(|_| {
                 contract(format!(
                     "missing export `{}: () -> i32`: the crate has no \
-                     `weir_sdk::export!(YourPlugin, hooks: [...])`, or is not built as a \
-                     `cdylib` (`[lib] crate-type = [\"cdylib\"]`)",
+                     `#[weir_sdk::plugin]` on its `impl Plugin for YourPlugin`, or is not \
+                     built as a `cdylib` (`[lib] crate-type = [\"cdylib\"]`)",
                     exports::ABI_VERSION
                 ))
             })?
@@ -205,6 +215,7 @@ impl PluginEngine {
             name: name.into(),
             hash,
             hooks: funcs.hooks(),
+            fail_closed: module.exports().any(|e| e.name() == exports::FAIL_CLOSED),
             pre,
         })
     }

@@ -37,4 +37,6 @@ pub use probation::Probation;
 pub use registry::{PluginRecord, PluginRegistry};
 pub use services::HostServices;
 pub use verdict::{PluginError, RequestVerdict, ResponseVerdict};
-pub use views::{EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead};
+pub use views::{
+    EndpointFacts, EndpointInfo, ErrorClass, LocalAnswer, Outcome, RequestView, ResponseHead,
+};

@@ -14,10 +14,10 @@ use sha2::{Digest as _, Sha256};
 
 use super::compile_cache::hex;
 use super::{
-    Chain, EngineConfig, HostServices, LoadedPlugin, PluginEngine, PluginInstance, Probation,
-    TrapPolicy,
+    Chain, EngineConfig, HostServices, LoadedPlugin, PluginEngine, PluginError, PluginInstance,
+    Probation, TrapPolicy,
 };
-use crate::config::{Config, Diagnostic, OnPluginError, PluginSettings, RouteSpec};
+use crate::config::{Config, Diagnostic, OnPluginError, PluginRef, PluginSettings, RouteSpec};
 
 /// What is known about one plugin.
 #[derive(Debug, Clone, Default)]
@@ -374,15 +374,8 @@ impl PluginRegistry {
                         serde_json::Value::Null => Bytes::new(),
                         given => Bytes::from(serde_json::to_vec(given).unwrap_or_default()),
                     };
-                    let instance = PluginInstance::new(&loaded, settings).map_err(|e| {
-                        plugin.diagnostic(
-                            config_file,
-                            format!(
-                                "plugin {:?} refused the route {:?}: {e}",
-                                plugin.name, route.name
-                            ),
-                        )
-                    })?;
+                    let instance = PluginInstance::new(&loaded, settings)
+                        .map_err(|e| refusal(config_file, route, plugin, &e))?;
                     let instance = Arc::new(instance);
                     if let Some((old_ref, old)) = before
                         && old_ref == plugin
@@ -436,5 +429,24 @@ impl Handover {
     /// restore starts fresh.
     pub fn run(&self) {
         self.old.hand_over_to(&self.new, &self.route);
+    }
+}
+
+/// A plugin's refusal of a route as a diagnostic: a rejected setting at that
+/// setting's line and column, anything else at the plugin's entry.
+fn refusal(file: &Path, route: &RouteSpec, plugin: &PluginRef, error: &PluginError) -> Diagnostic {
+    match error {
+        PluginError::Rejected {
+            what: "config",
+            rejection,
+            ..
+        } => plugin.setting_diagnostic(file, &rejection.path, &rejection.message),
+        other => plugin.diagnostic(
+            file,
+            format!(
+                "plugin {:?} refused the route {:?}: {other}",
+                plugin.name, route.name
+            ),
+        ),
     }
 }

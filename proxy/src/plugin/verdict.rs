@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use weir_abi::rejection::Rejection;
+
 use super::views::LocalAnswer;
 
 /// A plugin call failed. The chain applies the route's trap policy.
@@ -19,14 +21,14 @@ pub enum PluginError {
         message: String,
     },
     /// `configure` (or `restore`) refused.
-    #[error("plugin {plugin} rejected its {what}: {message}")]
+    #[error("plugin {plugin} rejected its {what}: {rejection}")]
     Rejected {
         /// The plugin's name.
         plugin: String,
         /// "config" or "snapshot".
         what: &'static str,
-        /// The plugin's message.
-        message: String,
+        /// The plugin's message, and the setting it names (if it names one).
+        rejection: Rejection,
     },
     /// Trapped repeatedly; not rebuilt until the back-off ends.
     #[error("plugin {plugin} is backing off after {traps} consecutive traps")]

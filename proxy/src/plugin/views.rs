@@ -41,6 +41,20 @@ pub struct RequestView {
     /// The TLS connection the request came on (`None`: plain HTTP); the
     /// server sets it.
     pub tls: Option<Arc<crate::tls::ConnectionTls>>,
+    /// The address, zone and metadata of the route's endpoints, set by the
+    /// chain when it asks the core for endpoints (so only for routes with a
+    /// balancer); plugins read them with `endpoint_field`.
+    pub endpoint_facts: Option<Arc<dyn EndpointFacts>>,
+}
+
+/// What the config or discovery says about an upstream's endpoints, by id.
+pub trait EndpointFacts: Send + Sync + std::fmt::Debug {
+    /// `host:port`.
+    fn address(&self, id: u32) -> Option<&str>;
+    /// The endpoint's zone, if it has one.
+    fn zone(&self, id: u32) -> Option<&str>;
+    /// One metadata entry.
+    fn metadata(&self, id: u32, key: &str) -> Option<&str>;
 }
 
 /// A response head from the upstream; its body stays with the server.

@@ -21,10 +21,12 @@ use super::peer::Peer;
 use super::{headers, respond};
 use crate::body::{ClientBodyFault, ClientBodyState, ResponseBody, WeirBody};
 use crate::fault::{ClientFault, ClientFaultClass};
-use crate::plugin::views::{EndpointInfo, LocalAnswer, Outcome, RequestView, ResponseHead};
+use crate::plugin::views::{
+    EndpointFacts, EndpointInfo, LocalAnswer, Outcome, RequestView, ResponseHead,
+};
 use crate::plugin::{Attempt, Chain, Core};
 use crate::route::Route;
-use crate::upstream::{ErrorClass, InFlight, UpstreamError};
+use crate::upstream::{Endpoint, EndpointSet, ErrorClass, InFlight, UpstreamError};
 
 /// Where each attempt's request body comes from.
 enum BodySource {
@@ -47,8 +49,28 @@ struct HttpCore<'a> {
     upgrade: Option<hyper::upgrade::OnUpgrade>,
 }
 
+/// Plugins ask the endpoint set itself about its endpoints: nothing is
+/// copied per request, and the answers are of the set the balancer saw.
+impl EndpointFacts for EndpointSet {
+    fn address(&self, id: u32) -> Option<&str> {
+        find(self, id).map(|e| e.authority.as_str())
+    }
+
+    fn zone(&self, id: u32) -> Option<&str> {
+        find(self, id).and_then(|e| e.zone.as_deref())
+    }
+
+    fn metadata(&self, id: u32, key: &str) -> Option<&str> {
+        find(self, id).and_then(|e| e.metadata.get(key).map(String::as_str))
+    }
+}
+
+fn find(set: &EndpointSet, id: u32) -> Option<&Endpoint> {
+    set.all().iter().find(|e| e.id == id).map(|e| &**e)
+}
+
 impl Core<WeirBody> for HttpCore<'_> {
-    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) {
+    fn endpoints(&mut self, out: &mut Vec<EndpointInfo>) -> Option<Arc<dyn EndpointFacts>> {
         let set = self.route.upstream.endpoints();
         let any_healthy = set.all().iter().any(|e| e.stats.is_healthy());
         let now = std::time::Instant::now();
@@ -66,6 +88,7 @@ impl Core<WeirBody> for HttpCore<'_> {
                 latency_ewma_us: endpoint.stats.latency_ewma_micros_at(now) as u64,
             });
         }
+        Some(set)
     }
 
     fn can_retry(&self) -> bool {

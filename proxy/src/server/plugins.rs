@@ -8,7 +8,7 @@ use std::sync::{Arc, PoisonError};
 
 use sha2::Digest as _;
 
-use crate::config::Config;
+use crate::config::{Config, Diagnostic};
 use crate::plugin::registry::Handover;
 use crate::plugin::{Chain, LoadedPlugin, PluginRegistry, Probation};
 use crate::route::RouteTable;
@@ -239,18 +239,38 @@ impl ServerHandle {
 /// Loads every plugin `config` names and configures it for each route that
 /// names it, as `weir run` would, without serving. Returns how many routes
 /// have a chain. For `weir check`.
-pub fn check_plugins(config: &Config) -> Result<usize, super::StartError> {
+pub fn check_plugins(config: &Config) -> Result<Vec<Diagnostic>, super::StartError> {
     let needs_plugins = config.routes.iter().any(|r| !r.plugins.is_empty());
     if !needs_plugins {
-        return Ok(0);
+        return Ok(Vec::new());
     }
     let registry = PluginRegistry::new(&config.plugins)?;
     let candidates = registry
         .candidates_for(config)
         .map_err(crate::config::ConfigError::Invalid)?;
-    Ok(
-        snapshot::build_chains(&registry, config, &RouteTable::default(), &candidates)?
-            .0
-            .len(),
-    )
+    let (chains, _) =
+        snapshot::build_chains(&registry, config, &RouteTable::default(), &candidates)?;
+    // Worth saying: the route reads fail-open, yet these plugins fail closed.
+    let mut warnings = Vec::new();
+    for route in &config.routes {
+        let Some(chain) = chains.get(&route.name) else {
+            continue;
+        };
+        if chain.policy() != crate::plugin::TrapPolicy::FailOpen {
+            continue;
+        }
+        for (spec, layer) in route.plugins.iter().zip(chain.layers()) {
+            if layer.plugin().declares_fail_closed() {
+                warnings.push(spec.diagnostic(
+                    &config.source,
+                    format!(
+                        "plugin {:?} declares that it guards access (fail_closed): on route {:?}, \
+                         which is fail-open, its failures still answer 503",
+                        spec.name, route.name
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(warnings)
 }

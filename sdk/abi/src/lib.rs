@@ -41,6 +41,10 @@ pub mod exports {
     pub const RESTORE: &str = "weir_restore";
     /// The guest's linear memory, where every buffer lives.
     pub const MEMORY: &str = "memory";
+    /// Optional, `() -> i32`, never called: its presence declares that the
+    /// plugin guards access (authentication, authorisation), so its failures
+    /// answer 503 on every route, whatever the route's `on_plugin_error`.
+    pub const FAIL_CLOSED: &str = "weir_fail_closed";
 }
 
 /// The import module every host function lives in.
@@ -119,6 +123,12 @@ pub mod imports {
     pub const DEADLINE_SET: &str = "deadline_set";
     /// `() -> i64`: milliseconds left before the request's deadline, or `NOT_FOUND`.
     pub const DEADLINE_REMAINING: &str = "deadline_remaining";
+    /// `(endpoint_id: i32, field: i32, key_ptr: i32, key_len: i32, ptr: i32, cap: i32) -> i32`:
+    /// an [`crate::EndpointField`] of an endpoint of the route's upstream
+    /// (`key` names the metadata entry; empty otherwise); the value's length,
+    /// or `NOT_FOUND`. Added within ABI version 1: a module that imports it
+    /// needs a host that has it.
+    pub const ENDPOINT_FIELD: &str = "endpoint_field";
 }
 
 /// Bits of the value `request_flags` returns.
@@ -494,6 +504,18 @@ pub mod cache {
     }
 }
 
+code_enum! {
+    /// A fact about an endpoint, from the config or discovery, for `endpoint_field`.
+    EndpointField {
+        /// `host:port` as configured (or discovered).
+        Address = 0,
+        /// The zone it runs in (NOT_FOUND if none was given).
+        Zone = 1,
+        /// The metadata entry named by the key (NOT_FOUND if absent).
+        Metadata = 2,
+    }
+}
+
 /// Size in bytes of one endpoint record (see [`EndpointRecord`]).
 pub const ENDPOINT_SIZE: usize = 24;
 
@@ -594,6 +616,9 @@ pub mod header_block {
 
 #[cfg(feature = "alloc")]
 extern crate alloc;
+
+#[cfg(feature = "rejection")]
+pub mod rejection;
 
 #[cfg(test)]
 mod tests {

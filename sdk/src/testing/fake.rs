@@ -60,6 +60,8 @@ pub(crate) struct FakeHost {
     pub answer: Option<Staged>,
     pub attempt_timeout_ms: Option<u64>,
     pub offered: Vec<Endpoint>,
+    /// Address, zone and metadata of the harness's endpoints, by id.
+    pub endpoint_facts: BTreeMap<u32, super::EndpointFacts>,
     pub tried: Vec<u32>,
     pub metrics: Vec<MetricState>,
     pub cache: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
@@ -352,7 +354,7 @@ pub(crate) mod backend {
                 .zip(out.chunks_exact_mut(abi::ENDPOINT_SIZE))
             {
                 if let Ok(chunk) = <&mut [u8; abi::ENDPOINT_SIZE]>::try_from(chunk) {
-                    e.encode(chunk);
+                    abi::EndpointRecord::from(*e).encode(chunk);
                     written += abi::ENDPOINT_SIZE;
                 }
             }
@@ -377,10 +379,41 @@ pub(crate) mod backend {
     pub fn endpoint_stats(id: i32, out: &mut [u8; abi::ENDPOINT_SIZE]) -> i32 {
         with(|h| match h.offered.iter().find(|e| e.id == id as u32) {
             Some(e) => {
-                e.encode(out);
+                abi::EndpointRecord::from(*e).encode(out);
                 status::OK
             }
             None => status::NOT_FOUND,
+        })
+    }
+
+    pub fn endpoint_field(id: i32, field: i32, key: &[u8], out: &mut [MaybeUninit<u8>]) -> i32 {
+        with(|h| {
+            let Some(field) = abi::EndpointField::from_code(field) else {
+                return status::BAD_ARGUMENT;
+            };
+            // The proxy knows the facts from the request's `select` on.
+            if !matches!(h.phase, Some(Phase::Select | Phase::OnResponse)) {
+                return status::NOT_FOUND;
+            }
+            let Ok(id) = u32::try_from(id) else {
+                return status::NOT_FOUND;
+            };
+            let Some(facts) = h.endpoint_facts.get(&id) else {
+                return status::NOT_FOUND;
+            };
+            let value = match field {
+                abi::EndpointField::Address => Some(facts.address.as_str()),
+                abi::EndpointField::Zone => facts.zone.as_deref(),
+                abi::EndpointField::Metadata => facts
+                    .metadata
+                    .iter()
+                    .find(|(k, _)| k.as_bytes() == key)
+                    .map(|(_, v)| v.as_str()),
+            };
+            match value {
+                Some(v) => copy_out(out, v.as_bytes()),
+                None => status::NOT_FOUND,
+            }
         })
     }
 

@@ -14,9 +14,8 @@
 //! #[derive(Default)]
 //! struct EveryOther { last_ns: u64 }
 //!
+//! #[weir_sdk::plugin]
 //! impl Plugin for EveryOther {
-//!     type Config = ();
-//!     type Ctx = ();
 //!     fn on_request(&mut self, _: &mut (), _: &mut Request) -> RequestAction {
 //!         let now = weir_sdk::host::clock_ns();
 //!         if self.last_ns != 0 && now - self.last_ns < 1_000_000_000 {
@@ -41,9 +40,15 @@
 //! [`Harness::run`] drives one request the way the proxy's chain drives a
 //! plugin (with the plugin as the only layer): `on_request` (once: a retry
 //! re-runs only what is inside the plugin), `select` if endpoints are set
-//! (or the host's default, round robin over untried endpoints first), the next scripted outcome (a slower outcome than the
-//! attempt's timeout or deadline becomes a timeout), `on_response`, retries
-//! with their delays on the virtual clock, and `on_end`. The single-hook
+//! (or the host's default, round robin over untried endpoints first), the
+//! next scripted outcome (a slower outcome than the attempt's timeout or
+//! deadline becomes a timeout), `on_response`, retries with their delays on
+//! the virtual clock, and `on_end`.
+//!
+//! Like the host, the harness calls only the hooks the build exports — the
+//! ones the `#[weir_sdk::plugin]` impl defines. A hook written outside that
+//! impl (or a plugin type without the attribute) is never called, here or
+//! in the proxy. The single-hook
 //! methods ([`Harness::on_request`], [`Harness::select`],
 //! [`Harness::on_response`], [`Harness::on_end`]) drive any order by hand,
 //! e.g. many requests in flight at once.
@@ -60,17 +65,21 @@ use core::time::Duration;
 use weir_abi::{ErrorClass, LogLevel, Phase, status};
 
 use crate::Plugin;
-use crate::export::Runtime;
+use crate::export::{Exported, Runtime, has_hook};
 use fake::{FakeHost, Staged};
 
 pub(crate) use fake::backend;
 pub use types::{
-    Flight, Outcome, RequestResult, ResponseResult, Run, RunAttempt, TestAnswer, TestRequest,
+    EndpointFacts, Flight, Outcome, RequestResult, ResponseResult, Run, RunAttempt, TestAnswer,
+    TestRequest,
 };
 
-/// `n` healthy endpoints with ids `1..=n`, weight 1, no load.
+/// `n` healthy endpoints with ids `0..n` (the ids the proxy gives an
+/// upstream's `n` static endpoints, in config order), weight 1, no load.
+/// [`Harness::set_endpoints`] gives each the address
+/// `endpoint-{id}.test:80` unless [`Harness::describe_endpoint`] says otherwise.
 pub fn endpoints(n: u32) -> Vec<crate::Endpoint> {
-    (1..=n)
+    (0..n)
         .map(|id| crate::Endpoint {
             id,
             weight: 1,
@@ -82,7 +91,7 @@ pub fn endpoints(n: u32) -> Vec<crate::Endpoint> {
 
 /// A plugin instance on a fake host. Create one per test; several may live
 /// on one thread (each keeps its own host state).
-pub struct Harness<P: Plugin> {
+pub struct Harness<P: Plugin + Exported> {
     rt: Runtime<P>,
     host: FakeHost,
     next_id: u64,
@@ -90,7 +99,7 @@ pub struct Harness<P: Plugin> {
     rr: usize,
 }
 
-impl<P: Plugin> core::fmt::Debug for Harness<P> {
+impl<P: Plugin + Exported> core::fmt::Debug for Harness<P> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         f.debug_struct("Harness")
             .field("now_ns", &self.host.now_ns)
@@ -98,7 +107,7 @@ impl<P: Plugin> core::fmt::Debug for Harness<P> {
     }
 }
 
-impl<P: Plugin> Harness<P> {
+impl<P: Plugin + Exported> Harness<P> {
     /// A fresh instance configured with `config_json` (`""` for none), at
     /// virtual time 1 s (so that "time 0" never looks like "never"), with
     /// random seed 1. `Err` is the plugin's rejection message.
@@ -125,8 +134,13 @@ impl<P: Plugin> Harness<P> {
         if code == status::OK {
             Ok(h)
         } else {
-            Err(String::from_utf8_lossy(&h.host.output).into_owned())
+            Err(crate::config::Rejection::parse(&h.host.output).to_string())
         }
+    }
+
+    /// Whether the build exports `hook` (the host calls only those).
+    fn exports(hook: &str) -> bool {
+        has_hook(P::HOOKS, hook)
     }
 
     /// Runs `f` with this harness's host installed as the thread's fake host.
@@ -154,12 +168,27 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// The upstream's endpoints. `select` is offered the healthy ones (all,
-    /// if none is healthy), like the proxy does.
+    /// if none is healthy), like the proxy does. Each gets the address
+    /// `endpoint-{id}.test:80`, no zone and no metadata, unless
+    /// [`Harness::describe_endpoint`] described it.
     pub fn set_endpoints(&mut self, endpoints: Vec<crate::Endpoint>) {
+        for e in &endpoints {
+            self.host
+                .endpoint_facts
+                .entry(e.id)
+                .or_insert_with(|| EndpointFacts::new(alloc::format!("endpoint-{}.test:80", e.id)));
+        }
         self.endpoints = endpoints;
     }
 
-    /// `n` healthy endpoints with ids `1..=n`, weight 1 (see [`endpoints`]).
+    /// Sets what the config would say about endpoint `id`: its address,
+    /// zone and metadata (what [`crate::Endpoint::address`],
+    /// [`crate::Endpoint::zone`] and [`crate::Endpoint::metadata`] return).
+    pub fn describe_endpoint(&mut self, id: u32, facts: EndpointFacts) {
+        self.host.endpoint_facts.insert(id, facts);
+    }
+
+    /// `n` healthy endpoints with ids `0..n`, weight 1 (see [`endpoints`]).
     pub fn endpoints(n: u32) -> Vec<crate::Endpoint> {
         endpoints(n)
     }
@@ -223,8 +252,11 @@ impl<P: Plugin> Harness<P> {
 
     // ---- admin hooks ----
 
-    /// `status()`.
+    /// `status()` (empty if the build does not export it).
     pub fn status(&mut self) -> String {
+        if !Self::exports("status") {
+            return String::new();
+        }
         self.call(Phase::Status, |rt| rt.status());
         String::from_utf8_lossy(&self.host.output).into_owned()
     }
@@ -234,14 +266,22 @@ impl<P: Plugin> Harness<P> {
         serde_json::from_str(&self.status()).unwrap_or_default()
     }
 
-    /// `snapshot()`.
+    /// `snapshot()` (empty if the build does not export it: the host then
+    /// hands no state over).
     pub fn snapshot(&mut self) -> Vec<u8> {
+        if !Self::exports("snapshot") {
+            return Vec::new();
+        }
         self.call(Phase::Snapshot, |rt| rt.snapshot());
         core::mem::take(&mut self.host.output)
     }
 
-    /// `restore(snapshot)`; `Err` is the plugin's message.
+    /// `restore(snapshot)`; `Err` is the plugin's message. Without an
+    /// exported `restore` the snapshot is dropped, as the host does.
     pub fn restore(&mut self, snapshot: &[u8]) -> Result<(), String> {
+        if !Self::exports("restore") {
+            return Ok(());
+        }
         self.host.input = snapshot.to_vec();
         let code = self.call(Phase::Restore, |rt| rt.restore());
         self.host.input.clear();
@@ -283,8 +323,12 @@ impl<P: Plugin> Harness<P> {
         (r, self.host.resp.take())
     }
 
-    /// `on_request` for the flight's current attempt.
+    /// `on_request` for the flight's current attempt (`Continue` if the
+    /// build does not export it).
     pub fn on_request(&mut self, f: &mut Flight) -> RequestResult {
+        if !Self::exports("on_request") {
+            return RequestResult::Continue { timeout: None };
+        }
         let (id, attempt) = (f.id as i64, f.attempt as i32);
         let method = types::method_code(&f.req.method);
         let (code, _) = self.request_call(f, Phase::OnRequest, None, |rt| {
@@ -304,7 +348,8 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// `select` for the flight's current attempt, offered the healthy
-    /// endpoints (all if none is healthy) and the flight's tried list.
+    /// endpoints (all if none is healthy) and the flight's tried list;
+    /// `None` (the host's choice) if the build does not export it.
     pub fn select(&mut self, f: &mut Flight) -> Option<u32> {
         let healthy: Vec<_> = self
             .endpoints
@@ -318,6 +363,9 @@ impl<P: Plugin> Harness<P> {
             healthy
         };
         self.host.tried = f.tried.clone();
+        if !Self::exports("select") {
+            return None;
+        }
         let (id, attempt) = (f.id as i64, f.attempt as i32);
         let (n, t) = (self.host.offered.len() as i32, f.tried.len() as i32);
         let (raw, _) = self.request_call(f, Phase::Select, None, |rt| rt.select(id, attempt, n, t));
@@ -327,8 +375,12 @@ impl<P: Plugin> Harness<P> {
     }
 
     /// `on_response` with `outcome` for the flight's current attempt; the
-    /// plugin's header edits land in `outcome.headers`.
+    /// plugin's header edits land in `outcome.headers`. `Pass` if the build
+    /// does not export it.
     pub fn on_response(&mut self, f: &mut Flight, outcome: &mut Outcome) -> ResponseResult {
+        if !Self::exports("on_response") {
+            return ResponseResult::Pass;
+        }
         let (id, attempt) = (f.id as i64, f.attempt as i32);
         let (st, err) = outcome.scalars();
         let endpoint = outcome.endpoint.map_or(-1, |e| e as i32);
@@ -368,6 +420,9 @@ impl<P: Plugin> Harness<P> {
             flags |= weir_abi::CANCELLED;
         }
         let st = status.map_or(0, i32::from);
+        if !Self::exports("on_end") {
+            return;
+        }
         self.host.req = None;
         self.call(Phase::OnEnd, |rt| rt.on_end(f.id as i64, st, flags));
     }

@@ -5,9 +5,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::time::Duration;
 
-use super::{Harness, Outcome, ResponseResult, TestRequest};
+use super::{EndpointFacts, Harness, Outcome, ResponseResult, TestRequest, endpoints};
 use crate::{
-    End, HostError, Metric, Plugin, Request, RequestAction, Response, ResponseAction, host,
+    Answer, End, Endpoint, HostError, Metric, Plugin, Request, RequestAction, Response,
+    ResponseAction, host,
 };
 use weir_abi::status;
 
@@ -18,6 +19,7 @@ struct Probe {
     hits: Option<Metric>,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Probe {
     type Config = ();
     type Ctx = u32;
@@ -102,6 +104,7 @@ struct ListReader {
     joined: Option<String>,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for ListReader {
     type Config = ();
     type Ctx = ();
@@ -127,4 +130,132 @@ fn a_header_over_several_lines_reads_first_or_joined() {
     assert_eq!(h.plugin().joined.as_deref(), Some("a, b, c"));
     h.run(TestRequest::get("/"), &[]);
     assert_eq!(h.plugin().joined, None);
+}
+
+/// An API-key check whose build exports only `status`: the mistake the
+/// `#[weir_sdk::plugin]` attribute makes impossible, written by hand.
+#[derive(Default)]
+struct ForgottenHook;
+
+impl Plugin for ForgottenHook {
+    type Config = ();
+    type Ctx = ();
+
+    fn on_request(&mut self, _: &mut (), req: &mut Request) -> RequestAction {
+        match req.header("x-api-key") {
+            Ok(Some(_)) => RequestAction::Continue,
+            _ => RequestAction::Answer(Answer::new(401)),
+        }
+    }
+}
+crate::__export!(ForgottenHook, hooks: [status]);
+
+/// The same check through the attribute.
+#[derive(Default)]
+struct Remembered;
+
+#[weir_sdk::plugin]
+impl Plugin for Remembered {
+    fn on_request(&mut self, _: &mut (), req: &mut Request) -> RequestAction {
+        match req.header("x-api-key") {
+            Ok(Some(_)) => RequestAction::Continue,
+            _ => RequestAction::Answer(Answer::new(401)),
+        }
+    }
+}
+
+#[test]
+fn the_harness_calls_only_the_hooks_the_build_exports() {
+    // As in the proxy, an unexported on_request never runs: the request is
+    // let through, and the test says so instead of passing by accident.
+    let mut forgotten = Harness::<ForgottenHook>::new("").unwrap();
+    assert_eq!(
+        forgotten.run(TestRequest::get("/"), &[]).status(),
+        Some(200)
+    );
+    let mut remembered = Harness::<Remembered>::new("").unwrap();
+    assert_eq!(
+        remembered.run(TestRequest::get("/"), &[]).status(),
+        Some(401)
+    );
+    let keyed = TestRequest::get("/").header("x-api-key", "k");
+    assert_eq!(remembered.run(keyed, &[]).status(), Some(200));
+    // Nothing exported, nothing to show or hand over.
+    assert_eq!(remembered.status(), "");
+    assert!(remembered.snapshot().is_empty());
+}
+
+/// Picks the endpoint in zone `b` whose metadata says `tier = gold`.
+#[derive(Default)]
+struct Facts {
+    seen: Vec<(Option<String>, Option<String>)>,
+}
+
+#[weir_sdk::plugin]
+impl Plugin for Facts {
+    fn select(&mut self, _: &mut (), _: &Request, eps: &[Endpoint], _: &[u32]) -> Option<u32> {
+        self.seen = eps.iter().map(|e| (e.address(), e.zone())).collect();
+        eps.iter()
+            .find(|e| {
+                e.zone().as_deref() == Some("b") && e.metadata("tier").as_deref() == Some("gold")
+            })
+            .map(|e| e.id)
+    }
+}
+
+#[test]
+fn endpoints_carry_address_zone_and_metadata() {
+    let mut h = Harness::<Facts>::new("").unwrap();
+    h.describe_endpoint(1, EndpointFacts::new("10.0.0.2:80").zone("b"));
+    h.describe_endpoint(
+        2,
+        EndpointFacts::new("10.0.0.3:80")
+            .zone("b")
+            .metadata("tier", "gold"),
+    );
+    h.set_endpoints(endpoints(3));
+    let run = h.run(TestRequest::get("/"), &[]);
+    assert_eq!(run.attempts[0].endpoint, Some(2));
+    assert_eq!(
+        h.plugin().seen,
+        [
+            (Some("endpoint-0.test:80".into()), None),
+            (Some("10.0.0.2:80".into()), Some("b".into())),
+            (Some("10.0.0.3:80".into()), Some("b".into())),
+        ]
+    );
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Keys {
+    keys: Vec<String>,
+}
+
+#[derive(Default)]
+struct KeyCheck;
+
+#[weir_sdk::plugin]
+impl Plugin for KeyCheck {
+    type Config = Keys;
+    fn configure(&mut self, config: Keys) -> Result<(), String> {
+        if config.keys.iter().any(String::is_empty) {
+            let at = config.keys.iter().position(String::is_empty).unwrap_or(0);
+            return Err(crate::config::reject_at(
+                &alloc::format!("keys[{at}]"),
+                "must not be empty",
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn settings_errors_name_the_setting() {
+    let err = Harness::<KeyCheck>::new(r#"{"keys": 5}"#).unwrap_err();
+    assert_eq!(err, "keys: invalid type: integer `5`, expected a sequence");
+    let err = Harness::<KeyCheck>::new(r#"{"keys": ["a", ""]}"#).unwrap_err();
+    assert_eq!(err, "keys[1]: must not be empty");
+    let err = Harness::<KeyCheck>::new(r#"{"kyes": []}"#).unwrap_err();
+    assert!(err.contains("unknown field `kyes`"), "{err}");
 }

@@ -11,7 +11,9 @@ mod succession;
 use std::mem;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+
 use std::time::{Duration, Instant};
+use weir_abi::rejection::Rejection;
 
 use bytes::Bytes;
 use wasmtime::{Store, StoreLimitsBuilder, Trap};
@@ -77,6 +79,8 @@ pub struct PluginInstance {
     /// each request, and checks this first instead of taking every layer's
     /// lock when (as almost always) there are none.
     marks_pending: AtomicBool,
+    /// `warn_guard_fails_open` has spoken.
+    warned_fails_open: AtomicBool,
     /// While this is a new version on probation: the watch its failed
     /// calls are counted by.
     probation: OnceLock<Arc<Probation>>,
@@ -118,6 +122,7 @@ impl PluginInstance {
                 previous: None,
             }),
             marks_pending: AtomicBool::new(false),
+            warned_fails_open: AtomicBool::new(false),
             probation: OnceLock::new(),
         };
         let live = this.spawn(MetricsRegistry::default())?;
@@ -140,6 +145,21 @@ impl PluginInstance {
     /// The loaded plugin this instance runs.
     pub fn plugin(&self) -> &LoadedPlugin {
         &self.plugin
+    }
+
+    /// The plugin answered 401/403 on a fail-open route: it guards access,
+    /// and a trap would let requests through unchecked. Said once per
+    /// instance (route and version), not per request.
+    pub fn warn_guard_fails_open(&self, status: u16) {
+        if !self.warned_fails_open.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                plugin = self.name(),
+                status,
+                "plugin answered {status} on a fail-open route: if it guards access, a failure \
+                 of it lets requests through unchecked; declare it #[weir_sdk::plugin(fail_closed)] \
+                 or set the route's on_plugin_error = \"fail-closed\""
+            );
+        }
     }
 
     /// The hooks it exports.
@@ -210,7 +230,7 @@ impl PluginInstance {
             Ok(_) => Err(PluginError::Rejected {
                 plugin: self.plugin.name.to_string(),
                 what: "config",
-                message: String::from_utf8_lossy(&live.store.data().output).into_owned(),
+                rejection: Rejection::parse(&live.store.data().output),
             }),
             Err(e) => Err(self.trap("configure", trap_message(&e))),
         }
@@ -554,7 +574,10 @@ impl PluginInstance {
         Err(PluginError::Rejected {
             plugin: self.plugin.name.to_string(),
             what: "snapshot",
-            message: String::from_utf8_lossy(&msg).into_owned(),
+            rejection: Rejection {
+                path: Vec::new(),
+                message: String::from_utf8_lossy(&msg).into_owned(),
+            },
         })
     }
 

@@ -4,6 +4,7 @@ use weir_sdk::{Answer, Plugin, Request, RequestAction};
 #[derive(Default)]
 struct Deny;
 
+#[weir_sdk::plugin]
 impl Plugin for Deny {
     type Config = ();
     type Ctx = ();
@@ -18,5 +19,3 @@ impl Plugin for Deny {
         }
     }
 }
-
-weir_sdk::export!(Deny, hooks: [on_request]);

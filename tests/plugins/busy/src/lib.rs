@@ -14,6 +14,7 @@ struct Busy {
     acc: u64,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Busy {
     type Config = Config;
     type Ctx = ();
@@ -30,5 +31,3 @@ impl Plugin for Busy {
         RequestAction::Continue
     }
 }
-
-weir_sdk::export!(Busy, hooks: [on_request]);

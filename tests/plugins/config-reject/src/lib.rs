@@ -13,6 +13,7 @@ struct Limited {
     limit: u32,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Limited {
     type Config = Config;
     type Ctx = ();
@@ -27,5 +28,3 @@ impl Plugin for Limited {
         format!(r#"{{"limit":{}}}"#, self.limit)
     }
 }
-
-weir_sdk::export!(Limited, hooks: [status]);

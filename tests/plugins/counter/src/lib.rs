@@ -19,6 +19,7 @@ struct Ctx {
     counted: bool,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Counter {
     type Config = ();
     type Ctx = Ctx;
@@ -71,5 +72,3 @@ impl Plugin for Counter {
         )
     }
 }
-
-weir_sdk::export!(Counter, hooks: [on_request, on_end, status]);

@@ -13,6 +13,7 @@ struct Headers {
     tag: String,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Headers {
     type Config = Config;
     type Ctx = ();
@@ -38,5 +39,3 @@ impl Plugin for Headers {
         ResponseAction::Pass
     }
 }
-
-weir_sdk::export!(Headers, hooks: [on_request, on_response]);

@@ -4,6 +4,7 @@ use weir_sdk::{Plugin, Request, Response, ResponseAction};
 #[derive(Default)]
 struct Hello;
 
+#[weir_sdk::plugin]
 impl Plugin for Hello {
     type Config = ();
     type Ctx = ();
@@ -12,5 +13,3 @@ impl Plugin for Hello {
         ResponseAction::Pass
     }
 }
-
-weir_sdk::export!(Hello, hooks: [on_response]);

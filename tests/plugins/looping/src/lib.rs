@@ -6,6 +6,7 @@ struct Looping {
     spins: u64,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Looping {
     type Config = ();
     type Ctx = ();
@@ -15,5 +16,3 @@ impl Plugin for Looping {
         }
     }
 }
-
-weir_sdk::export!(Looping, hooks: [on_request]);

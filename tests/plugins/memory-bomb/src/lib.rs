@@ -7,6 +7,7 @@ struct Bomb {
     hoard: Vec<Vec<u8>>,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Bomb {
     type Config = ();
     type Ctx = ();
@@ -16,5 +17,3 @@ impl Plugin for Bomb {
         }
     }
 }
-
-weir_sdk::export!(Bomb, hooks: [on_request]);

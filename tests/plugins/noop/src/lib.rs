@@ -5,6 +5,7 @@ use weir_sdk::{Plugin, Request, RequestAction};
 #[derive(Default)]
 struct Noop;
 
+#[weir_sdk::plugin]
 impl Plugin for Noop {
     type Config = ();
     type Ctx = ();
@@ -12,5 +13,3 @@ impl Plugin for Noop {
         RequestAction::Continue
     }
 }
-
-weir_sdk::export!(Noop, hooks: [on_request]);

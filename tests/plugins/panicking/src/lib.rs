@@ -8,6 +8,7 @@ struct Panicking {
     served: u64,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Panicking {
     type Config = ();
     type Ctx = ();
@@ -22,5 +23,3 @@ impl Plugin for Panicking {
         format!(r#"{{"served":{}}}"#, self.served)
     }
 }
-
-weir_sdk::export!(Panicking, hooks: [on_request, status]);

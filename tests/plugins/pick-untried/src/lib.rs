@@ -4,6 +4,7 @@ use weir_sdk::{Endpoint, Plugin, Request};
 #[derive(Default)]
 struct PickUntried;
 
+#[weir_sdk::plugin]
 impl Plugin for PickUntried {
     type Config = ();
     type Ctx = ();
@@ -11,5 +12,3 @@ impl Plugin for PickUntried {
         eps.iter().map(|e| e.id).find(|id| !tried.contains(id))
     }
 }
-
-weir_sdk::export!(PickUntried, hooks: [select]);

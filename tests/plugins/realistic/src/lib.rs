@@ -8,6 +8,7 @@ struct Realistic {
     tagged: u64,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for Realistic {
     type Config = ();
     type Ctx = ();
@@ -24,5 +25,3 @@ impl Plugin for Realistic {
         RequestAction::Continue
     }
 }
-
-weir_sdk::export!(Realistic, hooks: [on_request]);

@@ -12,6 +12,7 @@ struct Ctx {
     retried: bool,
 }
 
+#[weir_sdk::plugin]
 impl Plugin for RetryOnce {
     type Config = ();
     type Ctx = Ctx;
@@ -25,5 +26,3 @@ impl Plugin for RetryOnce {
     }
     fn on_end(&mut self, _: Ctx, _: &End) {}
 }
-
-weir_sdk::export!(RetryOnce, hooks: [on_response, on_end]);

@@ -4,6 +4,7 @@ use weir_sdk::{Plugin, Request, RequestAction};
 struct Two {
     sum: u64,
 }
+#[weir_sdk::plugin]
 impl Plugin for Two {
     type Config = ();
     type Ctx = ();
@@ -15,4 +16,3 @@ impl Plugin for Two {
         RequestAction::Continue
     }
 }
-weir_sdk::export!(Two, hooks: [on_request]);
