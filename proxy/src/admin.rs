@@ -87,11 +87,13 @@ fn tls_json(server: &dyn AdminView) -> serde_json::Value {
     serde_json::Value::Object(listeners)
 }
 
-/// Serves the admin API on `socket` until `stop` is cancelled.
+/// Serves the admin API on `socket` until `stop` is cancelled; over HTTPS
+/// when `tls` is given.
 pub async fn serve(
     socket: std::net::TcpListener,
     server: Arc<dyn AdminView>,
     stop: CancellationToken,
+    tls: Option<Arc<crate::tls::ListenerTls>>,
 ) {
     let (listener, address) = match TcpListener::from_std(socket)
         .and_then(|listener| Ok((listener.local_addr()?, listener)))
@@ -115,32 +117,51 @@ pub async fn serve(
             },
         };
         let server = server.clone();
+        let tls = tls.as_ref().map(|t| t.server_config());
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let server = server.clone();
-                async move {
-                    let kind = access::Kind::of(request.method(), request.uri().path());
-                    let config = server.config();
-                    let token = config.admin.as_ref().and_then(|a| a.token.as_ref());
-                    if let Err(refusal) = access::check(kind, request.headers(), address, token) {
-                        return Ok::<_, Infallible>(refusal.into_response());
-                    }
-                    // The only slow endpoint: it answers after profiling.
-                    if request.uri().path() == "/debug/pprof/profile"
-                        && request.method() == Method::GET
-                    {
-                        return Ok::<_, Infallible>(pprof::profile(request.uri().query()).await);
-                    }
-                    Ok::<_, Infallible>(respond(&request, server.as_ref()))
-                }
-            });
-            if let Err(error) = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await
-            {
-                tracing::debug!(%error, "admin connection ended with an error");
+            let Some(config) = tls else {
+                serve_connection(stream, server, address).await;
+                return;
+            };
+            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+            match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(stream)) => serve_connection(stream, server, address).await,
+                Ok(Err(error)) => tracing::debug!(%error, "admin TLS handshake failed"),
+                Err(_) => tracing::debug!("admin TLS handshake timed out"),
             }
         });
+    }
+}
+
+/// A client that never finishes its handshake is not kept waiting on.
+const ADMIN_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// One admin connection (plain or TLS), HTTP/1.1.
+async fn serve_connection<S>(stream: S, server: Arc<dyn AdminView>, address: std::net::SocketAddr)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let server = server.clone();
+        async move {
+            let kind = access::Kind::of(request.method(), request.uri().path());
+            let config = server.config();
+            let token = config.admin.as_ref().and_then(|a| a.token.as_ref());
+            if let Err(refusal) = access::check(kind, request.headers(), address, token) {
+                return Ok::<_, Infallible>(refusal.into_response());
+            }
+            // The only slow endpoint: it answers after profiling.
+            if request.uri().path() == "/debug/pprof/profile" && request.method() == Method::GET {
+                return Ok::<_, Infallible>(pprof::profile(request.uri().query()).await);
+            }
+            Ok::<_, Infallible>(respond(&request, server.as_ref()))
+        }
+    });
+    if let Err(error) = hyper::server::conn::http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .await
+    {
+        tracing::debug!(%error, "admin connection ended with an error");
     }
 }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use weir_tests::tls::{TestCa, client_config, get_tls};
+use weir_tests::tls::{TestCa, client_config, get_tls, get_tls_with};
 use weir_tests::{TestProxy, TestUpstream, assert_eventually, get};
 
 /// A proxy whose one listener terminates TLS with `certificates` (TOML
@@ -499,4 +499,47 @@ async fn a_client_that_never_finishes_its_handshake_is_timed_out_and_counted() {
             .ok_or(metrics)
     })
     .await;
+}
+
+#[tokio::test]
+async fn the_admin_api_serves_https_so_its_token_never_crosses_in_clear() {
+    let upstream = TestUpstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let admin = ca.leaf(dir.path(), "admin", &["admin.test"], -1, 30);
+    let token = "0123456789abcdef0123456789abcdef";
+    let config = format!(
+        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\"\ntls = {{ certificates = [{}] }}\n\
+         [[listeners]]\naddress = \"127.0.0.1:0\"\n\
+         [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
+        files(&admin),
+        upstream.addr
+    );
+    let proxy = TestProxy::start_in(dir, &config);
+    // HTTP/1.1 over TLS, also for a client that offers h2 first.
+    let client = client_config(&ca.pem, &["h2", "http/1.1"]);
+    let bearer = format!("Bearer {token}");
+    let reply = get_tls_with(
+        Arc::clone(&client),
+        proxy.admin,
+        "admin.test",
+        "/admin/health",
+        &[("authorization", &bearer)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.alpn.as_deref(), Some("http/1.1"));
+    assert_eq!(reply.names, ["admin.test"]);
+    assert!(reply.body.contains("\"upstreams\""), "{}", reply.body);
+    // Without the token, a host name in `Host` is refused, over TLS as in
+    // clear (the DNS-rebinding guard).
+    let refused = get_tls(client, proxy.admin, "admin.test", "/admin/health")
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    // Plain HTTP to the admin port gets no answer.
+    assert!(get(&proxy.admin_url("/healthz")).await.is_err());
+    // The proxy's own listener is unaffected.
+    assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
 }

@@ -162,6 +162,17 @@ pub async fn get_tls(
     server_name: &str,
     path: &str,
 ) -> anyhow::Result<TlsReply> {
+    get_tls_with(config, addr, server_name, path, &[]).await
+}
+
+/// Like [`get_tls`], with extra request headers.
+pub async fn get_tls_with(
+    config: Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    server_name: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<TlsReply> {
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let connector = tokio_rustls::TlsConnector::from(config);
     let name = ServerName::try_from(server_name.to_owned())?;
@@ -177,9 +188,11 @@ pub async fn get_tls(
         .unwrap_or_default();
     let names = leaf_names(&certificate);
     let uri = format!("https://{server_name}{path}");
-    let request = http::Request::get(&uri)
-        .header(http::header::HOST, server_name)
-        .body(Full::new(Bytes::new()))?;
+    let mut request = http::Request::get(&uri).header(http::header::HOST, server_name);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Full::new(Bytes::new()))?;
     let response = if alpn.as_deref() == Some("h2") {
         let (mut sender, connection) =
             hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await?;

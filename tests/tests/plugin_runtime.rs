@@ -423,4 +423,20 @@ fn load_errors_say_what_to_do() {
         empty.contains("weir_abi_version") && empty.contains("#[weir_sdk::plugin]"),
         "{empty}"
     );
+    // A native build renamed `.wasm` (this test's own executable is one),
+    // and a WebAssembly component, are named for what they are.
+    let native = std::fs::read(std::env::current_exe().unwrap()).unwrap();
+    let native = engine
+        .load_bytes("native", &native)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        native.contains("native ELF") && native.contains("weir plugin build"),
+        "{native}"
+    );
+    let component = engine
+        .load_bytes("component", b"\0asm\x0d\0\x01\0")
+        .unwrap_err()
+        .to_string();
+    assert!(component.contains("WebAssembly component"), "{component}");
 }

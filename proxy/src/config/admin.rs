@@ -1,5 +1,6 @@
-//! The `[admin]` table: where the admin API listens and the bearer token
-//! that guards it. A token is required when the address is not loopback.
+//! The `[admin]` table: where the admin API listens, the bearer token that
+//! guards it, and its TLS. A token is required when the address is not
+//! loopback.
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -19,6 +20,9 @@ pub struct AdminSettings {
     pub address: SocketAddr,
     /// The bearer token; `None` only on a loopback address.
     pub token: Option<AdminToken>,
+    /// HTTPS for the admin API (HTTP/1.1 only), so that the token does not
+    /// cross the network in clear.
+    pub tls: Option<crate::tls::ListenerTlsSettings>,
 }
 
 /// A bearer token. Never shown: `Debug` and `Serialize` print a placeholder.
@@ -143,7 +147,20 @@ pub(super) fn validate(
         ));
         return None;
     }
-    Some(AdminSettings { address, token })
+    let tls = match &raw.tls {
+        None => None,
+        Some(raw_tls) => {
+            let mut tls = super::tls::validate(raw_tls, base, locate, errors)?;
+            // The admin API speaks HTTP/1.1 only.
+            tls.alpn = vec!["http/1.1".to_owned()];
+            Some(tls)
+        }
+    };
+    Some(AdminSettings {
+        address,
+        token,
+        tls,
+    })
 }
 
 #[cfg(test)]

@@ -61,6 +61,7 @@ pub(crate) struct RawAdmin {
     pub enabled: Option<bool>,
     pub token: Option<Spanned<String>>,
     pub token_file: Option<Spanned<String>>,
+    pub tls: Option<Spanned<RawListenerTls>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -28,10 +28,12 @@ pub enum LoadError {
         source: std::io::Error,
     },
     /// The bytes are not a WebAssembly module (garbage, empty, a component).
-    #[error("plugin {plugin} is not a WebAssembly module")]
+    #[error("plugin {plugin} is not a WebAssembly module{hint}")]
     NotWasm {
         /// The plugin's name.
         plugin: String,
+        /// What the bytes look like instead, and what to do (may be empty).
+        hint: &'static str,
     },
     /// The module does not compile (truncated, invalid).
     #[error("plugin {plugin} does not compile: {message}")]
@@ -117,6 +119,31 @@ impl LoadedPlugin {
     }
 }
 
+/// What a file that is not a core WebAssembly module most likely is: the
+/// mistakes people make (a native build renamed `.wasm`, a component).
+fn not_wasm_hint(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [] => ": the file is empty",
+        [0x7f, b'E', b'L', b'F', ..] => {
+            ": it is a native ELF library or program (a host build renamed .wasm?); \
+             build the plugin for wasm32-unknown-unknown with `weir plugin build`"
+        }
+        [0xcf, 0xfa, 0xed, 0xfe, ..] | [0xfe, 0xed, 0xfa, 0xcf, ..] => {
+            ": it is a native Mach-O file; build the plugin for wasm32-unknown-unknown \
+             with `weir plugin build`"
+        }
+        [b'M', b'Z', ..] => {
+            ": it is a native Windows (PE) file; build the plugin for wasm32-unknown-unknown \
+             with `weir plugin build`"
+        }
+        [0, b'a', b's', b'm', ..] => {
+            ": it is a WebAssembly component (wasm32-wasip2?), and Weir loads core modules; \
+             build the plugin for wasm32-unknown-unknown with `weir plugin build`"
+        }
+        _ => "",
+    }
+}
+
 impl PluginEngine {
     /// Loads the plugin at `path`; its name is the file's stem.
     pub fn load_file(&self, path: &Path) -> Result<LoadedPlugin, LoadError> {
@@ -136,7 +163,10 @@ impl PluginEngine {
         // Core modules are version 1; components and garbage are refused here
         // with a clearer message than the compiler's.
         if !wasm.starts_with(b"\0asm\x01\0\0\0") {
-            return Err(LoadError::NotWasm { plugin });
+            return Err(LoadError::NotWasm {
+                plugin,
+                hint: not_wasm_hint(wasm),
+            });
         }
         let hash: [u8; 32] = Sha256::digest(wasm).into();
         let module = self.compile(wasm, &hash).map_err(|e| LoadError::Compile {

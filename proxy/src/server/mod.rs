@@ -185,6 +185,8 @@ pub struct Server {
     inner: Arc<Inner>,
     _watch: Option<Watch>,
     _plugin_watch: Option<Watch>,
+    /// Reload the admin API's certificates when their files change.
+    _admin_certificate_watches: Vec<Watch>,
 }
 
 /// A cheap handle for the admin API and the watcher.
@@ -281,6 +283,7 @@ impl Server {
             inner,
             _watch: None,
             _plugin_watch: None,
+            _admin_certificate_watches: Vec::new(),
         };
         let mut tls = build_listener_tls(&config)
             .map_err(|(address, source)| StartError::Tls { address, source })?;
@@ -297,10 +300,34 @@ impl Server {
             );
         }
         if let Some(socket) = admin_socket {
+            let admin_tls = match config
+                .admin
+                .as_ref()
+                .and_then(|a| Some((a.address, a.tls.as_ref()?)))
+            {
+                Some((address, settings)) => {
+                    let tls = ListenerTls::new(settings)
+                        .map_err(|source| StartError::Tls { address, source })?;
+                    let tls = Arc::new(tls);
+                    server._admin_certificate_watches = watch_certificates(&tls);
+                    Some(tls)
+                }
+                None => None,
+            };
+            if let Some(admin) = config.admin.as_ref()
+                && admin_tls.is_none()
+                && !admin.address.ip().is_loopback()
+            {
+                tracing::warn!(
+                    address = %admin.address,
+                    "the admin API is served without TLS off loopback: its bearer token crosses the network in clear; set admin.tls"
+                );
+            }
             control.spawn(crate::admin::serve(
                 socket,
                 Arc::new(server.handle()),
                 server.inner.stop.clone(),
+                admin_tls,
             ));
         }
         if options.watch_config {

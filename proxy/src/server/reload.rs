@@ -140,7 +140,8 @@ impl ServerHandle {
             metrics: &inner.shared.metrics,
         })?;
         if old.server != config.server
-            || old.admin.as_ref().map(|a| a.address) != config.admin.as_ref().map(|a| a.address)
+            || old.admin.as_ref().map(|a| (a.address, &a.tls))
+                != config.admin.as_ref().map(|a| (a.address, &a.tls))
             || old.plugins != config.plugins
             || old.limits != config.limits
             || old.timeouts.idle != config.timeouts.idle
@@ -148,7 +149,7 @@ impl ServerHandle {
             || old.timeouts.body_idle != config.timeouts.body_idle
         {
             tracing::warn!(
-                "[server], admin.address, [limits], [plugins] and timeouts.idle, header_read and body_idle apply at start-up only; restart to change them"
+                "[server], admin.address, admin.tls, [limits], [plugins] and timeouts.idle, header_read and body_idle apply at start-up only (the admin certificate files are reloaded when they change); restart to change them"
             );
         }
         self.publish(next);
