@@ -20,6 +20,7 @@ pub mod server;
 pub mod telemetry;
 pub mod tls;
 pub mod upstream;
+pub mod upstream_error;
 pub mod watch;
 
 pub use config::Config;

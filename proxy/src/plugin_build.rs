@@ -79,7 +79,7 @@ pub fn build(request: &BuildRequest) -> Result<Built, BuildError> {
     }
     let package = package_facts(&manifest)?;
     let name = request.name.clone().unwrap_or_else(|| package.name.clone());
-    if !is_plugin_name(&name) {
+    if !crate::config::is_plugin_name(&name) {
         return Err(BuildError::Name(name));
     }
     ensure_target()?;
@@ -257,14 +257,6 @@ fn install(wasm: &Path, dir: &Path, name: &str) -> Result<PathBuf, BuildError> {
     Ok(target)
 }
 
-fn is_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,7 +278,6 @@ mod tests {
             build(&request(dir.path(), Some(dir.path().join("absent")))),
             Err(BuildError::NoPluginsDir(_))
         ));
-        assert!(is_plugin_name("rate-limit_2") && !is_plugin_name("a/b"));
     }
 
     #[test]

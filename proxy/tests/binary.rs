@@ -291,8 +291,9 @@ fn plugin_new_then_one_build_command_installs_a_plugin_that_loads() {
     let root = dir.path().join("greeter");
     // A target dir beside the workspace's, kept between runs so rebuilds are incremental.
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/scaffold-test");
-    let cargo = |args: &[&str], crate_dir: &std::path::Path| {
-        Command::new(env!("CARGO"))
+    // Runs `program args` in `crate_dir`, building into the shared target dir.
+    let run_in = |program: &str, args: &[&str], crate_dir: &std::path::Path| {
+        Command::new(program)
             .args(args)
             .current_dir(crate_dir)
             .env("CARGO_TARGET_DIR", &target)
@@ -302,7 +303,7 @@ fn plugin_new_then_one_build_command_installs_a_plugin_that_loads() {
             .unwrap()
     };
     // The scaffold's own tests pass on the SDK's harness.
-    let tested = cargo(&["test"], &root);
+    let tested = run_in(env!("CARGO"), &["test"], &root);
     let out = String::from_utf8_lossy(&tested.stdout);
     assert!(
         tested.status.success() && out.contains("2 passed"),
@@ -314,15 +315,8 @@ fn plugin_new_then_one_build_command_installs_a_plugin_that_loads() {
     let plugins = dir.path().join("plugins");
     std::fs::create_dir(&plugins).unwrap();
     let build = |crate_dir: &std::path::Path, extra: &[&str]| {
-        Command::new(WEIR)
-            .args(["plugin", "build"])
-            .args(extra)
-            .current_dir(crate_dir)
-            .env("CARGO_TARGET_DIR", &target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .output()
-            .unwrap()
+        let args: Vec<&str> = ["plugin", "build"].iter().chain(extra).copied().collect();
+        run_in(WEIR, &args, crate_dir)
     };
     let built = build(&root, &["--install", plugins.to_str().unwrap()]);
     assert!(

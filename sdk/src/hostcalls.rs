@@ -215,7 +215,7 @@ mod backend {
 }
 
 #[cfg(not(target_arch = "wasm32"))]
-use crate::testing::backend;
+use crate::testing::fake::backend;
 
 /// A host call failed; the code is one of [`weir_abi::status`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

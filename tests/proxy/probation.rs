@@ -45,14 +45,13 @@ impl Load {
                             .header("x-panic", "1")
                             .body(Full::default())
                             .unwrap();
+                        // When it was sent: a request that entered the bad
+                        // version just before the rollback may end after it.
+                        let sent = Instant::now();
                         let reply = send(&client, request).await.unwrap();
                         if recording.load(Ordering::SeqCst) {
                             let version = reply.header("x-plugin-version").map(str::to_owned);
-                            seen.lock().unwrap().push((
-                                reply.status.as_u16(),
-                                version,
-                                Instant::now(),
-                            ));
+                            seen.lock().unwrap().push((reply.status.as_u16(), version, sent));
                         }
                     }
                 })
@@ -165,7 +164,7 @@ async fn bad_version_is_rolled_back(bad: &str, policy: &str) {
             failed.len()
         );
     }
-    // Once rolled back, every answer is the previous version's.
+    // Once rolled back, every request sent is answered by the previous version.
     let rolled_back_at = installed + rolled_back_after;
     let late_strays = seen
         .iter()

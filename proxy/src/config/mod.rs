@@ -2,8 +2,10 @@
 //! and turned into plain settings the rest of the proxy reads. A config that
 //! fails any check is refused with the file, line and column of every error.
 
+mod address;
 mod admin;
 mod duration;
+mod plugin_ref;
 mod plugins;
 mod raw;
 mod settings_at;
@@ -21,6 +23,7 @@ use http::uri::Authority;
 use serde::Serialize;
 
 pub use admin::{AdminSettings, AdminToken};
+pub use plugin_ref::{PluginRef, is_plugin_name};
 pub use plugins::PluginSettings;
 use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
@@ -91,32 +94,6 @@ pub struct Limits {
     pub max_headers: usize,
     /// The longest request line accepted (414 past it).
     pub max_request_line_bytes: usize,
-}
-
-/// One plugin in a route's chain.
-#[derive(Debug, Clone, Serialize)]
-pub struct PluginRef {
-    /// The plugin's name: its file's stem in the plugins directory.
-    pub name: String,
-    /// The route's settings for it, handed to its `configure` as JSON.
-    pub config: serde_json::Value,
-    /// Where the entry is in the config file (for load errors).
-    #[serde(skip)]
-    pub location: (usize, usize),
-    /// Where the entry sits in the config: `routes[ROUTE].plugins[INDEX]`.
-    #[serde(skip)]
-    pub index: (usize, usize),
-    /// Where each of its settings is (for a plugin's rejection of one).
-    #[serde(skip)]
-    pub settings: SettingLocations,
-}
-
-/// Equal when name and settings are: moving an entry to another line does
-/// not make it a different plugin instance.
-impl PartialEq for PluginRef {
-    fn eq(&self, other: &Self) -> bool {
-        self.name == other.name && self.config == other.config
-    }
 }
 
 /// One named group of endpoints.
@@ -623,67 +600,6 @@ fn bounded(
         ));
         None
     }
-}
-
-fn is_plugin_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-/// Diagnostics pointing at a route's plugin entry, or at one of its settings.
-impl PluginRef {
-    pub fn diagnostic(&self, file: &Path, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            file: file.to_path_buf(),
-            line: self.location.0,
-            column: self.location.1,
-            message: message.into(),
-        }
-    }
-
-    /// At the setting `path` names (or the nearest enclosing one written in
-    /// the file), with the setting's full path in the config:
-    /// `routes[0].plugins[1].config.keys: MESSAGE`.
-    pub fn setting_diagnostic(&self, file: &Path, path: &[PathStep], message: &str) -> Diagnostic {
-        // The settings as a whole: at the plugin's entry.
-        let (line, column) = if path.is_empty() {
-            self.location
-        } else {
-            self.settings.locate(path).unwrap_or(self.location)
-        };
-        let (route, plugin) = self.index;
-        let mut full = format!("routes[{route}].plugins[{plugin}].config");
-        if !path.is_empty() {
-            let rest = weir_abi::rejection::Rejection {
-                path: path.to_vec(),
-                message: String::new(),
-            }
-            .path_text();
-            if !rest.starts_with('[') {
-                full.push('.');
-            }
-            full.push_str(&rest);
-        }
-        Diagnostic {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: format!("{full}: plugin {:?}: {message}", self.name),
-        }
-    }
-}
-
-fn parse_endpoint(address: &str) -> Result<Authority, String> {
-    let authority: Authority = address
-        .parse()
-        .map_err(|_| format!("invalid endpoint {address:?}: expected host:port"))?;
-    if authority.port_u16().is_none() || authority.as_str().contains('@') {
-        return Err(format!("invalid endpoint {address:?}: expected host:port"));
-    }
-    Ok(authority)
 }
 
 fn list_or_none(items: &[&str]) -> String {

@@ -265,7 +265,7 @@ pub(crate) fn endpoint_spec(raw: RawEndpoint) -> Result<EndpointSpec, String> {
         return Err(String::from("endpoint weight must be at least 1"));
     }
     Ok(EndpointSpec {
-        address: super::parse_endpoint(&detail.address)?,
+        address: super::address::parse_endpoint(&detail.address)?,
         weight,
         zone: detail.zone,
         metadata: detail.metadata,
@@ -429,9 +429,11 @@ pub(crate) fn validate_upstream(
     let mut https = false;
     for endpoint in raw.endpoints.map(|e| e.get_ref().as_slice()).unwrap_or(&[]) {
         let entry = match endpoint.get_ref() {
-            RawEndpoint::Address(a) => RawEndpoint::Address(super::tls::strip_https(a, &mut https)),
+            RawEndpoint::Address(a) => {
+                RawEndpoint::Address(super::address::strip_https(a, &mut https))
+            }
             RawEndpoint::Detailed(d) => RawEndpoint::Detailed(RawEndpointDetail {
-                address: super::tls::strip_https(&d.address, &mut https),
+                address: super::address::strip_https(&d.address, &mut https),
                 weight: d.weight,
                 zone: d.zone.clone(),
                 metadata: d.metadata.clone(),
@@ -529,7 +531,7 @@ fn discovery(
             }
             let mut list = Vec::new();
             for endpoint in endpoints {
-                match super::parse_endpoint(endpoint) {
+                match super::address::parse_endpoint(endpoint) {
                     Ok(a) => list.push(a),
                     Err(message) => errors.push(locate.at(raw.span(), message)),
                 }

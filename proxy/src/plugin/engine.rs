@@ -11,7 +11,8 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Linker, Module, OptLevel};
 
 use super::compile_cache::{CompileCache, CompileCacheConfig};
-use super::host::{self, HostState};
+use super::host;
+use super::host_state::HostState;
 use super::services::HostServices;
 use super::ticker::{Ticker, Watch};
 use crate::cache_store::CacheStoreConfig;

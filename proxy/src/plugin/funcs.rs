@@ -5,7 +5,7 @@
 use wasmtime::{AsContextMut, Instance, TypedFunc};
 use weir_abi::exports;
 
-use super::host::HostState;
+use super::host_state::HostState;
 
 /// Which optional hooks a plugin exports; the host calls only these.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use wasmtime::{Caller, Linker};
 use weir_abi::{self as abi, Phase, cache, imports, limits, status};
 
-use super::host::{HostState, arg, copy_out, parts, phase_in, range};
+use super::host_state::{HostState, arg, copy_out, parts, phase_in, range};
 use super::views::LocalAnswer;
 use crate::cache_store::{Acquired, StoreDirective, StoredResponse};
 

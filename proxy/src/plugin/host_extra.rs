@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use wasmtime::{Caller, Linker};
 use weir_abi::{self as abi, Phase, imports, limits, status};
 
-use super::host::{HostState, REQUEST_READ, arg, parts, phase_in, range};
+use super::host_state::{HostState, REQUEST_READ, arg, parts, phase_in, range};
 
 /// Registers the extra imports in `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {

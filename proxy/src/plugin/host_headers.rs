@@ -8,7 +8,7 @@ use http::{HeaderMap, HeaderName, HeaderValue};
 use wasmtime::{Caller, Linker};
 use weir_abi::{self as abi, Phase, imports, status};
 
-use super::host::{HostState, REQUEST_READ, arg, copy_out, parts};
+use super::host_state::{HostState, REQUEST_READ, arg, copy_out, parts};
 use super::intern::HeaderInterner;
 
 /// Registers the header imports of `sdk/ABI.md` in `linker`.

@@ -13,7 +13,7 @@ use weir_abi::{ABI_VERSION, exports};
 use super::compile_cache::hex;
 use super::engine::PluginEngine;
 use super::funcs::{Funcs, HookSet};
-use super::host::HostState;
+use super::host_state::HostState;
 use super::ticker::Watch;
 
 /// Why a plugin could not be loaded. The old version (if any) keeps serving.

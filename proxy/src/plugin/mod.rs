@@ -15,6 +15,7 @@ pub mod host;
 mod host_cache;
 mod host_extra;
 mod host_headers;
+pub mod host_state;
 pub mod instance;
 mod intern;
 pub mod loader;

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use super::window::Window;
 use crate::fault::ClientFaultClass;
-use crate::upstream::ErrorClass;
+use crate::upstream_error::ErrorClass;
 
 /// Latency bucket upper bounds, in seconds.
 pub const LATENCY_BUCKETS: [f64; 14] = [

@@ -63,7 +63,7 @@ impl ConnectionState {
 
     fn failure(&self, uri: &Uri, error: &(dyn std::error::Error + 'static)) {
         self.failed.fetch_add(1, Relaxed);
-        let text = super::error::error_chain(error);
+        let text = crate::upstream_error::error_chain(error);
         let failure = ConnectFailure {
             endpoint: uri.authority().map(ToString::to_string).unwrap_or_default(),
             error: text,

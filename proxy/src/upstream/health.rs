@@ -26,9 +26,9 @@ use super::connector::CountingConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
-use super::error::error_chain;
 use super::{Endpoint, Upstream};
 use crate::config::{HealthCheckSpec, UpstreamProtocol};
+use crate::upstream_error::error_chain;
 
 /// Consecutive results of one endpoint.
 #[derive(Default)]

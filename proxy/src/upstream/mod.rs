@@ -9,7 +9,6 @@
 mod connector;
 pub mod discovery;
 mod endpoint;
-mod error;
 pub mod health;
 mod passive;
 
@@ -26,11 +25,11 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
+pub use crate::upstream_error::{ErrorClass, UpstreamError};
 use connector::CountingConnector;
 pub use connector::{ConnectFailure, ConnectionState};
 pub use discovery::DiscoveryStatus;
 pub use endpoint::{Endpoint, EndpointStats, HealthNote, InFlight};
-pub use error::{ErrorClass, UpstreamError};
 pub use passive::EjectError;
 
 use crate::body::WeirBody;

@@ -11,8 +11,6 @@ use core::mem::MaybeUninit;
 
 use weir_abi::{self as abi, LogLevel, MetricKind, Phase, limits, status};
 
-use crate::Endpoint;
-
 /// One metric the plugin defined, with what was recorded.
 #[derive(Debug, Clone)]
 pub(crate) struct MetricState {
@@ -59,9 +57,9 @@ pub(crate) struct FakeHost {
     pub resp: Option<Vec<(String, String)>>,
     pub answer: Option<Staged>,
     pub attempt_timeout_ms: Option<u64>,
-    pub offered: Vec<Endpoint>,
+    pub offered: Vec<abi::EndpointRecord>,
     /// Address, zone and metadata of the harness's endpoints, by id.
-    pub endpoint_facts: BTreeMap<u32, super::EndpointFacts>,
+    pub endpoint_facts: BTreeMap<u32, EndpointFacts>,
     pub tried: Vec<u32>,
     pub metrics: Vec<MetricState>,
     pub cache: BTreeMap<Vec<u8>, (Vec<u8>, u64)>,
@@ -354,7 +352,7 @@ pub(crate) mod backend {
                 .zip(out.chunks_exact_mut(abi::ENDPOINT_SIZE))
             {
                 if let Ok(chunk) = <&mut [u8; abi::ENDPOINT_SIZE]>::try_from(chunk) {
-                    abi::EndpointRecord::from(*e).encode(chunk);
+                    e.encode(chunk);
                     written += abi::ENDPOINT_SIZE;
                 }
             }
@@ -379,7 +377,7 @@ pub(crate) mod backend {
     pub fn endpoint_stats(id: i32, out: &mut [u8; abi::ENDPOINT_SIZE]) -> i32 {
         with(|h| match h.offered.iter().find(|e| e.id == id as u32) {
             Some(e) => {
-                abi::EndpointRecord::from(*e).encode(out);
+                e.encode(out);
                 status::OK
             }
             None => status::NOT_FOUND,
@@ -599,5 +597,38 @@ pub(crate) mod backend {
     }
     pub fn cache_stats(_: &mut [u8; 16]) -> i32 {
         status::UNAVAILABLE
+    }
+}
+
+/// What the config says about one endpoint, for
+/// [`Harness::describe_endpoint`](super::Harness::describe_endpoint).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointFacts {
+    pub(crate) address: String,
+    pub(crate) zone: Option<String>,
+    pub(crate) metadata: Vec<(String, String)>,
+}
+
+impl EndpointFacts {
+    /// An endpoint at `address` (`host:port`), no zone, no metadata.
+    pub fn new(address: impl Into<String>) -> Self {
+        Self {
+            address: address.into(),
+            ..Self::default()
+        }
+    }
+
+    /// With a zone.
+    pub fn zone(mut self, zone: impl Into<String>) -> Self {
+        self.zone = Some(zone.into());
+        self
+    }
+
+    /// With one metadata entry (a later one for the same key replaces it).
+    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        let key = key.into();
+        self.metadata.retain(|(k, _)| *k != key);
+        self.metadata.push((key, value.into()));
+        self
     }
 }

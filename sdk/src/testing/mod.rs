@@ -53,7 +53,7 @@
 //! [`Harness::on_response`], [`Harness::on_end`]) drive any order by hand,
 //! e.g. many requests in flight at once.
 
-mod fake;
+pub(crate) mod fake;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -68,10 +68,9 @@ use crate::Plugin;
 use crate::export::{Exported, Runtime, has_hook};
 use fake::{FakeHost, Staged};
 
-pub(crate) use fake::backend;
+pub use fake::EndpointFacts;
 pub use types::{
-    EndpointFacts, Flight, Outcome, RequestResult, ResponseResult, Run, RunAttempt, TestAnswer,
-    TestRequest,
+    Flight, Outcome, RequestResult, ResponseResult, Run, RunAttempt, TestAnswer, TestRequest,
 };
 
 /// `n` healthy endpoints with ids `0..n` (the ids the proxy gives an
@@ -351,17 +350,13 @@ impl<P: Plugin + Exported> Harness<P> {
     /// endpoints (all if none is healthy) and the flight's tried list;
     /// `None` (the host's choice) if the build does not export it.
     pub fn select(&mut self, f: &mut Flight) -> Option<u32> {
-        let healthy: Vec<_> = self
+        let any_healthy = self.endpoints.iter().any(|e| e.healthy);
+        self.host.offered = self
             .endpoints
             .iter()
-            .filter(|e| e.healthy)
-            .copied()
+            .filter(|e| e.healthy || !any_healthy)
+            .map(|e| weir_abi::EndpointRecord::from(*e))
             .collect();
-        self.host.offered = if healthy.is_empty() {
-            self.endpoints.clone()
-        } else {
-            healthy
-        };
         self.host.tried = f.tried.clone();
         if !Self::exports("select") {
             return None;

@@ -360,36 +360,3 @@ pub(crate) fn method_code(m: &str) -> i32 {
     };
     m.code()
 }
-
-/// What the config says about one endpoint, for
-/// [`Harness::describe_endpoint`](super::Harness::describe_endpoint).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct EndpointFacts {
-    pub(crate) address: String,
-    pub(crate) zone: Option<String>,
-    pub(crate) metadata: Vec<(String, String)>,
-}
-
-impl EndpointFacts {
-    /// An endpoint at `address` (`host:port`), no zone, no metadata.
-    pub fn new(address: impl Into<String>) -> Self {
-        Self {
-            address: address.into(),
-            ..Self::default()
-        }
-    }
-
-    /// With a zone.
-    pub fn zone(mut self, zone: impl Into<String>) -> Self {
-        self.zone = Some(zone.into());
-        self
-    }
-
-    /// With one metadata entry (a later one for the same key replaces it).
-    pub fn metadata(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
-        let key = key.into();
-        self.metadata.retain(|(k, _)| *k != key);
-        self.metadata.push((key, value.into()));
-        self
-    }
-}

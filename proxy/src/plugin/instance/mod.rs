@@ -21,7 +21,7 @@ use weir_abi::{self as abi, Phase, RequestDecision, ResponseDecision, status};
 
 use super::funcs::Funcs;
 use super::funcs::HookSet;
-use super::host::HostState;
+use super::host_state::HostState;
 use super::loader::LoadedPlugin;
 use super::metrics::{MetricSample, MetricsRegistry};
 use super::probation::Probation;

@@ -29,7 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{DiscoveryError, Publisher};
 use crate::config::{EndpointSpec, parse_endpoint_json};
-use crate::upstream::error::error_chain;
+use crate::upstream_error::error_chain;
 
 /// Longest wait for a range request.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
