@@ -51,7 +51,9 @@ impl Load {
                         let reply = send(&client, request).await.unwrap();
                         if recording.load(Ordering::SeqCst) {
                             let version = reply.header("x-plugin-version").map(str::to_owned);
-                            seen.lock().unwrap().push((reply.status.as_u16(), version, sent));
+                            seen.lock()
+                                .unwrap()
+                                .push((reply.status.as_u16(), version, sent));
                         }
                     }
                 })
