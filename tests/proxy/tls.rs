@@ -538,6 +538,23 @@ async fn the_admin_api_serves_https_so_its_token_never_crosses_in_clear() {
         .await
         .unwrap();
     assert_eq!(refused.status, 403, "{}", refused.body);
+    // Its certificate's expiry is watched like a listener's.
+    let metrics = get_tls_with(
+        client_config(&ca.pem, &["http/1.1"]),
+        proxy.admin,
+        "admin.test",
+        "/metrics",
+        &[("authorization", &bearer)],
+    )
+    .await
+    .unwrap()
+    .body;
+    assert!(
+        metrics.lines().any(|l| l.starts_with(
+            "weir_tls_certificate_expiry_seconds{listener=\"127.0.0.1:0\",name=\"admin.test\"}"
+        )),
+        "{metrics}"
+    );
     // Plain HTTP to the admin port gets no answer.
     assert!(get(&proxy.admin_url("/healthz")).await.is_err());
     // The proxy's own listener is unaffected.

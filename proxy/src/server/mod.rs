@@ -167,6 +167,9 @@ struct Inner {
     /// Stops the worker and control runtimes.
     stop: CancellationToken,
     admin: Option<SocketAddr>,
+    /// The admin API's TLS, by its configured address (shown with the
+    /// listeners' certificates: expiry, last reload error).
+    admin_tls: std::sync::OnceLock<(SocketAddr, Arc<ListenerTls>)>,
     ready: AtomicBool,
     last_reload_error: Mutex<Option<String>>,
     /// Serializes reloads (file watcher and admin API may race).
@@ -271,6 +274,7 @@ impl Server {
             accepting: CancellationToken::new(),
             stop,
             admin: admin_socket.as_ref().and_then(|s| s.local_addr().ok()),
+            admin_tls: std::sync::OnceLock::new(),
             ready: AtomicBool::new(false),
             last_reload_error: Mutex::default(),
             reload_lock: Mutex::default(),
@@ -310,6 +314,7 @@ impl Server {
                         .map_err(|source| StartError::Tls { address, source })?;
                     let tls = Arc::new(tls);
                     server._admin_certificate_watches = watch_certificates(&tls);
+                    let _ = server.inner.admin_tls.set((address, Arc::clone(&tls)));
                     Some(tls)
                 }
                 None => None,
@@ -478,15 +483,18 @@ impl ServerHandle {
         self.0.shared.connections.active()
     }
 
-    /// The TLS of each TLS listener, by configured address.
+    /// The TLS of each TLS listener, and of the admin API, by configured address.
     pub fn tls_listeners(&self) -> Vec<(SocketAddr, Arc<ListenerTls>)> {
-        self.0
+        let mut all: Vec<_> = self
+            .0
             .listeners
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .iter()
             .filter_map(|(address, active)| Some((*address, active.tls.load_full()?)))
-            .collect()
+            .collect();
+        all.extend(self.0.admin_tls.get().cloned());
+        all
     }
 
     /// The bound address of each configured listener.
