@@ -9,14 +9,11 @@ cd "$(dirname "$0")/../.."
 
 cargo build --release -p weir-proxy -p weir-examples
 
-# The example plugin, built to wasm and dropped into the plugins directory.
-if ! rustup target list --installed 2>/dev/null | grep -qx wasm32-unknown-unknown; then
-    rustup target add wasm32-unknown-unknown
-fi
-cargo build -p weir-example-hello-plugin --target wasm32-unknown-unknown --profile plugin
+# The example plugin, built to wasm (adding the target if missing) and
+# installed into the plugins directory by write-then-rename.
 mkdir -p examples/quickstart/plugins
-cp target/wasm32-unknown-unknown/plugin/weir_example_hello_plugin.wasm examples/quickstart/plugins/.hello.wasm.tmp
-mv examples/quickstart/plugins/.hello.wasm.tmp examples/quickstart/plugins/hello.wasm
+target/release/weir plugin build --path examples/hello-plugin \
+    --install examples/quickstart/plugins --name hello
 
 pids=()
 cleanup() {
