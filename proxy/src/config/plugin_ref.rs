@@ -86,3 +86,47 @@ impl PluginRef {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> PluginRef {
+        PluginRef {
+            name: "auth".into(),
+            config: serde_json::json!({"keys": 5}),
+            location: (21, 3),
+            index: (0, 1),
+            settings: SettingLocations::default(),
+        }
+    }
+
+    #[test]
+    fn a_setting_the_file_does_not_have_is_reported_at_the_entry() {
+        let file = Path::new("weir.toml");
+        let d = entry().setting_diagnostic(file, &[PathStep::Key("keys".into())], "bad");
+        assert_eq!((d.line, d.column), (21, 3));
+        assert_eq!(
+            d.message,
+            "routes[0].plugins[1].config.keys: plugin \"auth\": bad"
+        );
+        // A plugin's path is untrusted: a long or odd one is only text.
+        let odd: Vec<PathStep> = (0..10_000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    PathStep::Index(usize::MAX)
+                } else {
+                    PathStep::Key("a\"b\n".into())
+                }
+            })
+            .collect();
+        let d = entry().setting_diagnostic(file, &odd, "x");
+        assert_eq!((d.line, d.column), (21, 3));
+        assert!(
+            d.message.starts_with("routes[0].plugins[1].config["),
+            "{}",
+            &d.message[..60]
+        );
+        assert!(!d.message.contains('\n'), "a key's newline is escaped");
+    }
+}

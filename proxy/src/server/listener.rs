@@ -14,9 +14,13 @@ use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
+use std::collections::BTreeMap;
+
 use super::conn::{self, ListenerKind, WorkerContext};
+use crate::config::Config;
 use crate::telemetry::metrics::{ListenerMetrics, TlsHandshakeFailure};
 use crate::tls::ListenerTls;
+use crate::watch::{Watch, watch_file};
 
 /// Binds `count` sockets to `address`. With port 0, the first socket picks
 /// the port and the others join it.
@@ -123,4 +127,41 @@ async fn handshake_then_serve(
         Err(_) => TlsHandshakeFailure::Timeout,
     };
     metrics.tls_handshake_failed(failure);
+}
+
+/// Reloads a listener's certificates whenever one of its files changes.
+pub(super) fn watch_certificates(tls: &Arc<ListenerTls>) -> Vec<Watch> {
+    let mut watches = Vec::new();
+    for paths in &tls.settings().certificates {
+        for file in [&paths.cert, &paths.key] {
+            let weak = Arc::downgrade(tls);
+            match watch_file(file, move || {
+                if let Some(tls) = weak.upgrade() {
+                    tls.reload_certificates();
+                }
+            }) {
+                Ok(watch) => watches.push(watch),
+                Err(error) => {
+                    tracing::warn!(file = %file.display(), %error, "cannot watch a TLS file; it will not be reloaded");
+                }
+            }
+        }
+    }
+    watches
+}
+
+/// Builds the TLS of every TLS listener of `config` (checked whole before
+/// anything changes).
+pub(super) fn build_listener_tls(
+    config: &Config,
+) -> Result<BTreeMap<SocketAddr, Arc<ListenerTls>>, (SocketAddr, crate::tls::ListenerTlsError)> {
+    config
+        .listener_tls
+        .iter()
+        .map(|(address, settings)| {
+            ListenerTls::new(settings)
+                .map(|tls| (*address, Arc::new(tls)))
+                .map_err(|e| (*address, e))
+        })
+        .collect()
 }

@@ -289,7 +289,7 @@ impl Server {
             _plugin_watch: None,
             _admin_certificate_watches: Vec::new(),
         };
-        let mut tls = build_listener_tls(&config)
+        let mut tls = listener::build_listener_tls(&config)
             .map_err(|(address, source)| StartError::Tls { address, source })?;
         for address in &config.listeners {
             let sockets = listener::bind(*address, slots).map_err(|source| StartError::Bind {
@@ -313,7 +313,7 @@ impl Server {
                     let tls = ListenerTls::new(settings)
                         .map_err(|source| StartError::Tls { address, source })?;
                     let tls = Arc::new(tls);
-                    server._admin_certificate_watches = watch_certificates(&tls);
+                    server._admin_certificate_watches = listener::watch_certificates(&tls);
                     let _ = server.inner.admin_tls.set((address, Arc::clone(&tls)));
                     Some(tls)
                 }
@@ -523,7 +523,9 @@ impl Inner {
             .unwrap_or(configured);
         let stop = self.accepting.child_token();
         let metrics = self.shared.metrics.listener(&configured.to_string());
-        let certificate_watches = tls.as_ref().map_or_else(Vec::new, watch_certificates);
+        let certificate_watches = tls
+            .as_ref()
+            .map_or_else(Vec::new, listener::watch_certificates);
         let tls = Arc::new(ArcSwapOption::new(tls));
         for (socket, (handle, ctx)) in sockets.into_iter().zip(self.workers.iter().cycle()) {
             handle.spawn(listener::accept_loop(
@@ -558,47 +560,12 @@ impl Inner {
             .unwrap_or_else(PoisonError::into_inner)
             .get_mut(&configured)
         {
-            active._certificate_watches = tls.as_ref().map_or_else(Vec::new, watch_certificates);
+            active._certificate_watches = tls
+                .as_ref()
+                .map_or_else(Vec::new, listener::watch_certificates);
             active.tls.store(tls);
         }
     }
-}
-
-/// Reloads a listener's certificates whenever one of its files changes.
-fn watch_certificates(tls: &Arc<ListenerTls>) -> Vec<Watch> {
-    let mut watches = Vec::new();
-    for paths in &tls.settings().certificates {
-        for file in [&paths.cert, &paths.key] {
-            let weak = Arc::downgrade(tls);
-            match watch_file(file, move || {
-                if let Some(tls) = weak.upgrade() {
-                    tls.reload_certificates();
-                }
-            }) {
-                Ok(watch) => watches.push(watch),
-                Err(error) => {
-                    tracing::warn!(file = %file.display(), %error, "cannot watch a TLS file; it will not be reloaded");
-                }
-            }
-        }
-    }
-    watches
-}
-
-/// Builds the TLS of every TLS listener of `config` (checked whole before
-/// anything changes).
-fn build_listener_tls(
-    config: &Config,
-) -> Result<BTreeMap<SocketAddr, Arc<ListenerTls>>, (SocketAddr, crate::tls::ListenerTlsError)> {
-    config
-        .listener_tls
-        .iter()
-        .map(|(address, settings)| {
-            ListenerTls::new(settings)
-                .map(|tls| (*address, Arc::new(tls)))
-                .map_err(|e| (*address, e))
-        })
-        .collect()
 }
 
 /// Starts a thread running a tokio runtime until `stop` is cancelled.

@@ -120,7 +120,7 @@ impl ServerHandle {
                 })?;
             bound.push((*address, sockets));
         }
-        let mut tls = super::build_listener_tls(&config)
+        let mut tls = super::listener::build_listener_tls(&config)
             .map_err(|(address, source)| ReloadError::Tls { address, source })?;
         // Listeners that stay keep their TLS unless its settings changed.
         tls.retain(|address, new| {
