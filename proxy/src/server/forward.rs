@@ -66,7 +66,7 @@ impl EndpointFacts for EndpointSet {
 }
 
 fn find(set: &EndpointSet, id: u32) -> Option<&Endpoint> {
-    set.all().iter().find(|e| e.id == id).map(|e| &**e)
+    set.get(id).map(|e| &**e)
 }
 
 impl Core<WeirBody> for HttpCore<'_> {
@@ -189,12 +189,7 @@ async fn exchange(
 ) -> (Result<Response<Incoming>, Failed>, Option<u32>) {
     let upstream = &route.upstream;
     let chosen = match attempt.endpoint {
-        Some(id) => upstream
-            .endpoints()
-            .all()
-            .iter()
-            .find(|e| e.id == id)
-            .cloned(),
+        Some(id) => upstream.endpoints().get(id).cloned(),
         None => None,
     }
     .or_else(|| upstream.pick_avoiding(attempt.tried));

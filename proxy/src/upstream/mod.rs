@@ -58,6 +58,9 @@ pub struct EndpointSet {
     endpoints: Vec<Arc<Endpoint>>,
     /// Cumulative weights for weighted round robin; empty when all are 1.
     cumulative_weights: Vec<u32>,
+    /// `(id, index)` sorted by id: a plugin's pick, its mark or its question
+    /// about one endpoint finds it in O(log n), also among thousands.
+    by_id: Vec<(u32, u32)>,
 }
 
 impl EndpointSet {
@@ -73,15 +76,28 @@ impl EndpointSet {
                 })
                 .collect()
         };
+        let mut by_id: Vec<(u32, u32)> = endpoints
+            .iter()
+            .enumerate()
+            .map(|(index, e)| (e.id, u32::try_from(index).unwrap_or(u32::MAX)))
+            .collect();
+        by_id.sort_unstable();
         Self {
             endpoints,
             cumulative_weights,
+            by_id,
         }
     }
 
     /// Every endpoint, healthy or not, in discovery order.
     pub fn all(&self) -> &[Arc<Endpoint>] {
         &self.endpoints
+    }
+
+    /// The endpoint with id `id`, if it is in this set.
+    pub fn get(&self, id: u32) -> Option<&Arc<Endpoint>> {
+        let at = self.by_id.binary_search_by_key(&id, |(id, _)| *id).ok()?;
+        self.endpoints.get(self.by_id[at].1 as usize)
     }
 
     /// The endpoint whose turn `turn` is, by weight.
@@ -437,6 +453,16 @@ mod tests {
         );
         assert_eq!(after.all()[1].id, 2, "new endpoint gets a fresh id");
         assert_eq!(after.all()[1].source, "file");
+        // Found by id, whatever their order in the set.
+        let mut reordered = next.clone();
+        reordered.reverse();
+        upstream.set_endpoints(&reordered, "file");
+        let set = upstream.endpoints();
+        for id in [1, 2] {
+            assert_eq!(set.get(id).map(|e| e.id), Some(id));
+        }
+        assert!(set.get(0).is_none(), "removed");
+        assert!(set.get(u32::MAX).is_none());
     }
 
     #[test]

@@ -72,7 +72,7 @@ impl Upstream {
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         let set = self.endpoints();
-        let Some(endpoint) = set.all().iter().find(|e| e.id == id) else {
+        let Some(endpoint) = set.get(id) else {
             return Err(EjectError::UnknownEndpoint {
                 upstream: self.name.clone(),
                 id,
@@ -140,7 +140,7 @@ impl Upstream {
     /// Returns whether it was ejected.
     pub fn uneject(&self, id: u32) -> bool {
         let set = self.endpoints();
-        let Some(endpoint) = set.all().iter().find(|e| e.id == id) else {
+        let Some(endpoint) = set.get(id) else {
             return false;
         };
         let was = endpoint.stats.is_ejected();
