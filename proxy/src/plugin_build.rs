@@ -26,8 +26,6 @@ pub struct BuildRequest {
 pub struct Built {
     pub wasm: PathBuf,
     pub installed: Option<PathBuf>,
-    /// The crate's workspace has no `[profile.plugin]`; `--release` was used.
-    pub fell_back_to_release: bool,
 }
 
 /// Why a plugin could not be built or installed.
@@ -83,23 +81,19 @@ pub fn build(request: &BuildRequest) -> Result<Built, BuildError> {
         return Err(BuildError::Name(name));
     }
     ensure_target()?;
-    let fell_back_to_release = !package.has_plugin_profile;
-    if fell_back_to_release {
+    let release = !package.has_plugin_profile;
+    if release {
         eprintln!(
             "note: no [profile.plugin] in {}; building with --release (the profile `weir plugin new` writes makes smaller, faster wasm)",
             package.workspace_manifest.display()
         );
     }
-    let wasm = cargo_build(&manifest, fell_back_to_release)?;
+    let wasm = cargo_build(&manifest, release)?;
     let installed = match &request.install {
         Some(dir) => Some(install(&wasm, dir, &name)?),
         None => None,
     };
-    Ok(Built {
-        wasm,
-        installed,
-        fell_back_to_release,
-    })
+    Ok(Built { wasm, installed })
 }
 
 /// The crate's package name and whether its workspace defines the profile.

@@ -425,14 +425,7 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
     let mut seen_routes = HashSet::new();
     let mut seen_names = HashSet::new();
     // A second, span-keeping parse, done only if some plugin has settings.
-    let has_settings = raw.routes.iter().any(|r| {
-        r.get_ref()
-            .plugins
-            .iter()
-            .any(|p| p.get_ref().config.is_some())
-    });
-    let settings_index =
-        settings_at::SettingsIndex::new(if has_settings { locate.text } else { "" });
+    let settings_index = std::cell::OnceCell::new();
     for (index, route) in raw.routes.iter().enumerate() {
         let r = route.get_ref();
         if !raw
@@ -528,10 +521,12 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
                     let at = locate.at(entry.span(), "");
                     let settings = match &config {
                         serde_json::Value::Null => SettingLocations::default(),
-                        _ => settings_index.plugin_settings(index, plugin_index, |span| {
-                            let at = locate.at(span, "");
-                            (at.line, at.column)
-                        }),
+                        _ => settings_index
+                            .get_or_init(|| settings_at::SettingsIndex::new(locate.text))
+                            .plugin_settings(index, plugin_index, |span| {
+                                let at = locate.at(span, "");
+                                (at.line, at.column)
+                            }),
                     };
                     plugins.push(PluginRef {
                         name: name.get_ref().clone(),

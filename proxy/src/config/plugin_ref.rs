@@ -6,7 +6,9 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Diagnostic, PathStep, SettingLocations};
+use weir_abi::rejection::Rejection;
+
+use super::{Diagnostic, SettingLocations};
 
 /// One plugin in a route's chain.
 #[derive(Debug, Clone, Serialize)]
@@ -55,24 +57,22 @@ impl PluginRef {
         }
     }
 
-    /// At the setting `path` names (or the nearest enclosing one written in
-    /// the file), with the setting's full path in the config:
-    /// `routes[0].plugins[1].config.keys: MESSAGE`.
-    pub fn setting_diagnostic(&self, file: &Path, path: &[PathStep], message: &str) -> Diagnostic {
+    /// The plugin's rejection of its settings, at the setting it names (or
+    /// the nearest enclosing one written in the file), with the setting's
+    /// full path in the config: `routes[0].plugins[1].config.keys: MESSAGE`.
+    pub fn setting_diagnostic(&self, file: &Path, rejection: &Rejection) -> Diagnostic {
         // The settings as a whole: at the plugin's entry.
-        let (line, column) = if path.is_empty() {
+        let (line, column) = if rejection.path.is_empty() {
             self.location
         } else {
-            self.settings.locate(path).unwrap_or(self.location)
+            self.settings
+                .locate(&rejection.path)
+                .unwrap_or(self.location)
         };
         let (route, plugin) = self.index;
         let mut full = format!("routes[{route}].plugins[{plugin}].config");
-        if !path.is_empty() {
-            let rest = weir_abi::rejection::Rejection {
-                path: path.to_vec(),
-                message: String::new(),
-            }
-            .path_text();
+        if !rejection.path.is_empty() {
+            let rest = rejection.path_text();
             if !rest.starts_with('[') {
                 full.push('.');
             }
@@ -82,7 +82,7 @@ impl PluginRef {
             file: file.to_path_buf(),
             line,
             column,
-            message: format!("{full}: plugin {:?}: {message}", self.name),
+            message: format!("{full}: plugin {:?}: {}", self.name, rejection.message),
         }
     }
 }
@@ -90,6 +90,14 @@ impl PluginRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::PathStep;
+
+    fn rejection(path: Vec<PathStep>, message: &str) -> Rejection {
+        Rejection {
+            path,
+            message: message.into(),
+        }
+    }
 
     fn entry() -> PluginRef {
         PluginRef {
@@ -104,7 +112,8 @@ mod tests {
     #[test]
     fn a_setting_the_file_does_not_have_is_reported_at_the_entry() {
         let file = Path::new("weir.toml");
-        let d = entry().setting_diagnostic(file, &[PathStep::Key("keys".into())], "bad");
+        let d =
+            entry().setting_diagnostic(file, &rejection(vec![PathStep::Key("keys".into())], "bad"));
         assert_eq!((d.line, d.column), (21, 3));
         assert_eq!(
             d.message,
@@ -120,7 +129,7 @@ mod tests {
                 }
             })
             .collect();
-        let d = entry().setting_diagnostic(file, &odd, "x");
+        let d = entry().setting_diagnostic(file, &rejection(odd, "x"));
         assert_eq!((d.line, d.column), (21, 3));
         assert!(
             d.message.starts_with("routes[0].plugins[1].config["),

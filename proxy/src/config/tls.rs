@@ -97,12 +97,7 @@ pub(super) fn validate_upstream(
     errors: &mut Vec<Diagnostic>,
 ) -> Option<UpstreamTlsSpec> {
     let Some(raw) = raw else {
-        return https.then_some(UpstreamTlsSpec {
-            server_name: None,
-            ca: None,
-            client_cert: None,
-            client_key: None,
-        });
+        return https.then(UpstreamTlsSpec::default);
     };
     let tls = raw.get_ref();
     let path = |p: &Option<String>| p.as_ref().map(|p| base.join(p));

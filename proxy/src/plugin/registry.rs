@@ -440,7 +440,7 @@ fn refusal(file: &Path, route: &RouteSpec, plugin: &PluginRef, error: &PluginErr
             what: "config",
             rejection,
             ..
-        } => plugin.setting_diagnostic(file, &rejection.path, &rejection.message),
+        } => plugin.setting_diagnostic(file, rejection),
         other => plugin.diagnostic(
             file,
             format!(

@@ -88,6 +88,17 @@ pub fn read_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, CertError
     Ok(chain)
 }
 
+/// Reads the PEM CA certificates in `path` as trust roots; a file none of
+/// whose certificates is usable is refused.
+pub fn read_roots(path: &Path) -> Result<rustls::RootCertStore, CertError> {
+    let mut roots = rustls::RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(read_chain(path)?);
+    if added == 0 {
+        return Err(file_error(path, "no usable CA certificate in it"));
+    }
+    Ok(roots)
+}
+
 /// Reads the PEM private key in `path` (PKCS#8, PKCS#1 or SEC1).
 pub fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, CertError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| file_error(path, e))

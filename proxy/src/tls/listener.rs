@@ -120,8 +120,6 @@ pub enum ListenerTlsError {
     Cert(#[from] CertError),
     #[error("TLS settings: {0}")]
     Rustls(#[from] rustls::Error),
-    #[error("client_auth.ca holds no usable certificate")]
-    NoClientRoots,
     #[error("client_auth: {0}")]
     ClientVerifier(String),
 }
@@ -169,13 +167,8 @@ impl ListenerTls {
         let builder = match &settings.client_auth {
             None => builder.with_no_client_auth(),
             Some(auth) => {
-                let mut roots = rustls::RootCertStore::empty();
-                let (added, _) = roots.add_parsable_certificates(certs::read_chain(&auth.ca)?);
-                if added == 0 {
-                    return Err(ListenerTlsError::NoClientRoots);
-                }
                 let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                    Arc::new(roots),
+                    Arc::new(certs::read_roots(&auth.ca)?),
                     provider,
                 );
                 let verifier = if auth.required {

@@ -15,7 +15,7 @@ use tokio_rustls::client::TlsStream;
 use super::certs::{self, CertError};
 
 /// An upstream's `tls` settings (paths resolved against the config file).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct UpstreamTlsSpec {
     /// The name to send as SNI and verify; default: the endpoint's host.
     pub server_name: Option<String>,
@@ -33,8 +33,6 @@ pub enum UpstreamTlsError {
     Cert(#[from] CertError),
     #[error("{0}")]
     Rustls(#[from] rustls::Error),
-    #[error("the CA file holds no usable certificate")]
-    NoRoots,
 }
 
 /// Opens TLS connections to one upstream's endpoints.
@@ -55,16 +53,14 @@ impl std::fmt::Debug for UpstreamTls {
 impl UpstreamTls {
     /// Builds the client side for `spec`; `h2` offers only `h2` by ALPN.
     pub fn new(spec: &UpstreamTlsSpec, h2: bool) -> Result<Self, UpstreamTlsError> {
-        let mut roots = RootCertStore::empty();
-        match &spec.ca {
-            Some(ca) => {
-                let (added, _) = roots.add_parsable_certificates(certs::read_chain(ca)?);
-                if added == 0 {
-                    return Err(UpstreamTlsError::NoRoots);
-                }
+        let roots = match &spec.ca {
+            Some(ca) => certs::read_roots(ca)?,
+            None => {
+                let mut roots = RootCertStore::empty();
+                roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+                roots
             }
-            None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-        }
+        };
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()?
