@@ -99,7 +99,12 @@ fn main() {
     let groups = [
         (&names, "weir_test_plugin_", "", "`tests/plugins/"),
         (&shipped, "weir_plugin_", "", "The shipped policy `plugins/"),
-        (&examples, "weir_example_", "EXAMPLE_", "The example `examples/"),
+        (
+            &examples,
+            "weir_example_",
+            "EXAMPLE_",
+            "The example `examples/",
+        ),
     ];
     for (crates, file_prefix, const_prefix, what) in groups {
         for name in crates {
