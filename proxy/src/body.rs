@@ -16,6 +16,7 @@ use hyper::body::Incoming;
 use crate::cache_store::TeeBody;
 use crate::fault::ClientFault;
 use crate::plugin::EndToken;
+use crate::upstream::pool::PooledBody;
 
 /// Where a streamed request body records that the client broke it, so the
 /// request path can tell a failed upstream exchange caused by the client
@@ -47,8 +48,9 @@ pin_project_lite::pin_project! {
     /// A request or response body.
     #[project = WeirBodyProj]
     pub enum WeirBody {
-        /// Streamed from the upstream, never buffered whole.
-        Streaming { #[pin] body: Incoming },
+        /// Streamed from the upstream, never buffered whole; its connection
+        /// goes back to the pool at its end.
+        Upstream { #[pin] body: PooledBody<WeirBody> },
         /// Streamed from the client; an error of it is the client's fault,
         /// recorded in `fault`.
         Client { #[pin] body: Incoming, fault: ClientBodyFault },
@@ -86,16 +88,16 @@ impl WeirBody {
     }
 }
 
-impl From<Incoming> for WeirBody {
-    fn from(body: Incoming) -> Self {
-        Self::Streaming { body }
+impl From<PooledBody<WeirBody>> for WeirBody {
+    fn from(body: PooledBody<WeirBody>) -> Self {
+        Self::Upstream { body }
     }
 }
 
 impl std::fmt::Debug for WeirBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Self::Streaming { .. } => f.write_str("WeirBody::Streaming"),
+            Self::Upstream { .. } => f.write_str("WeirBody::Upstream"),
             Self::Client { .. } => f.write_str("WeirBody::Client"),
             Self::Full { .. } => f.write_str("WeirBody::Full"),
             Self::Tee { .. } => f.write_str("WeirBody::Tee"),
@@ -112,7 +114,7 @@ impl Body for WeirBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         match self.project() {
-            WeirBodyProj::Streaming { body } => body.poll_frame(cx),
+            WeirBodyProj::Upstream { body } => body.poll_frame(cx),
             WeirBodyProj::Client { body, fault } => {
                 let polled = body.poll_frame(cx);
                 fault.waiting.store(polled.is_pending(), Ordering::Relaxed);
@@ -128,7 +130,8 @@ impl Body for WeirBody {
 
     fn is_end_stream(&self) -> bool {
         match self {
-            Self::Streaming { body } | Self::Client { body, .. } => body.is_end_stream(),
+            Self::Upstream { body } => body.is_end_stream(),
+            Self::Client { body, .. } => body.is_end_stream(),
             Self::Full { body } => body.is_end_stream(),
             Self::Tee { body } => body.is_end_stream(),
         }
@@ -136,7 +139,8 @@ impl Body for WeirBody {
 
     fn size_hint(&self) -> SizeHint {
         match self {
-            Self::Streaming { body } | Self::Client { body, .. } => body.size_hint(),
+            Self::Upstream { body } => body.size_hint(),
+            Self::Client { body, .. } => body.size_hint(),
             Self::Full { body } => body.size_hint(),
             Self::Tee { body } => body.size_hint(),
         }

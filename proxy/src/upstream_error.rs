@@ -122,42 +122,38 @@ impl UpstreamError {
         }
     }
 
-    /// Classifies an error from the pooled HTTP client.
-    pub fn from_client(error: &hyper_util::client::legacy::Error) -> Self {
+    /// Classifies a failure to open a connection to an endpoint (TCP
+    /// connect, name lookup, TLS handshake): nothing reached the upstream.
+    pub fn from_connect(error: &(dyn StdError + 'static)) -> Self {
         let detail = error_chain(error);
-        if let Some(tls) = find_tls(error) {
-            let class = match tls {
-                rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
-                    ErrorClass::TlsCertificate
-                }
-                _ => ErrorClass::Tls,
-            };
+        if let Some(class) = tls_class(error) {
             return Self::new(class, false, detail);
         }
-        if error.is_connect() {
-            let class = match find_io(error).map(io::Error::kind) {
-                Some(io::ErrorKind::TimedOut) => ErrorClass::ConnectTimeout,
-                _ => ErrorClass::ConnectRefused,
-            };
+        let class = match find_io(error).map(io::Error::kind) {
+            Some(io::ErrorKind::TimedOut) => ErrorClass::ConnectTimeout,
+            _ => ErrorClass::ConnectRefused,
+        };
+        Self::new(class, false, detail)
+    }
+
+    /// Classifies a failed exchange on an open connection.
+    pub fn from_exchange(error: &hyper::Error) -> Self {
+        let detail = error_chain(error);
+        if let Some(class) = tls_class(error) {
             return Self::new(class, false, detail);
         }
-        if let Some(hyper_error) = find::<hyper::Error>(error) {
-            if hyper_error.is_canceled() {
-                // The connection closed before the request was written.
-                return Self::new(ErrorClass::Reset, false, detail);
-            }
-            if hyper_error.is_timeout() {
-                return Self::new(ErrorClass::Timeout, true, detail);
-            }
-            if hyper_error.is_parse()
-                || hyper_error.is_parse_status()
-                || hyper_error.is_parse_too_large()
-            {
-                return Self::new(ErrorClass::Protocol, true, detail);
-            }
-            if hyper_error.is_incomplete_message() || hyper_error.is_closed() {
-                return Self::new(ErrorClass::Reset, true, detail);
-            }
+        if error.is_canceled() {
+            // The connection closed before the request was written.
+            return Self::new(ErrorClass::Reset, false, detail);
+        }
+        if error.is_timeout() {
+            return Self::new(ErrorClass::Timeout, true, detail);
+        }
+        if error.is_parse() || error.is_parse_status() || error.is_parse_too_large() {
+            return Self::new(ErrorClass::Protocol, true, detail);
+        }
+        if error.is_incomplete_message() || error.is_closed() {
+            return Self::new(ErrorClass::Reset, true, detail);
         }
         match find_io(error).map(io::Error::kind) {
             Some(
@@ -170,6 +166,16 @@ impl UpstreamError {
             _ => Self::new(ErrorClass::Protocol, true, detail),
         }
     }
+}
+
+/// The class of a TLS failure in the chain, if there is one.
+fn tls_class(error: &(dyn StdError + 'static)) -> Option<ErrorClass> {
+    Some(match find_tls(error)? {
+        rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
+            ErrorClass::TlsCertificate
+        }
+        _ => ErrorClass::Tls,
+    })
 }
 
 fn find<'a, T: StdError + 'static>(error: &'a (dyn StdError + 'static)) -> Option<&'a T> {

@@ -17,6 +17,7 @@ mod plugin_faults;
 pub mod plugins;
 #[allow(clippy::float_cmp)]
 mod policies;
+mod pool;
 mod probation;
 mod protocols;
 mod reload;

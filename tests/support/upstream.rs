@@ -35,6 +35,7 @@ pub struct TestUpstream {
     pub addr: SocketAddr,
     pub name: String,
     connections: Arc<AtomicUsize>,
+    closed: Arc<AtomicUsize>,
     requests: Arc<AtomicUsize>,
     bytes: Arc<AtomicUsize>,
     task: JoinHandle<()>,
@@ -53,19 +54,24 @@ impl TestUpstream {
         let listener = TcpListener::bind(address).await?;
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
+        let closed = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
         let bytes = Arc::new(AtomicUsize::new(0));
         let task = tokio::spawn(serve(
             listener,
             name.to_owned(),
-            Arc::clone(&connections),
-            Arc::clone(&requests),
-            Arc::clone(&bytes),
+            [
+                Arc::clone(&connections),
+                Arc::clone(&closed),
+                Arc::clone(&requests),
+                Arc::clone(&bytes),
+            ],
         ));
         Ok(Self {
             addr,
             name: name.to_owned(),
             connections,
+            closed,
             requests,
             bytes,
             task,
@@ -75,6 +81,11 @@ impl TestUpstream {
     /// Connections accepted so far.
     pub fn connections(&self) -> usize {
         self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Connections that have ended (closed by the peer, or after an error).
+    pub fn closed(&self) -> usize {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Requests received so far.
@@ -94,13 +105,10 @@ impl Drop for TestUpstream {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    name: String,
-    connections: Arc<AtomicUsize>,
-    requests: Arc<AtomicUsize>,
-    bytes: Arc<AtomicUsize>,
-) {
+/// Serves until aborted; counts connections opened and ended, requests
+/// and bytes received, in that order.
+async fn serve(listener: TcpListener, name: String, counters: [Arc<AtomicUsize>; 4]) {
+    let [connections, closed, requests, bytes] = counters;
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -109,6 +117,7 @@ async fn serve(
         let name = name.clone();
         let requests = Arc::clone(&requests);
         let bytes = Arc::clone(&bytes);
+        let closed = Arc::clone(&closed);
         tokio::spawn(async move {
             let service = service_fn(move |request| {
                 requests.fetch_add(1, Ordering::SeqCst);
@@ -118,6 +127,7 @@ async fn serve(
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(Counted { stream, bytes }), service)
                 .await;
+            closed.fetch_add(1, Ordering::SeqCst);
         });
     }
 }
@@ -285,6 +295,7 @@ pub fn refused_addr() -> SocketAddr {
 /// A raw TCP peer that misbehaves in one way after reading the request.
 pub struct RawPeer {
     pub addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
     task: JoinHandle<()>,
 }
 
@@ -297,18 +308,24 @@ pub enum Misbehaviour {
     Reset,
     /// Answers bytes that are not HTTP.
     Garbage,
+    /// Answers `200 ok` as if keeping the connection alive, then closes it
+    /// 50 ms later, as an upstream whose keep-alive timeout is short does.
+    AnswerThenClose,
 }
 
 impl RawPeer {
     pub async fn start(how: Misbehaviour) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&accepted);
         let task = tokio::spawn(async move {
             let mut held = Vec::new();
             loop {
                 let Ok((mut stream, _)) = listener.accept().await else {
                     continue;
                 };
+                counter.fetch_add(1, Ordering::SeqCst);
                 let mut buf = [0u8; 4096];
                 let _ = stream.read(&mut buf).await;
                 match how {
@@ -321,10 +338,28 @@ impl RawPeer {
                         let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
                         let _ = stream.shutdown().await;
                     }
+                    Misbehaviour::AnswerThenClose => {
+                        let _ = stream
+                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                            .await;
+                        tokio::spawn(async move {
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            drop(stream);
+                        });
+                    }
                 }
             }
         });
-        Self { addr, task }
+        Self {
+            addr,
+            accepted,
+            task,
+        }
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 

@@ -26,7 +26,7 @@ use crate::plugin::views::{
 };
 use crate::plugin::{Attempt, Chain, Core};
 use crate::route::Route;
-use crate::upstream::{Endpoint, EndpointSet, ErrorClass, InFlight, UpstreamError};
+use crate::upstream::{Endpoint, EndpointSet, ErrorClass, InFlight, UpstreamBody, UpstreamError};
 
 /// Where each attempt's request body comes from.
 enum BodySource {
@@ -186,7 +186,7 @@ async fn exchange(
     attempt: &Attempt<'_>,
     client_body: Option<&ClientBodyState>,
     route_deadline: Option<Instant>,
-) -> (Result<Response<Incoming>, Failed>, Option<u32>) {
+) -> (Result<Response<UpstreamBody>, Failed>, Option<u32>) {
     let upstream = &route.upstream;
     let chosen = match attempt.endpoint {
         Some(id) => upstream.endpoints().get(id).cloned(),
@@ -303,7 +303,7 @@ pub(super) async fn forward(
         // A chain of zero layers: one attempt, nothing to replay, so the
         // body streams (its failure is watched only if it has bytes).
         let (body, client_body) = if http_body::Body::is_end_stream(&body) {
-            (WeirBody::from(body), None)
+            (WeirBody::empty(), None)
         } else {
             let (body, fault) = WeirBody::from_client(body);
             (body, Some(fault))

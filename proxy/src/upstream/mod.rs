@@ -1,5 +1,5 @@
 //! Upstreams: named groups of endpoints, the choice of an endpoint, and the
-//! pooled keep-alive client that talks to them.
+//! keep-alive connection pools that talk to them.
 //!
 //! Each worker has its own pool per upstream (like nginx's per-worker
 //! keepalive), so a connection is only ever used by the core that opened it.
@@ -11,18 +11,16 @@ pub mod discovery;
 mod endpoint;
 pub mod health;
 mod passive;
+pub(crate) mod pool;
 
 use std::cell::Cell;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use http::uri::Scheme;
+use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio_util::sync::CancellationToken;
 
 pub use crate::upstream_error::{ErrorClass, UpstreamError};
@@ -31,6 +29,10 @@ pub use connector::{ConnectFailure, ConnectionState};
 pub use discovery::DiscoveryStatus;
 pub use endpoint::{Endpoint, EndpointStats, HealthNote, InFlight};
 pub use passive::EjectError;
+use pool::{PoolSettings, PooledBody, WorkerPool};
+
+/// An upstream response body (its connection goes back to the pool at its end).
+pub type UpstreamBody = PooledBody<WeirBody>;
 
 use crate::body::WeirBody;
 use crate::config::{EndpointSpec, UpstreamProtocol, UpstreamSpec};
@@ -48,7 +50,7 @@ pub fn set_thread_worker(index: usize) {
 /// One worker's view of an upstream: its own pool and round-robin cursor.
 #[repr(align(128))]
 struct WorkerSlot {
-    client: Client<CountingConnector, WeirBody>,
+    pool: Arc<WorkerPool<WeirBody>>,
     cursor: AtomicUsize,
 }
 
@@ -147,7 +149,7 @@ impl Upstream {
         let connections = Arc::new(ConnectionState::default());
         let slots = (0..workers.max(1))
             .map(|_| WorkerSlot {
-                client: build_client(spec, &connections),
+                pool: Arc::new(build_pool(spec, &connections)),
                 cursor: AtomicUsize::new(0),
             })
             .collect();
@@ -297,30 +299,43 @@ impl Upstream {
         &self,
         endpoint: &Endpoint,
         mut request: Request<WeirBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let mut parts = http::uri::Parts::default();
-        parts.scheme = Some(Scheme::HTTP);
-        parts.authority = Some(endpoint.authority.clone());
-        parts.path_and_query = request.uri().path_and_query().cloned();
-        if parts.path_and_query.is_none() {
-            parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
-        }
-        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
-            UpstreamError::new(
-                ErrorClass::Protocol,
-                false,
-                format!("cannot build upstream URI: {e}"),
-            )
-        })?;
-        *request.version_mut() = match self.spec.protocol {
-            UpstreamProtocol::Http1 => http::Version::HTTP_11,
-            UpstreamProtocol::H2c => http::Version::HTTP_2,
+    ) -> Result<Response<PooledBody<WeirBody>>, UpstreamError> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        let h2 = self.spec.protocol == UpstreamProtocol::H2c;
+        *request.uri_mut() = if h2 {
+            // HTTP/2 carries scheme and authority as pseudo-headers.
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(if self.spec.tls.is_some() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
+            parts.authority = Some(endpoint.authority.clone());
+            parts.path_and_query = Some(path);
+            Uri::from_parts(parts).map_err(|e| {
+                UpstreamError::new(
+                    ErrorClass::Protocol,
+                    false,
+                    format!("cannot build upstream URI: {e}"),
+                )
+            })?
+        } else {
+            // HTTP/1.1 to an origin server: the origin form.
+            Uri::from(path)
+        };
+        *request.version_mut() = if h2 {
+            http::Version::HTTP_2
+        } else {
+            http::Version::HTTP_11
         };
         self.slot()
-            .client
-            .request(request)
+            .pool
+            .send(endpoint.id, &endpoint.authority, request)
             .await
-            .map_err(|e| UpstreamError::from_client(&e))
     }
 }
 
@@ -351,30 +366,19 @@ impl Drop for Upstream {
     }
 }
 
-fn build_client(
-    spec: &UpstreamSpec,
-    connections: &Arc<ConnectionState>,
-) -> Client<CountingConnector, WeirBody> {
+fn build_pool(spec: &UpstreamSpec, connections: &Arc<ConnectionState>) -> WorkerPool<WeirBody> {
     let mut connector = HttpConnector::new();
     connector.set_connect_timeout(Some(spec.connect_timeout));
     connector.set_nodelay(true);
     connector.enforce_http(true);
-    let mut builder = Client::builder(TokioExecutor::new());
-    builder
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(spec.pool_idle_timeout)
-        .pool_max_idle_per_host(spec.pool_max_idle_per_endpoint)
-        // The proxy passes the client's Host header through; the pool must not add its own.
-        .set_host(false);
-    if spec.protocol == UpstreamProtocol::H2c {
-        builder.http2_only(true);
-    }
-    builder.build(CountingConnector::new(
-        connector,
-        Arc::clone(connections),
-        upstream_tls(spec),
-    ))
+    WorkerPool::new(
+        CountingConnector::new(connector, Arc::clone(connections), upstream_tls(spec)),
+        PoolSettings {
+            h2: spec.protocol == UpstreamProtocol::H2c,
+            idle_timeout: spec.pool_idle_timeout,
+            max_idle: spec.pool_max_idle_per_endpoint,
+        },
+    )
 }
 
 /// The TLS connector of an upstream that uses TLS. One that cannot be built
