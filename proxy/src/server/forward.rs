@@ -204,7 +204,6 @@ async fn exchange(
     };
     let id = endpoint.id;
     let in_flight = InFlight::start(endpoint);
-    let send = upstream.send(in_flight.endpoint(), request);
     let attempt_deadline = attempt.timeout.map(|limit| Instant::now() + limit);
     let deadline = match (attempt_deadline, route_deadline) {
         (Some(a), Some(r)) => Some(a.min(r)),
@@ -212,36 +211,42 @@ async fn exchange(
     };
     let waiting_on_client = || client_body.is_some_and(crate::body::waiting_on_client);
     let result = match deadline {
-        Some(deadline) => match tokio::time::timeout_at(deadline, send).await {
-            Ok(result) => result,
-            Err(_) if waiting_on_client() => {
-                // The exchange was waiting for the rest of the client's
-                // body: no sample for the endpoint, no upstream failure.
-                drop(in_flight);
-                if Some(deadline) == route_deadline {
+        // The send future is made in each arm: made once before, it would
+        // take room in this future for itself and again inside the timeout.
+        Some(deadline) => {
+            match tokio::time::timeout_at(deadline, upstream.send(in_flight.endpoint(), request))
+                .await
+            {
+                Ok(result) => result,
+                Err(_) if waiting_on_client() => {
+                    // The exchange was waiting for the rest of the client's
+                    // body: no sample for the endpoint, no upstream failure.
+                    drop(in_flight);
+                    if Some(deadline) == route_deadline {
+                        return (Err(Failed::RouteTimeout), Some(id));
+                    }
+                    let fault = ClientFault::new(
+                        ClientFaultClass::BodyStalled,
+                        StatusCode::REQUEST_TIMEOUT,
+                        "the request body stopped arriving",
+                    );
+                    return (Err(Failed::Client(fault)), Some(id));
+                }
+                Err(_) if Some(deadline) == route_deadline => {
+                    in_flight.finish(true);
                     return (Err(Failed::RouteTimeout), Some(id));
                 }
-                let fault = ClientFault::new(
-                    ClientFaultClass::BodyStalled,
-                    StatusCode::REQUEST_TIMEOUT,
-                    "the request body stopped arriving",
-                );
-                return (Err(Failed::Client(fault)), Some(id));
+                Err(_) => Err(UpstreamError::new(
+                    ErrorClass::Timeout,
+                    true,
+                    format!(
+                        "no response within the attempt's {:?}",
+                        attempt.timeout.unwrap_or_default()
+                    ),
+                )),
             }
-            Err(_) if Some(deadline) == route_deadline => {
-                in_flight.finish(true);
-                return (Err(Failed::RouteTimeout), Some(id));
-            }
-            Err(_) => Err(UpstreamError::new(
-                ErrorClass::Timeout,
-                true,
-                format!(
-                    "no response within the attempt's {:?}",
-                    attempt.timeout.unwrap_or_default()
-                ),
-            )),
-        },
-        None => send.await,
+        }
+        None => upstream.send(in_flight.endpoint(), request).await,
     };
     match result {
         Ok(response) => {
@@ -352,6 +357,55 @@ pub(super) async fn forward(
         )
         .map(ResponseBody::new);
     };
+    // Boxed: the chain's future is many times the size of the rest, and
+    // requests on routes without plugins should not carry (and copy) it.
+    // (Boxed in its own statement: a temporary in the awaiting one would
+    // be kept in this future all the same.)
+    let chained = Box::pin(through_chain(
+        parts,
+        body,
+        ChainRequest {
+            peer,
+            route,
+            chain,
+            replay_limit,
+            deadline,
+            client_version,
+            client_upgrade,
+            upgrade,
+        },
+    ));
+    chained.await
+}
+
+/// What the chain path needs besides the request itself.
+struct ChainRequest<'a> {
+    peer: &'a Peer,
+    route: &'a Route,
+    chain: &'a Arc<Chain>,
+    replay_limit: usize,
+    deadline: Instant,
+    client_version: Version,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: bool,
+}
+
+/// Answers a request through the route's plugin chain.
+async fn through_chain(
+    parts: http::request::Parts,
+    body: Incoming,
+    request: ChainRequest<'_>,
+) -> Response<ResponseBody> {
+    let ChainRequest {
+        peer,
+        route,
+        chain,
+        replay_limit,
+        deadline,
+        client_version,
+        client_upgrade,
+        upgrade,
+    } = request;
     let may_retry = chain.may_retry();
     let body = match keep_for_replay(body, may_retry, replay_limit).await {
         Ok(body) => body,

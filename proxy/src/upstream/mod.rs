@@ -295,18 +295,19 @@ impl Upstream {
 
     /// Sends `request` to `endpoint` through this worker's pool. The request's
     /// URI is rewritten to point at the endpoint; its headers are sent as they are.
-    pub async fn send(
-        &self,
-        endpoint: &Endpoint,
+    pub fn send<'a>(
+        &'a self,
+        endpoint: &'a Endpoint,
         mut request: Request<WeirBody>,
-    ) -> Result<Response<PooledBody<WeirBody>>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
+        // Not an `async fn`: the preparation needs no room in the future.
         let path = request
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         let h2 = self.spec.protocol == UpstreamProtocol::H2c;
-        *request.uri_mut() = if h2 {
+        let uri = if h2 {
             // HTTP/2 carries scheme and authority as pseudo-headers.
             let mut parts = http::uri::Parts::default();
             parts.scheme = Some(if self.spec.tls.is_some() {
@@ -322,20 +323,23 @@ impl Upstream {
                     false,
                     format!("cannot build upstream URI: {e}"),
                 )
-            })?
+            })
         } else {
             // HTTP/1.1 to an origin server: the origin form.
-            Uri::from(path)
+            Ok(Uri::from(path))
         };
         *request.version_mut() = if h2 {
             http::Version::HTTP_2
         } else {
             http::Version::HTTP_11
         };
-        self.slot()
-            .pool
-            .send(endpoint.id, &endpoint.authority, request)
-            .await
+        async move {
+            *request.uri_mut() = uri?;
+            self.slot()
+                .pool
+                .send(endpoint.id, &endpoint.authority, request)
+                .await
+        }
     }
 }
 

@@ -77,6 +77,9 @@ impl Hasher for IdHasher {
 
 type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
 
+/// A connection being opened.
+type Connecting<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
+
 struct Idle<B> {
     sender: http1::SendRequest<B>,
     since: Instant,
@@ -206,48 +209,52 @@ impl<B: RequestBody> WorkerPool<B> {
             .map_err(|e| UpstreamError::from_connect(e.as_ref()))
     }
 
-    async fn connect_h1(
-        &self,
-        authority: &Authority,
-    ) -> Result<http1::SendRequest<B>, UpstreamError> {
-        let io = self.connect(authority).await?;
-        let (sender, connection) = http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| UpstreamError::from_exchange(&e))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
-        Ok(sender)
+    /// Boxed, like [`WorkerPool::connect_h2`]: connecting is rare and its
+    /// future is larger than the rest of an exchange's, which would
+    /// otherwise carry (and copy) it on every request.
+    fn connect_h1<'a>(&'a self, authority: &'a Authority) -> Connecting<'a, http1::SendRequest<B>> {
+        Box::pin(async move {
+            let io = self.connect(authority).await?;
+            let (sender, connection) = http1::Builder::new()
+                .handshake(io)
+                .await
+                .map_err(|e| UpstreamError::from_exchange(&e))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.with_upgrades().await {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+            });
+            Ok(sender)
+        })
     }
 
-    async fn connect_h2(
-        self: &Arc<Self>,
+    fn connect_h2<'a>(
+        self: &'a Arc<Self>,
         endpoint: u32,
-        authority: &Authority,
-    ) -> Result<http2::SendRequest<B>, UpstreamError> {
-        let io = self.connect(authority).await?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .handshake(io)
-            .await
-            .map_err(|e| UpstreamError::from_exchange(&e))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-        });
-        lock(&self.shared).insert(
-            endpoint,
-            Shared {
-                sender: sender.clone(),
-                last_used: Instant::now(),
-            },
-        );
-        self.start_reaper();
-        Ok(sender)
+        authority: &'a Authority,
+    ) -> Connecting<'a, http2::SendRequest<B>> {
+        Box::pin(async move {
+            let io = self.connect(authority).await?;
+            let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .handshake(io)
+                .await
+                .map_err(|e| UpstreamError::from_exchange(&e))?;
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+            });
+            lock(&self.shared).insert(
+                endpoint,
+                Shared {
+                    sender: sender.clone(),
+                    last_used: Instant::now(),
+                },
+            );
+            self.start_reaper();
+            Ok(sender)
+        })
     }
 
     /// Takes back a connection whose exchange is over. One still busy
