@@ -5,9 +5,11 @@
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::task::AtomicWaker;
 use http::HeaderValue;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -40,10 +42,11 @@ impl WorkerContext {
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder
             .http1()
-            .timer(TokioTimer::new())
             .keep_alive(true)
-            // Covers a slow request head and the wait for the next request.
-            .header_read_timeout(config.timeouts.idle)
+            // The intake times a slow request head and the connection's
+            // watcher an idle one; hyper's own timer would be re-armed for
+            // every request.
+            .header_read_timeout(None)
             .max_buf_size(config.limits.max_header_bytes.max(8192))
             .max_headers(config.limits.max_headers);
         builder
@@ -162,40 +165,84 @@ pub(crate) async fn serve<S>(
             }
         })
     };
-    let activity = &state.activity;
     let peer = addr;
     let connection = ctx.builder.serve_connection_with_upgrades(
         TokioIo::new(Intake::new(stream, ctx.intake, intake)),
         service,
     );
     tokio::pin!(connection);
+    // Draining and idleness are watched by a task of their own, which
+    // raises `shutdown` once: this task, woken several times per request,
+    // then checks one flag instead of polling a timer and the drain token
+    // each time.
+    let shutdown = Arc::new(Shutdown::default());
+    let watcher = AbortOnDrop(tokio::spawn(watch(
+        Arc::clone(&state),
+        Arc::clone(&shutdown),
+    )));
     let mut draining = false;
+    let result = std::future::poll_fn(|cx| {
+        loop {
+            if let Poll::Ready(result) = connection.as_mut().poll(cx) {
+                return Poll::Ready(result);
+            }
+            if draining {
+                return Poll::Pending;
+            }
+            shutdown.waker.register(cx.waker());
+            if !shutdown.raised.load(Relaxed) {
+                return Poll::Pending;
+            }
+            draining = true;
+            connection.as_mut().graceful_shutdown();
+        }
+    })
+    .await;
+    drop(watcher);
+    if let Err(error) = result {
+        note_connection_error(&shared, peer, error.as_ref());
+    }
+}
+
+/// Raised when a connection should close gracefully.
+#[derive(Default)]
+struct Shutdown {
+    raised: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl Shutdown {
+    fn raise(&self) {
+        self.raised.store(true, Relaxed);
+        self.waker.wake();
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Raises `shutdown` when the proxy drains, or when the connection has had
+/// no request in flight for the idle timeout.
+async fn watch(state: Arc<ConnectionState>, shutdown: Arc<Shutdown>) {
+    let ctx = &state.ctx;
     let idle = tokio::time::sleep(ctx.idle_timeout);
     tokio::pin!(idle);
     loop {
         tokio::select! {
-            result = connection.as_mut() => {
-                if let Err(error) = result {
-                    note_connection_error(&shared, peer, error.as_ref());
-                }
-                return;
-            }
-            () = shared.drain.cancelled(), if !draining => {
-                draining = true;
-                connection.as_mut().graceful_shutdown();
-            }
-            () = idle.as_mut(), if !draining => {
-                match activity.idle_since() {
-                    Some(since) if since + ctx.idle_timeout <= Instant::now() => {
-                        draining = true;
-                        connection.as_mut().graceful_shutdown();
-                    }
-                    Some(since) => idle.as_mut().reset(since + ctx.idle_timeout),
-                    None => idle.as_mut().reset(Instant::now() + ctx.idle_timeout),
-                }
-            }
+            () = ctx.shared.drain.cancelled() => break,
+            () = idle.as_mut() => match state.activity.idle_since() {
+                Some(since) if since + ctx.idle_timeout <= Instant::now() => break,
+                Some(since) => idle.as_mut().reset(since + ctx.idle_timeout),
+                None => idle.as_mut().reset(Instant::now() + ctx.idle_timeout),
+            },
         }
     }
+    shutdown.raise();
 }
 
 fn note_connection_error(

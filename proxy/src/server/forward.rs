@@ -287,12 +287,14 @@ fn upstream_upgrade(
 
 /// Answers a request on `route`: the core step alone for a chain of zero
 /// layers, wrapped in the route's plugin chain otherwise; the same upstream
-/// exchange, response tail and error answers either way.
+/// exchange, response tail and error answers either way. The route's
+/// timeout counts from `started`, when the handler took the request.
 pub(super) async fn forward(
     request: Request<Incoming>,
     peer: &Peer,
     route: &Route,
     replay_limit: usize,
+    started: std::time::Instant,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = request.into_parts();
     let client_version = parts.version;
@@ -303,7 +305,7 @@ pub(super) async fn forward(
         None
     };
     headers::prepare_request(&mut parts, &peer.ip_header, upgrade, peer.tls.is_some());
-    let deadline = Instant::now() + route.spec.timeout;
+    let deadline = Instant::from_std(started) + route.spec.timeout;
     let Some(chain) = route.chain.as_ref() else {
         // A chain of zero layers: one attempt, nothing to replay, so the
         // body streams (its failure is watched only if it has bytes).

@@ -62,7 +62,8 @@ pub(crate) async fn handle(
     let method = shared
         .access_log
         .then(|| (request.method().clone(), request.uri().clone()));
-    let response = super::forward::forward(request, peer, &route, shared.replay_limit).await;
+    let response =
+        super::forward::forward(request, peer, &route, shared.replay_limit, started).await;
     let elapsed = started.elapsed();
     route.metrics.observe(response.status(), elapsed);
     if let Some((method, uri)) = method {

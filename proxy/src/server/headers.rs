@@ -98,6 +98,9 @@ pub fn prepare_request(
     https: bool,
 ) {
     let headers = &mut parts.headers;
+    // Room for the four added below at once (hyper sizes the map to what
+    // the client sent), rather than growing it twice.
+    headers.reserve(4);
     // One authority: the request target's when it has one (absolute-form,
     // HTTP/2's `:authority`; RFC 9112 §3.2.2), else Host. The intake has
     // already refused an HTTP/1 request whose two disagree.
