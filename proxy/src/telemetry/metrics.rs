@@ -70,6 +70,11 @@ impl RouteMetrics {
 
     /// Records one answered request.
     pub fn observe(&self, status: http::StatusCode, latency: Duration) {
+        self.observe_at(status, latency, std::time::Instant::now());
+    }
+
+    /// Like [`RouteMetrics::observe`], for an answer given at `now`.
+    pub fn observe_at(&self, status: http::StatusCode, latency: Duration, now: std::time::Instant) {
         let shard = &self.shards[shard_index(self.shards.len())];
         let slot = usize::from(status.as_u16())
             .saturating_sub(100)
@@ -84,7 +89,7 @@ impl RouteMetrics {
         shard.count.fetch_add(1, Relaxed);
         shard
             .server_errors
-            .record(u64::from(status.is_server_error()));
+            .record_at(u64::from(status.is_server_error()), now);
     }
 
     /// Requests answered and how many of them were 5xx, over the last minute

@@ -49,13 +49,24 @@ impl Default for Window {
 
 impl Window {
     fn slot_now(&self) -> u64 {
+        self.slot_at(Instant::now())
+    }
+
+    fn slot_at(&self, now: Instant) -> u64 {
         let width = BUCKET_WIDTH.as_millis().max(1);
-        u64::try_from(self.epoch.elapsed().as_millis() / width).unwrap_or(u64::MAX - 1) + 1
+        let since = now.saturating_duration_since(self.epoch).as_millis();
+        u64::try_from(since / width).unwrap_or(u64::MAX - 1) + 1
     }
 
     /// Adds one sample of `value`.
     pub fn record(&self, value: u64) {
-        let slot = self.slot_now();
+        self.record_at(value, Instant::now());
+    }
+
+    /// Adds one sample of `value` taken at `now` (a clock read the caller
+    /// already made).
+    pub fn record_at(&self, value: u64, now: Instant) {
+        let slot = self.slot_at(now);
         let bucket = &self.buckets[usize::try_from(slot).unwrap_or(0) % BUCKETS];
         let seen = bucket.slot.load(Relaxed);
         if seen != slot

@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -24,7 +24,6 @@ use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioTimer};
-use tokio::time::Instant;
 use tower_service::Service;
 
 use super::connector::CountingConnector;
@@ -80,14 +79,21 @@ type ById<T> = HashMap<u32, T, BuildHasherDefault<IdHasher>>;
 /// A connection being opened.
 type Connecting<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> + Send + 'a>>;
 
+/// Idleness is measured in the reaper's ticks, a quarter of the idle
+/// timeout each: a connection is closed after 5 ticks idle, between 1 and
+/// 1.25 times the timeout, and giving one back reads a counter instead of
+/// the clock.
+const TICKS_PER_TIMEOUT: u32 = 4;
+const IDLE_TICKS: u64 = TICKS_PER_TIMEOUT as u64 + 1;
+
 struct Idle<B> {
     sender: http1::SendRequest<B>,
-    since: Instant,
+    since_tick: u64,
 }
 
 struct Shared<B> {
     sender: http2::SendRequest<B>,
-    last_used: Instant,
+    last_used_tick: u64,
 }
 
 /// One worker's connections to one upstream.
@@ -99,6 +105,8 @@ pub(crate) struct WorkerPool<B> {
     /// The HTTP/2 connection per endpoint id.
     shared: Mutex<ById<Shared<B>>>,
     reaper_started: AtomicBool,
+    /// The reaper's ticks so far.
+    ticks: AtomicU64,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -113,6 +121,7 @@ impl<B: RequestBody> WorkerPool<B> {
             idle: Mutex::default(),
             shared: Mutex::default(),
             reaper_started: AtomicBool::new(false),
+            ticks: AtomicU64::new(0),
         }
     }
 
@@ -185,7 +194,7 @@ impl<B: RequestBody> WorkerPool<B> {
             shared.remove(&endpoint);
             return None;
         }
-        entry.last_used = Instant::now();
+        entry.last_used_tick = self.ticks.load(Relaxed);
         Some(entry.sender.clone())
     }
 
@@ -249,7 +258,7 @@ impl<B: RequestBody> WorkerPool<B> {
                 endpoint,
                 Shared {
                     sender: sender.clone(),
-                    last_used: Instant::now(),
+                    last_used_tick: self.ticks.load(Relaxed),
                 },
             );
             self.start_reaper();
@@ -284,7 +293,7 @@ impl<B: RequestBody> WorkerPool<B> {
             if list.len() < self.settings.max_idle {
                 list.push(Idle {
                     sender,
-                    since: Instant::now(),
+                    since_tick: self.ticks.load(Relaxed),
                 });
                 None
             } else {
@@ -296,8 +305,9 @@ impl<B: RequestBody> WorkerPool<B> {
         self.start_reaper();
     }
 
-    /// Closes idle connections past the idle timeout, every half of it,
-    /// from a task of the worker's runtime that ends with the pool.
+    /// Closes idle connections past the idle timeout, checking every
+    /// quarter of it, from a task of the worker's runtime that ends with
+    /// the pool.
     fn start_reaper(self: &Arc<Self>) {
         if self.reaper_started.load(Relaxed) || self.reaper_started.swap(true, Relaxed) {
             return;
@@ -307,7 +317,7 @@ impl<B: RequestBody> WorkerPool<B> {
             return;
         };
         let pool: Weak<Self> = Arc::downgrade(self);
-        let every = (self.settings.idle_timeout / 2).max(Duration::from_millis(50));
+        let every = (self.settings.idle_timeout / TICKS_PER_TIMEOUT).max(Duration::from_millis(10));
         runtime.spawn(async move {
             let mut ticks = tokio::time::interval(every);
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -315,27 +325,27 @@ impl<B: RequestBody> WorkerPool<B> {
             loop {
                 ticks.tick().await;
                 let Some(pool) = pool.upgrade() else { return };
-                pool.close_stale(Instant::now());
+                let now = pool.ticks.fetch_add(1, Relaxed) + 1;
+                pool.close_stale(now);
             }
         });
     }
 
-    fn close_stale(&self, now: Instant) {
-        let timeout = self.settings.idle_timeout;
+    fn close_stale(&self, now_tick: u64) {
+        let stale = |since: u64| now_tick.saturating_sub(since) >= IDLE_TICKS;
         let mut closed = Vec::new();
         {
             let mut idle = lock(&self.idle);
             for list in idle.values_mut() {
                 closed.extend(list.extract_if(.., |entry| {
-                    now.duration_since(entry.since) >= timeout || entry.sender.is_closed()
+                    stale(entry.since_tick) || entry.sender.is_closed()
                 }));
             }
             idle.retain(|_, list| !list.is_empty());
         }
         drop(closed);
-        lock(&self.shared).retain(|_, entry| {
-            now.duration_since(entry.last_used) < timeout && !entry.sender.is_closed()
-        });
+        lock(&self.shared)
+            .retain(|_, entry| !stale(entry.last_used_tick) && !entry.sender.is_closed());
     }
 }
 
