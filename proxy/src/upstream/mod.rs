@@ -18,8 +18,7 @@ use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
 use arc_swap::ArcSwap;
-use http::uri::{PathAndQuery, Scheme};
-use http::{Request, Response, Uri};
+use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio_util::sync::CancellationToken;
 
@@ -298,48 +297,13 @@ impl Upstream {
     pub fn send<'a>(
         &'a self,
         endpoint: &'a Endpoint,
-        mut request: Request<WeirBody>,
+        request: Request<WeirBody>,
     ) -> impl Future<Output = Result<Response<UpstreamBody>, UpstreamError>> + Send + 'a {
-        // Not an `async fn`: the preparation needs no room in the future.
-        let path = request
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let h2 = self.spec.protocol == UpstreamProtocol::H2c;
-        let uri = if h2 {
-            // HTTP/2 carries scheme and authority as pseudo-headers.
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(if self.spec.tls.is_some() {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            });
-            parts.authority = Some(endpoint.authority.clone());
-            parts.path_and_query = Some(path);
-            Uri::from_parts(parts).map_err(|e| {
-                UpstreamError::new(
-                    ErrorClass::Protocol,
-                    false,
-                    format!("cannot build upstream URI: {e}"),
-                )
-            })
-        } else {
-            // HTTP/1.1 to an origin server: the origin form.
-            Ok(Uri::from(path))
-        };
-        *request.version_mut() = if h2 {
-            http::Version::HTTP_2
-        } else {
-            http::Version::HTTP_11
-        };
-        async move {
-            *request.uri_mut() = uri?;
-            self.slot()
-                .pool
-                .send(endpoint.id, &endpoint.authority, request)
-                .await
-        }
+        // The pool's future itself, not one wrapping it: the request path
+        // moves this future, and a wrapper would be one more copy.
+        self.slot()
+            .pool
+            .send(endpoint.id, &endpoint.authority, request)
     }
 }
 
@@ -379,6 +343,7 @@ fn build_pool(spec: &UpstreamSpec, connections: &Arc<ConnectionState>) -> Worker
         CountingConnector::new(connector, Arc::clone(connections), upstream_tls(spec)),
         PoolSettings {
             h2: spec.protocol == UpstreamProtocol::H2c,
+            tls: spec.tls.is_some(),
             idle_timeout: spec.pool_idle_timeout,
             max_idle: spec.pool_max_idle_per_endpoint,
         },

@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::uri::{Authority, Scheme};
+use http::uri::{Authority, PathAndQuery, Scheme};
 use http::{Request, Response, StatusCode, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
@@ -27,7 +27,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
 use super::connector::CountingConnector;
-use crate::upstream_error::UpstreamError;
+use crate::upstream_error::{ErrorClass, UpstreamError};
 
 /// What a request body must be for hyper's client connections.
 pub trait RequestBody:
@@ -48,6 +48,8 @@ impl<B> RequestBody for B where
 pub(crate) struct PoolSettings {
     /// Speak HTTP/2 (one shared connection per endpoint) instead of HTTP/1.1.
     pub h2: bool,
+    /// The connections use TLS (HTTP/2's `:scheme` is then `https`).
+    pub tls: bool,
     /// An idle connection unused this long is closed.
     pub idle_timeout: Duration,
     /// Idle HTTP/1.1 connections kept per endpoint; more are closed.
@@ -128,14 +130,41 @@ impl<B: RequestBody> WorkerPool<B> {
     /// Sends `request` to the endpoint over a pooled connection, or a new
     /// one. A request that a reused connection closed before writing (the
     /// upstream hung up while it idled) is sent again on another: it never
-    /// reached the upstream. Its URI must already be in the form the
-    /// protocol wants (origin form for HTTP/1.1, absolute for HTTP/2).
+    /// reached the upstream. Its URI is put in the form the protocol wants:
+    /// origin form for HTTP/1.1, absolute (scheme and authority are
+    /// pseudo-headers) for HTTP/2.
     pub async fn send(
         self: &Arc<Self>,
         endpoint: u32,
         authority: &Authority,
         mut request: Request<B>,
     ) -> Result<Response<PooledBody<B>>, UpstreamError> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if self.settings.h2 {
+            let mut parts = http::uri::Parts::default();
+            parts.scheme = Some(if self.settings.tls {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            });
+            parts.authority = Some(authority.clone());
+            parts.path_and_query = Some(path);
+            *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+                UpstreamError::new(
+                    ErrorClass::Protocol,
+                    false,
+                    format!("cannot build upstream URI: {e}"),
+                )
+            })?;
+            *request.version_mut() = http::Version::HTTP_2;
+        } else {
+            *request.uri_mut() = Uri::from(path);
+            *request.version_mut() = http::Version::HTTP_11;
+        }
         loop {
             let (result, reused) = if self.settings.h2 {
                 let (mut sender, reused) = match self.take_shared(endpoint) {
