@@ -104,6 +104,15 @@ pub async fn serve(
             return;
         }
     };
+    // Over TLS, the admin API counts its failed handshakes as a listener
+    // does, under its address (and so shows in the health report's list).
+    let metrics = tls.is_some().then(|| {
+        // Named by the configured address, as the proxy's listeners are.
+        let configured = server.config().admin.as_ref().map(|a| a.address);
+        server
+            .metrics()
+            .listener(&configured.unwrap_or(address).to_string())
+    });
     loop {
         let (stream, _) = tokio::select! {
             () = stop.cancelled() => return,
@@ -118,16 +127,21 @@ pub async fn serve(
         };
         let server = server.clone();
         let tls = tls.as_ref().map(|t| t.server_config());
+        let metrics = metrics.clone();
         tokio::spawn(async move {
-            let Some(config) = tls else {
+            let (Some(config), Some(metrics)) = (tls, metrics) else {
                 serve_connection(stream, server, address).await;
                 return;
             };
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
-            match tokio::time::timeout(ADMIN_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(stream)) => serve_connection(stream, server, address).await,
-                Ok(Err(error)) => tracing::debug!(%error, "admin TLS handshake failed"),
-                Err(_) => tracing::debug!("admin TLS handshake timed out"),
+            match crate::tls::handshake::accept(&acceptor, stream, ADMIN_HANDSHAKE_TIMEOUT).await {
+                Ok(stream) => serve_connection(stream, server, address).await,
+                Err(failed) => {
+                    if let Some(error) = &failed.error {
+                        tracing::debug!(%error, reason = failed.reason.as_str(), "admin TLS handshake failed");
+                    }
+                    metrics.tls_handshake_failed(failed.reason);
+                }
             }
         });
     }

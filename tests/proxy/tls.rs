@@ -508,8 +508,14 @@ async fn the_admin_api_serves_https_so_its_token_never_crosses_in_clear() {
     let ca = TestCa::new();
     let admin = ca.leaf(dir.path(), "admin", &["admin.test"], -1, 30);
     let token = "0123456789abcdef0123456789abcdef";
+    // A port of its own, so that its figures are told apart from the
+    // proxy listener's (both would be named 127.0.0.1:0).
+    let admin_address = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let config = format!(
-        "[server]\nworkers = 1\n[admin]\naddress = \"127.0.0.1:0\"\ntoken = \"{token}\"\ntls = {{ certificates = [{}] }}\n\
+        "[server]\nworkers = 1\n[admin]\naddress = \"{admin_address}\"\ntoken = \"{token}\"\ntls = {{ certificates = [{}] }}\n\
          [[listeners]]\naddress = \"127.0.0.1:0\"\n\
          [upstreams.u]\nendpoints = [\"{}\"]\n[[routes]]\nupstream = \"u\"\n",
         files(&admin),
@@ -550,13 +556,52 @@ async fn the_admin_api_serves_https_so_its_token_never_crosses_in_clear() {
     .unwrap()
     .body;
     assert!(
-        metrics.lines().any(|l| l.starts_with(
-            "weir_tls_certificate_expiry_seconds{listener=\"127.0.0.1:0\",name=\"admin.test\"}"
-        )),
+        metrics.lines().any(|l| l.starts_with(&format!(
+            "weir_tls_certificate_expiry_seconds{{listener=\"{admin_address}\",name=\"admin.test\"}}"
+        ))),
         "{metrics}"
     );
-    // Plain HTTP to the admin port gets no answer.
+    // Plain HTTP to the admin port gets no answer, and its failed handshake
+    // is counted under the admin API's address, as a listener's would be.
     assert!(get(&proxy.admin_url("/healthz")).await.is_err());
+    let authorized = [("authorization", bearer.as_str())];
+    let admin_get = |path: &'static str| {
+        let client = client_config(&ca.pem, &["http/1.1"]);
+        let address = proxy.admin;
+        async move {
+            get_tls_with(client, address, "admin.test", path, &authorized)
+                .await
+                .unwrap()
+                .body
+        }
+    };
+    assert_eventually(Duration::from_secs(2), "the failed handshake is counted", || async {
+        let metrics = admin_get("/metrics").await;
+        let prefix = format!("weir_tls_handshake_errors_total{{listener=\"{admin_address}\"");
+        metrics
+            .lines()
+            .any(|l| l.starts_with(&prefix) && !l.ends_with(" 0"))
+            .then_some(())
+            .ok_or(metrics)
+    })
+    .await;
+    // The health report lists the admin API with its certificate.
+    let health: serde_json::Value = serde_json::from_str(&admin_get("/admin/health").await).unwrap();
+    let listed = health["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["listener"] == admin_address.to_string())
+        .unwrap_or_else(|| panic!("admin API not among the listeners: {health}"));
+    assert_eq!(listed["tls"]["certificates"][0]["names"][0], "admin.test");
+    assert!(
+        listed["tls_handshake_errors_total"]
+            .as_object()
+            .unwrap()
+            .values()
+            .any(|n| n.as_u64() > Some(0)),
+        "{listed}"
+    );
     // The proxy's own listener is unaffected.
     assert_eq!(get(&proxy.url("/")).await.unwrap().status, 200);
 }

@@ -185,7 +185,7 @@ pub fn health_json(server: &dyn AdminView) -> Value {
                 .iter()
                 .map(|class| (class.as_str().to_owned(), json!(listener.client_errors(*class))))
                 .collect();
-            let handshake_errors: serde_json::Map<String, serde_json::Value> = crate::telemetry::metrics::TlsHandshakeFailure::ALL
+            let handshake_errors: serde_json::Map<String, serde_json::Value> = crate::tls::TlsHandshakeFailure::ALL
                 .iter()
                 .map(|reason| (reason.as_str().to_owned(), json!(listener.tls_handshake_errors(*reason))))
                 .collect();

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use super::conn::{self, ListenerKind, WorkerContext};
 use crate::config::Config;
-use crate::telemetry::metrics::{ListenerMetrics, TlsHandshakeFailure};
+use crate::telemetry::metrics::ListenerMetrics;
 use crate::tls::ListenerTls;
 use crate::watch::{Watch, watch_file};
 
@@ -112,21 +112,18 @@ async fn handshake_then_serve(
     tls: Arc<ListenerTls>,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
-    let failure = match tokio::time::timeout(ctx.handshake_timeout(), acceptor.accept(stream)).await
-    {
-        Ok(Ok(stream)) => {
+    match crate::tls::handshake::accept(&acceptor, stream, ctx.handshake_timeout()).await {
+        Ok(stream) => {
             let facts = Arc::new(crate::tls::ConnectionTls::of(stream.get_ref().1));
             conn::serve(stream, peer, ctx, metrics, ListenerKind::Tls(facts)).await;
-            return;
         }
-        Ok(Err(error)) => {
-            let failure = TlsHandshakeFailure::of(&error);
-            tracing::debug!(%peer, %error, reason = failure.as_str(), "TLS handshake failed");
-            failure
+        Err(failed) => {
+            if let Some(error) = &failed.error {
+                tracing::debug!(%peer, %error, reason = failed.reason.as_str(), "TLS handshake failed");
+            }
+            metrics.tls_handshake_failed(failed.reason);
         }
-        Err(_) => TlsHandshakeFailure::Timeout,
-    };
-    metrics.tls_handshake_failed(failure);
+    }
 }
 
 /// Reloads a listener's certificates whenever one of its files changes.

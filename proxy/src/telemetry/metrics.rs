@@ -4,6 +4,7 @@
 //! so that workers on different cores never write the same line; `/metrics`
 //! sums the shards when it renders.
 
+use crate::tls::TlsHandshakeFailure;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -155,72 +156,6 @@ impl UpstreamMetrics {
 pub struct ListenerMetrics {
     client_errors: [AtomicU64; ClientFaultClass::ALL.len()],
     tls_handshake_errors: [AtomicU64; TlsHandshakeFailure::ALL.len()],
-}
-
-/// Why a TLS handshake failed, for `weir_tls_handshake_errors_total`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsHandshakeFailure {
-    /// Not finished within the head-read timeout.
-    Timeout,
-    /// The client went away or sent no TLS.
-    Aborted,
-    /// No common version, cipher suite or ALPN protocol.
-    Incompatible,
-    /// A certificate problem (the client refused ours, or sent a bad one).
-    Certificate,
-    /// Anything else the TLS stack refused.
-    Other,
-}
-
-impl TlsHandshakeFailure {
-    /// Every reason, in label order.
-    pub const ALL: [Self; 5] = [
-        Self::Timeout,
-        Self::Aborted,
-        Self::Incompatible,
-        Self::Certificate,
-        Self::Other,
-    ];
-
-    /// The label.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Timeout => "timeout",
-            Self::Aborted => "aborted",
-            Self::Incompatible => "incompatible",
-            Self::Certificate => "certificate",
-            Self::Other => "other",
-        }
-    }
-
-    /// The reason for a failed handshake's error.
-    pub fn of(error: &std::io::Error) -> Self {
-        let Some(tls) = error
-            .get_ref()
-            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        else {
-            return Self::Aborted;
-        };
-        match tls {
-            rustls::Error::InvalidCertificate(_)
-            | rustls::Error::NoCertificatesPresented
-            | rustls::Error::AlertReceived(
-                rustls::AlertDescription::BadCertificate
-                | rustls::AlertDescription::UnknownCA
-                | rustls::AlertDescription::CertificateUnknown
-                | rustls::AlertDescription::CertificateExpired,
-            ) => Self::Certificate,
-            rustls::Error::PeerIncompatible(_)
-            | rustls::Error::NoApplicationProtocol
-            | rustls::Error::AlertReceived(
-                rustls::AlertDescription::ProtocolVersion
-                | rustls::AlertDescription::HandshakeFailure
-                | rustls::AlertDescription::NoApplicationProtocol,
-            ) => Self::Incompatible,
-            rustls::Error::InvalidMessage(_) => Self::Aborted,
-            _ => Self::Other,
-        }
-    }
 }
 
 impl ListenerMetrics {
