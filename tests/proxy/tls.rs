@@ -575,18 +575,23 @@ async fn the_admin_api_serves_https_so_its_token_never_crosses_in_clear() {
                 .body
         }
     };
-    assert_eventually(Duration::from_secs(2), "the failed handshake is counted", || async {
-        let metrics = admin_get("/metrics").await;
-        let prefix = format!("weir_tls_handshake_errors_total{{listener=\"{admin_address}\"");
-        metrics
-            .lines()
-            .any(|l| l.starts_with(&prefix) && !l.ends_with(" 0"))
-            .then_some(())
-            .ok_or(metrics)
-    })
+    assert_eventually(
+        Duration::from_secs(2),
+        "the failed handshake is counted",
+        || async {
+            let metrics = admin_get("/metrics").await;
+            let prefix = format!("weir_tls_handshake_errors_total{{listener=\"{admin_address}\"");
+            metrics
+                .lines()
+                .any(|l| l.starts_with(&prefix) && !l.ends_with(" 0"))
+                .then_some(())
+                .ok_or(metrics)
+        },
+    )
     .await;
     // The health report lists the admin API with its certificate.
-    let health: serde_json::Value = serde_json::from_str(&admin_get("/admin/health").await).unwrap();
+    let health: serde_json::Value =
+        serde_json::from_str(&admin_get("/admin/health").await).unwrap();
     let listed = health["listeners"]
         .as_array()
         .unwrap()
