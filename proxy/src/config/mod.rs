@@ -5,6 +5,7 @@
 mod address;
 mod admin;
 mod duration;
+mod endpoint;
 mod plugin_ref;
 mod plugins;
 mod raw;
@@ -23,14 +24,13 @@ use http::uri::Authority;
 use serde::Serialize;
 
 pub use admin::{AdminSettings, AdminToken};
+pub use endpoint::{EndpointSpec, parse_endpoint_json, parse_endpoint_list};
 pub use plugin_ref::{PluginRef, is_plugin_name};
 pub use plugins::PluginSettings;
 use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
 pub use settings_at::{PathStep, SettingLocations};
-pub use upstream::{
-    Discovery, EndpointSpec, HealthCheckSpec, PassiveSpec, parse_endpoint_json, parse_endpoint_list,
-};
+pub use upstream::{Discovery, HealthCheckSpec, PassiveSpec};
 
 /// A validated configuration.
 #[derive(Debug, Clone, PartialEq, Serialize)]

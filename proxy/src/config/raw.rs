@@ -9,7 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::upstream::{RawDiscovery, RawEndpoint, RawHealthCheck, RawPassive};
+use super::endpoint::RawEndpoint;
+use super::upstream::{RawDiscovery, RawHealthCheck, RawPassive};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
