@@ -1,11 +1,14 @@
 //! One client connection: HTTP/1.1 or HTTP/2 (prior knowledge) chosen by the
 //! first bytes, read through the strict intake, an idle timeout, and
-//! graceful close when the proxy drains.
+//! graceful close when the proxy drains; and the count of open connections
+//! that shutdown waits on.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, Ordering::Relaxed,
+};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -16,13 +19,69 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use super::intake::{Intake, IntakeReport, IntakeSettings, head::HeadLimits};
 use super::peer::Peer;
 use super::{Shared, handler};
 use crate::config::Config;
-use crate::telemetry::metrics::ListenerMetrics;
+use crate::telemetry::metrics::{ListenerMetrics, Metrics};
+
+/// Counts open client connections so that shutdown can wait for them.
+#[derive(Default)]
+pub(crate) struct Connections {
+    active: AtomicUsize,
+    closed: Notify,
+}
+
+pub(crate) struct OpenConnection<'a> {
+    connections: &'a Connections,
+    metrics: &'a Metrics,
+}
+
+impl Connections {
+    pub fn open<'a>(&'a self, metrics: &'a Metrics) -> OpenConnection<'a> {
+        self.active.fetch_add(1, Ordering::AcqRel);
+        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
+        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
+        OpenConnection {
+            connections: self,
+            metrics,
+        }
+    }
+
+    /// Client connections open now.
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Acquire)
+    }
+
+    /// Waits until no connection is open, or until `limit` passes. Returns
+    /// whether every connection closed.
+    pub(super) async fn wait_closed(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let closed = self.closed.notified();
+            if self.active() == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, closed).await.is_err() {
+                return self.active() == 0;
+            }
+        }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.metrics
+            .open_connections
+            .fetch_sub(1, Ordering::Relaxed);
+        if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.connections.closed.notify_waiters();
+        }
+    }
+}
 
 /// What every connection on one worker shares.
 pub(crate) struct WorkerContext {

@@ -25,13 +25,12 @@ pub use reload::ReloadError;
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 use tokio::runtime::Handle;
-use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError, RuntimeMode};
@@ -41,7 +40,7 @@ use crate::telemetry::metrics::{self, Metrics};
 use crate::tls::ListenerTls;
 use crate::upstream::{self, Upstream};
 use crate::watch::{Watch, watch_dir, watch_file};
-use conn::WorkerContext;
+use conn::{Connections, WorkerContext};
 
 /// What the request path reads; replaced piecewise on reload.
 pub(crate) struct Shared {
@@ -54,61 +53,6 @@ pub(crate) struct Shared {
     pub drain: CancellationToken,
     /// Request bodies up to this size are kept for retries (plugin routes).
     pub replay_limit: usize,
-}
-
-/// Counts open client connections so that shutdown can wait for them.
-#[derive(Default)]
-pub(crate) struct Connections {
-    active: AtomicUsize,
-    closed: Notify,
-}
-
-pub(crate) struct OpenConnection<'a> {
-    connections: &'a Connections,
-    metrics: &'a Metrics,
-}
-
-impl Connections {
-    pub fn open<'a>(&'a self, metrics: &'a Metrics) -> OpenConnection<'a> {
-        self.active.fetch_add(1, Ordering::AcqRel);
-        metrics.open_connections.fetch_add(1, Ordering::Relaxed);
-        metrics.connections_total.fetch_add(1, Ordering::Relaxed);
-        OpenConnection {
-            connections: self,
-            metrics,
-        }
-    }
-
-    /// Client connections open now.
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Acquire)
-    }
-
-    /// Waits until no connection is open, or until `limit` passes. Returns
-    /// whether every connection closed.
-    async fn wait_closed(&self, limit: Duration) -> bool {
-        let deadline = tokio::time::Instant::now() + limit;
-        loop {
-            let closed = self.closed.notified();
-            if self.active() == 0 {
-                return true;
-            }
-            if tokio::time::timeout_at(deadline, closed).await.is_err() {
-                return self.active() == 0;
-            }
-        }
-    }
-}
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.metrics
-            .open_connections
-            .fetch_sub(1, Ordering::Relaxed);
-        if self.connections.active.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.connections.closed.notify_waiters();
-        }
-    }
 }
 
 /// Why the server could not start.
