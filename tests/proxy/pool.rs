@@ -152,3 +152,36 @@ async fn a_body_the_client_abandons_closes_its_connection() {
     }
     assert_eq!(upstream.connections(), 2);
 }
+
+#[tokio::test]
+async fn an_upstream_that_answers_without_reading_the_body_leaves_the_pool_sound() {
+    let upstream = TestUpstream::start("u").await;
+    let proxy = proxy_to(upstream.addr, "");
+    let client = client();
+    // The upstream answers `/status/201` without reading the 4 MB body and
+    // closes the connection: the proxy may get the answer, or a broken pipe
+    // first while still writing the body (hyper's client then reports the
+    // write error). Either way it is an answer or a classified failure.
+    let big = http::Request::post(proxy.url("/status/201"))
+        .body(http_body_util::Full::new(bytes::Bytes::from(vec![
+            b'x';
+            4 << 20
+        ])))
+        .unwrap();
+    let reply = send(&client, big).await.unwrap();
+    let status = reply.header("proxy-status").unwrap_or_default().to_owned();
+    assert!(
+        reply.status == 201
+            || (reply.status == 502 && status.contains("error=connection_terminated")),
+        "{} {status}",
+        reply.status
+    );
+    // That connection is never handed another request: the next exchanges
+    // are whole and get their own answers.
+    for _ in 0..5 {
+        let reply = get(&proxy.url("/headers")).await.unwrap();
+        assert_eq!(reply.status, 200);
+        let seen: serde_json::Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(seen["_version"], "HTTP/1.1");
+    }
+}
