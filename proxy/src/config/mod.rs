@@ -9,6 +9,7 @@ mod endpoint;
 mod plugin_ref;
 mod plugins;
 mod raw;
+mod route;
 mod settings_at;
 mod tls;
 mod upstream;
@@ -20,7 +21,6 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use http::uri::Authority;
 use serde::Serialize;
 
 pub use admin::{AdminSettings, AdminToken};
@@ -29,6 +29,7 @@ pub use plugin_ref::{PluginRef, is_plugin_name};
 pub use plugins::PluginSettings;
 use raw::RawConfig;
 pub use raw::{OnPluginError, RuntimeMode, UpstreamProtocol};
+pub use route::RouteSpec;
 pub use settings_at::{PathStep, SettingLocations};
 pub use upstream::{Discovery, HealthCheckSpec, PassiveSpec};
 
@@ -111,25 +112,6 @@ pub struct UpstreamSpec {
     pub passive: PassiveSpec,
     /// TLS to the endpoints (`tls` table, or `https://` endpoints).
     pub tls: Option<crate::tls::UpstreamTlsSpec>,
-}
-
-/// One route: what it matches and where it sends.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RouteSpec {
-    pub name: String,
-    /// Lower-cased host to match, without port; `None` matches any host.
-    pub host: Option<String>,
-    pub path_prefix: String,
-    /// Methods to match; empty matches any.
-    #[serde(serialize_with = "methods_text")]
-    pub methods: Vec<http::Method>,
-    pub upstream: String,
-    /// The overall deadline from request to response head, retries included.
-    #[serde(with = "duration_text")]
-    pub timeout: Duration,
-    /// The route's plugin chain, outermost first.
-    pub plugins: Vec<PluginRef>,
-    pub on_plugin_error: OnPluginError,
 }
 
 /// Defaults for everything the file leaves out.
@@ -421,138 +403,13 @@ fn validate(raw: RawConfig, locate: &Locator<'_>) -> Result<Config, ConfigError>
         );
     }
 
-    let mut routes = Vec::new();
-    let mut seen_routes = HashSet::new();
-    let mut seen_names = HashSet::new();
-    // A second, span-keeping parse, done only if some plugin has settings.
-    let settings_index = std::cell::OnceCell::new();
-    for (index, route) in raw.routes.iter().enumerate() {
-        let r = route.get_ref();
-        if !raw
-            .upstreams
-            .keys()
-            .any(|k| k.get_ref() == r.upstream.get_ref())
-        {
-            let known: Vec<&str> = raw.upstreams.keys().map(|k| k.get_ref().as_str()).collect();
-            errors.push(locate.at(
-                r.upstream.span(),
-                format!(
-                    "route points at unknown upstream {:?} (known: {})",
-                    r.upstream.get_ref(),
-                    list_or_none(&known)
-                ),
-            ));
-        }
-        let path_prefix = match &r.path_prefix {
-            Some(p) if !p.get_ref().starts_with('/') => {
-                errors.push(locate.at(
-                    p.span(),
-                    format!("path_prefix {:?} must start with '/'", p.get_ref()),
-                ));
-                String::from("/")
-            }
-            Some(p) => p.get_ref().clone(),
-            None => String::from("/"),
-        };
-        let host = match &r.host {
-            Some(h) if h.get_ref() == "*" => None,
-            Some(h)
-                if h.get_ref().is_empty()
-                    || h.get_ref().parse::<Authority>().is_err()
-                    || h.get_ref().contains(':') =>
-            {
-                errors.push(locate.at(
-                    h.span(),
-                    format!(
-                        "invalid host {:?}: expected a host name without port, or \"*\"",
-                        h.get_ref()
-                    ),
-                ));
-                None
-            }
-            Some(h) => Some(h.get_ref().to_ascii_lowercase()),
-            None => None,
-        };
-        let mut methods = Vec::new();
-        for m in r.methods.iter().flatten() {
-            match http::Method::from_bytes(m.get_ref().to_ascii_uppercase().as_bytes()) {
-                Ok(method) if !methods.contains(&method) => methods.push(method),
-                Ok(_) => errors.push(locate.at(
-                    m.span(),
-                    format!("method {:?} is listed twice", m.get_ref()),
-                )),
-                Err(_) => {
-                    errors.push(locate.at(m.span(), format!("invalid method {:?}", m.get_ref())))
-                }
-            }
-        }
-        methods.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        let key = (host.clone(), path_prefix.clone(), methods.clone());
-        if !seen_routes.insert(key) {
-            errors.push(locate.at(
-                route.span(),
-                "duplicate route: another route has the same host, path_prefix and methods",
-            ));
-        }
-        let name = r.name.clone().unwrap_or_else(|| format!("route-{index}"));
-        if !seen_names.insert(name.clone()) {
-            errors.push(locate.at(route.span(), format!("duplicate route name {name:?}")));
-        }
-        let mut plugins = Vec::new();
-        for (plugin_index, entry) in r.plugins.iter().enumerate() {
-            let name = &entry.get_ref().name;
-            if !is_plugin_name(name.get_ref()) {
-                errors.push(locate.at(
-                    name.span(),
-                    format!(
-                        "invalid plugin name {:?}: use letters, digits, '-' and '_' (the file's stem)",
-                        name.get_ref()
-                    ),
-                ));
-                continue;
-            }
-            let config = entry
-                .get_ref()
-                .config
-                .as_ref()
-                .map_or(Ok(serde_json::Value::Null), serde_json::to_value);
-            match config {
-                Ok(config) => {
-                    let at = locate.at(entry.span(), "");
-                    let settings = match &config {
-                        serde_json::Value::Null => SettingLocations::default(),
-                        _ => settings_index
-                            .get_or_init(|| settings_at::SettingsIndex::new(locate.text))
-                            .plugin_settings(index, plugin_index, |span| {
-                                let at = locate.at(span, "");
-                                (at.line, at.column)
-                            }),
-                    };
-                    plugins.push(PluginRef {
-                        name: name.get_ref().clone(),
-                        config,
-                        location: (at.line, at.column),
-                        index: (index, plugin_index),
-                        settings,
-                    });
-                }
-                Err(e) => errors.push(locate.at(
-                    entry.span(),
-                    format!("plugin settings cannot be passed on: {e}"),
-                )),
-            }
-        }
-        routes.push(RouteSpec {
-            name,
-            host,
-            path_prefix,
-            methods,
-            upstream: r.upstream.get_ref().clone(),
-            timeout: r.timeout.unwrap_or(timeouts.request),
-            plugins,
-            on_plugin_error: r.on_plugin_error.unwrap_or_default(),
-        });
-    }
+    let routes = route::validate_routes(
+        &raw.routes,
+        &raw.upstreams,
+        timeouts.request,
+        locate,
+        &mut errors,
+    );
 
     if !errors.is_empty() {
         errors.sort_by_key(|d| (d.line, d.column));
@@ -615,10 +472,6 @@ mod duration_text {
 
 fn display_text<T: fmt::Display, S: serde::Serializer>(value: &T, s: S) -> Result<S::Ok, S::Error> {
     s.collect_str(value)
-}
-
-fn methods_text<S: serde::Serializer>(methods: &[http::Method], s: S) -> Result<S::Ok, S::Error> {
-    s.collect_seq(methods.iter().map(http::Method::as_str))
 }
 
 #[cfg(test)]
