@@ -161,44 +161,60 @@ impl<B: RequestBody> WorkerPool<B> {
                 )
             })?;
             *request.version_mut() = http::Version::HTTP_2;
+            self.send_h2(endpoint, authority, request).await
         } else {
             *request.uri_mut() = Uri::from(path);
             *request.version_mut() = http::Version::HTTP_11;
+            self.send_h1(endpoint, authority, request).await
         }
+    }
+
+    async fn send_h1(
+        self: &Arc<Self>,
+        endpoint: u32,
+        authority: &Authority,
+        mut request: Request<B>,
+    ) -> Result<Response<PooledBody<B>>, UpstreamError> {
         loop {
-            let (result, reused) = if self.settings.h2 {
-                let (mut sender, reused) = match self.take_shared(endpoint) {
-                    Some(sender) => (sender, true),
-                    None => (self.connect_h2(endpoint, authority).await?, false),
-                };
-                let result = sender.try_send_request(request).await;
-                (result.map(|response| (response, None)), reused)
-            } else {
-                let (mut sender, reused) = match self.take_idle(endpoint) {
-                    Some(sender) => (sender, true),
-                    None => (self.connect_h1(authority).await?, false),
-                };
-                let result = sender.try_send_request(request).await;
-                (result.map(|response| (response, Some(sender))), reused)
+            let (mut sender, reused) = match self.take_idle(endpoint) {
+                Some(sender) => (sender, true),
+                None => (self.connect_h1(authority).await?, false),
             };
-            match result {
-                Ok((response, sender)) => {
+            match sender.try_send_request(request).await {
+                Ok(response) => {
                     // After a protocol switch the connection is the tunnel's.
-                    let lease = sender
-                        .filter(|_| response.status() != StatusCode::SWITCHING_PROTOCOLS)
-                        .map(|sender| Lease {
+                    let lease =
+                        (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
                             sender,
                             pool: Arc::clone(self),
                             endpoint,
                         });
-                    let (parts, body) = response.into_parts();
-                    return Ok(Response::from_parts(parts, PooledBody { body, lease }));
+                    return Ok(response.map(|body| PooledBody { body, lease }));
                 }
                 Err(mut error) => match error.take_message() {
+                    Some(unsent) if reused => request = unsent,
+                    _ => return Err(UpstreamError::from_exchange(error.error())),
+                },
+            }
+        }
+    }
+
+    async fn send_h2(
+        self: &Arc<Self>,
+        endpoint: u32,
+        authority: &Authority,
+        mut request: Request<B>,
+    ) -> Result<Response<PooledBody<B>>, UpstreamError> {
+        loop {
+            let (mut sender, reused) = match self.take_shared(endpoint) {
+                Some(sender) => (sender, true),
+                None => (self.connect_h2(endpoint, authority).await?, false),
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(response.map(|body| PooledBody { body, lease: None })),
+                Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => {
-                        if self.settings.h2 {
-                            lock(&self.shared).remove(&endpoint);
-                        }
+                        lock(&self.shared).remove(&endpoint);
                         request = unsent;
                     }
                     _ => return Err(UpstreamError::from_exchange(error.error())),
