@@ -21,6 +21,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::intake::{Intake, IntakeReport, IntakeSettings, head::HeadLimits};
 use super::peer::Peer;
@@ -235,7 +236,7 @@ pub(crate) async fn serve<S>(
     // then checks one flag instead of polling a timer and the drain token
     // each time.
     let shutdown = Arc::new(Shutdown::default());
-    let watcher = AbortOnDrop(tokio::spawn(watch(
+    let watcher = AbortOnDropHandle::new(tokio::spawn(watch(
         Arc::clone(&state),
         Arc::clone(&shutdown),
     )));
@@ -274,14 +275,6 @@ impl Shutdown {
     fn raise(&self) {
         self.raised.store(true, Relaxed);
         self.waker.wake();
-    }
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 
