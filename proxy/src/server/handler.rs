@@ -66,7 +66,7 @@ pub(crate) async fn handle(
         super::forward::forward(request, peer, &route, shared.replay_limit, started).await;
     let now = Instant::now();
     let elapsed = now.saturating_duration_since(started);
-    route.metrics.observe_at(response.status(), elapsed, now);
+    route.metrics.observe(response.status(), elapsed, now);
     if let Some((method, uri)) = method {
         // A query may carry a token (`?access_token=…`): not into the log.
         let uri = match uri.query() {

@@ -69,13 +69,9 @@ impl RouteMetrics {
         }
     }
 
-    /// Records one answered request.
-    pub fn observe(&self, status: http::StatusCode, latency: Duration) {
-        self.observe_at(status, latency, std::time::Instant::now());
-    }
-
-    /// Like [`RouteMetrics::observe`], for an answer given at `now`.
-    pub fn observe_at(&self, status: http::StatusCode, latency: Duration, now: std::time::Instant) {
+    /// Records one request answered at `now` (the caller's clock read,
+    /// also used for its latency).
+    pub fn observe(&self, status: http::StatusCode, latency: Duration, now: std::time::Instant) {
         let shard = &self.shards[shard_index(self.shards.len())];
         let slot = usize::from(status.as_u16())
             .saturating_sub(100)
@@ -90,7 +86,7 @@ impl RouteMetrics {
         shard.count.fetch_add(1, Relaxed);
         shard
             .server_errors
-            .record_at(u64::from(status.is_server_error()), now);
+            .record(u64::from(status.is_server_error()), now);
     }
 
     /// Requests answered and how many of them were 5xx, over the last minute
@@ -508,10 +504,22 @@ mod tests {
     fn renders_counts_and_cumulative_buckets() {
         let metrics = Metrics::new(2);
         let route = metrics.route("api");
-        route.observe(http::StatusCode::OK, Duration::from_micros(700));
+        route.observe(
+            http::StatusCode::OK,
+            Duration::from_micros(700),
+            std::time::Instant::now(),
+        );
         set_thread_shard(1);
-        route.observe(http::StatusCode::OK, Duration::from_millis(30));
-        route.observe(http::StatusCode::BAD_GATEWAY, Duration::from_millis(3));
+        route.observe(
+            http::StatusCode::OK,
+            Duration::from_millis(30),
+            std::time::Instant::now(),
+        );
+        route.observe(
+            http::StatusCode::BAD_GATEWAY,
+            Duration::from_millis(3),
+            std::time::Instant::now(),
+        );
         metrics
             .upstream("backend")
             .error(ErrorClass::ConnectRefused);
@@ -548,9 +556,11 @@ mod tests {
     #[test]
     fn route_metrics_survive_lookup_again() {
         let metrics = Metrics::new(1);
-        metrics
-            .route("a")
-            .observe(http::StatusCode::OK, Duration::ZERO);
+        metrics.route("a").observe(
+            http::StatusCode::OK,
+            Duration::ZERO,
+            std::time::Instant::now(),
+        );
         assert_eq!(metrics.route("a").requests_with_status(200), 1);
     }
 

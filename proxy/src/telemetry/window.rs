@@ -58,14 +58,9 @@ impl Window {
         u64::try_from(since / width).unwrap_or(u64::MAX - 1) + 1
     }
 
-    /// Adds one sample of `value`.
-    pub fn record(&self, value: u64) {
-        self.record_at(value, Instant::now());
-    }
-
     /// Adds one sample of `value` taken at `now` (a clock read the caller
-    /// already made).
-    pub fn record_at(&self, value: u64, now: Instant) {
+    /// already made for its own figures).
+    pub fn record(&self, value: u64, now: Instant) {
         let slot = self.slot_at(now);
         let bucket = &self.buckets[usize::try_from(slot).unwrap_or(0) % BUCKETS];
         let seen = bucket.slot.load(Relaxed);
@@ -119,7 +114,7 @@ mod tests {
         let window = Window::default();
         assert_eq!(window.mean(), None);
         for v in [10, 20, 30] {
-            window.record(v);
+            window.record(v, Instant::now());
         }
         assert_eq!(window.totals(), (3, 60));
         assert_eq!(window.mean(), Some(20.0));
@@ -128,14 +123,14 @@ mod tests {
     #[test]
     fn old_buckets_fall_out() {
         let mut window = Window::default();
-        window.record(5);
+        window.record(5, Instant::now());
         // Pretend the sample is a whole window old.
         window.epoch = window
             .epoch
             .checked_sub(Window::span() + BUCKET_WIDTH)
             .unwrap();
         assert_eq!(window.totals(), (0, 0));
-        window.record(7);
+        window.record(7, Instant::now());
         assert_eq!(window.totals(), (1, 7));
     }
 }

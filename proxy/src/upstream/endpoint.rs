@@ -238,7 +238,7 @@ impl EndpointStats {
             self.failures.fetch_add(1, Relaxed);
         }
         self.window
-            .record_at(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), now);
+            .record(u64::try_from(latency.as_micros()).unwrap_or(u64::MAX), now);
         self.observe(latency, failed, now);
     }
 
