@@ -114,7 +114,7 @@ pub async fn serve(
             .listener(&configured.unwrap_or(address).to_string())
     });
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             () = stop.cancelled() => return,
             accepted = listener.accept() => match accepted {
                 Ok(pair) => pair,
@@ -136,12 +136,7 @@ pub async fn serve(
             let acceptor = tokio_rustls::TlsAcceptor::from(config);
             match crate::tls::handshake::accept(&acceptor, stream, ADMIN_HANDSHAKE_TIMEOUT).await {
                 Ok(stream) => serve_connection(stream, server, address).await,
-                Err(failed) => {
-                    if let Some(error) = &failed.error {
-                        tracing::debug!(%error, reason = failed.reason.as_str(), "admin TLS handshake failed");
-                    }
-                    metrics.tls_handshake_failed(failed.reason);
-                }
+                Err(failed) => metrics.tls_handshake_failed(&failed, peer),
             }
         });
     }

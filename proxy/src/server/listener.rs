@@ -117,12 +117,7 @@ async fn handshake_then_serve(
             let facts = Arc::new(crate::tls::ConnectionTls::of(stream.get_ref().1));
             conn::serve(stream, peer, ctx, metrics, ListenerKind::Tls(facts)).await;
         }
-        Err(failed) => {
-            if let Some(error) = &failed.error {
-                tracing::debug!(%peer, %error, reason = failed.reason.as_str(), "TLS handshake failed");
-            }
-            metrics.tls_handshake_failed(failed.reason);
-        }
+        Err(failed) => metrics.tls_handshake_failed(&failed, peer),
     }
 }
 

@@ -4,7 +4,7 @@
 //! so that workers on different cores never write the same line; `/metrics`
 //! sums the shards when it renders.
 
-use crate::tls::TlsHandshakeFailure;
+use crate::tls::{HandshakeFailed, TlsHandshakeFailure};
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
@@ -155,9 +155,14 @@ pub struct ListenerMetrics {
 }
 
 impl ListenerMetrics {
-    /// Counts one failed TLS handshake.
-    pub fn tls_handshake_failed(&self, reason: TlsHandshakeFailure) {
-        self.tls_handshake_errors[reason as usize].fetch_add(1, Relaxed);
+    /// Counts one failed TLS handshake by its reason; the TLS stack's error
+    /// goes to the debug log only (a client can fail handshakes at will, so
+    /// never per connection above debug).
+    pub fn tls_handshake_failed(&self, failed: &HandshakeFailed, peer: std::net::SocketAddr) {
+        if let Some(error) = &failed.error {
+            tracing::debug!(%peer, %error, reason = failed.reason.as_str(), "TLS handshake failed");
+        }
+        self.tls_handshake_errors[failed.reason as usize].fetch_add(1, Relaxed);
     }
 
     /// Failed TLS handshakes for `reason` so far.
