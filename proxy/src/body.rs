@@ -16,7 +16,7 @@ use hyper::body::Incoming;
 use crate::cache_store::TeeBody;
 use crate::fault::ClientFault;
 use crate::plugin::EndToken;
-use crate::upstream::pool::PooledBody;
+use crate::upstream::pool::{BodyError, PooledBody};
 
 /// Where a streamed request body records that the client broke it, so the
 /// request path can tell a failed upstream exchange caused by the client
@@ -107,12 +107,12 @@ impl std::fmt::Debug for WeirBody {
 
 impl Body for WeirBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.project() {
             WeirBodyProj::Upstream { body } => body.poll_frame(cx),
             WeirBodyProj::Client { body, fault } => {
@@ -121,7 +121,7 @@ impl Body for WeirBody {
                 if let Poll::Ready(Some(Err(error))) = &polled {
                     let _ = fault.fault.set(ClientFault::from_body_error(error));
                 }
-                polled
+                polled.map_err(BodyError::from)
             }
             WeirBodyProj::Full { body } => body.poll_frame(cx).map_err(|never| match never {}),
             WeirBodyProj::Tee { body } => body.as_mut().poll_frame(cx),
@@ -214,12 +214,12 @@ impl std::fmt::Debug for ResponseBody {
 
 impl Body for ResponseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.project();
         let mut inner = this.inner;
         let polled = inner.as_mut().poll_frame(cx);

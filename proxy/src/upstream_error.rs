@@ -169,7 +169,7 @@ impl UpstreamError {
 }
 
 /// The class of a TLS failure in the chain, if there is one.
-fn tls_class(error: &(dyn StdError + 'static)) -> Option<ErrorClass> {
+pub(crate) fn tls_class(error: &(dyn StdError + 'static)) -> Option<ErrorClass> {
     Some(match find_tls(error)? {
         rustls::Error::InvalidCertificate(_) | rustls::Error::NoCertificatesPresented => {
             ErrorClass::TlsCertificate

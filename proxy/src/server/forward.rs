@@ -26,7 +26,9 @@ use crate::plugin::views::{
 };
 use crate::plugin::{Attempt, Chain, Core};
 use crate::route::Route;
-use crate::upstream::{Endpoint, EndpointSet, ErrorClass, InFlight, UpstreamBody, UpstreamError};
+use crate::upstream::{
+    Endpoint, EndpointSet, ErrorClass, InFlight, Upgraded, UpstreamBody, UpstreamError,
+};
 
 /// Where each attempt's request body comes from.
 enum BodySource {
@@ -46,7 +48,7 @@ struct HttpCore<'a> {
     /// Set when the streamed body failed by the client's fault.
     client_fault: Option<ClientBodyFault>,
     /// The upstream side of a protocol switch (101), if one happened.
-    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upgrade: Option<Upgraded>,
 }
 
 /// Plugins ask the endpoint set itself about its endpoints: nothing is
@@ -136,13 +138,9 @@ impl Core<WeirBody> for HttpCore<'_> {
         .await;
         let outcome = match result {
             Ok(response) => {
-                let (mut parts, body) = response.into_parts();
-                self.upgrade = upstream_upgrade(
-                    &mut parts.headers,
-                    &mut parts.extensions,
-                    parts.status,
-                    parts.version,
-                );
+                let (mut parts, mut body) = response.into_parts();
+                self.upgrade =
+                    upstream_upgrade(&mut parts.headers, &mut body, parts.status, parts.version);
                 Outcome::Response {
                     head: ResponseHead {
                         status: parts.status,
@@ -272,14 +270,14 @@ async fn exchange(
 /// upstream side of a protocol switch, if it is one.
 fn upstream_upgrade(
     headers: &mut http::HeaderMap,
-    extensions: &mut http::Extensions,
+    body: &mut UpstreamBody,
     status: StatusCode,
     version: Version,
-) -> Option<hyper::upgrade::OnUpgrade> {
+) -> Option<Upgraded> {
     let switching = status == StatusCode::SWITCHING_PROTOCOLS;
     headers::prepare_response(headers, version, switching);
     if switching {
-        extensions.remove::<hyper::upgrade::OnUpgrade>()
+        body.take_upgraded()
     } else {
         None
     }
@@ -341,13 +339,9 @@ pub(super) async fn forward(
                 return respond::client_fault(peer, &fault, client_version).map(ResponseBody::new);
             }
         };
-        let (mut parts, body) = response.into_parts();
-        let upstream_upgrade = upstream_upgrade(
-            &mut parts.headers,
-            &mut parts.extensions,
-            parts.status,
-            parts.version,
-        );
+        let (mut parts, mut body) = response.into_parts();
+        let upstream_upgrade =
+            upstream_upgrade(&mut parts.headers, &mut body, parts.status, parts.version);
         let response = Response::from_parts(parts, WeirBody::from(body));
         return finish(
             response,
@@ -477,7 +471,7 @@ fn finish(
     route: &Route,
     client_version: Version,
     client_upgrade: Option<hyper::upgrade::OnUpgrade>,
-    upstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    upstream_upgrade: Option<Upgraded>,
     upgrade_requested: bool,
 ) -> Response<WeirBody> {
     // The client hears its own protocol version, whatever the upstream spoke.
@@ -531,16 +525,15 @@ fn timed_out(
 }
 
 /// Copies bytes both ways once both sides have switched protocols.
-async fn tunnel(client: hyper::upgrade::OnUpgrade, upstream: hyper::upgrade::OnUpgrade) {
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(pair) => pair,
+async fn tunnel(client: hyper::upgrade::OnUpgrade, mut upstream: Upgraded) {
+    let client = match client.await {
+        Ok(client) => client,
         Err(error) => {
             tracing::debug!(%error, "protocol upgrade failed");
             return;
         }
     };
     let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
     if let Err(error) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(%error, "upgraded connection ended with an error");
     }

@@ -235,3 +235,48 @@ impl hyper::rt::Write for Counted {
         on_io!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
     }
 }
+
+/// The same streams for the proxy's own HTTP/1.1 client, which speaks
+/// tokio's I/O traits.
+impl tokio::io::AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        on_io!(self, io => Pin::new(io.inner_mut()).poll_read(cx, buf))
+    }
+}
+
+impl tokio::io::AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        on_io!(self, io => Pin::new(io.inner_mut()).poll_write(cx, buf))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        on_io!(self, io => Pin::new(io.inner_mut()).poll_flush(cx))
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        on_io!(self, io => Pin::new(io.inner_mut()).poll_shutdown(cx))
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match &self.io {
+            Io::Plain(io) => io.inner().is_write_vectored(),
+            Io::Tls(io) => io.inner().is_write_vectored(),
+        }
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        on_io!(self, io => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs))
+    }
+}

@@ -9,6 +9,7 @@
 mod connector;
 pub mod discovery;
 mod endpoint;
+mod h1;
 pub mod health;
 mod passive;
 pub(crate) mod pool;
@@ -28,6 +29,7 @@ pub use connector::{ConnectFailure, ConnectionState};
 pub use discovery::DiscoveryStatus;
 pub use endpoint::{Endpoint, EndpointStats, HealthNote, InFlight};
 pub use passive::EjectError;
+pub(crate) use pool::Upgraded;
 use pool::{PoolSettings, PooledBody, WorkerPool};
 
 /// An upstream response body (its connection goes back to the pool at its end).

@@ -1,10 +1,11 @@
-//! One worker's keep-alive connections to an upstream's endpoints, on
-//! hyper's connection API. An HTTP/1.1 connection is taken from its
-//! endpoint's idle list for one exchange and given back when the response
-//! body has been read to its end (or was empty); an HTTP/2 connection is
-//! shared by all of the worker's requests to the endpoint. A pool belongs to
-//! one worker, so its locks are never contended, and nothing is spawned per
-//! request: the connection goes back to the list from the body itself.
+//! One worker's keep-alive connections to an upstream's endpoints. An
+//! HTTP/1.1 connection ([`super::h1`], driven by the request's own task) is
+//! taken from its endpoint's idle list for one exchange and given back when
+//! the response body has been read to its end (or was empty); an HTTP/2
+//! connection (hyper's, on a task of its own) is shared by all of the
+//! worker's requests to the endpoint. A pool belongs to one worker, so its
+//! locks are never contended, and nothing is spawned per request: the
+//! connection goes back to the list from the body itself.
 //!
 //! Generic over the request body so that this module needs nothing of the
 //! proxy's body type (which holds this module's [`PooledBody`]).
@@ -19,29 +20,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{Authority, PathAndQuery, Scheme};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
+use hyper::client::conn::http2;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tower_service::Service;
 
-use super::connector::CountingConnector;
-use crate::upstream_error::{ErrorClass, UpstreamError};
+use super::connector::{Counted, CountingConnector};
+pub use super::h1::RequestBody;
+use super::h1::{self, Connection, Exchange};
+use crate::upstream_error::{ErrorClass, UpstreamError, error_chain};
 
-/// What a request body must be for hyper's client connections.
-pub trait RequestBody:
-    Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>> + Send + Unpin + 'static
-{
-}
-
-impl<B> RequestBody for B where
-    B: Body<Data = Bytes, Error: Into<Box<dyn std::error::Error + Send + Sync>>>
-        + Send
-        + Unpin
-        + 'static
-{
-}
+/// A boxed error of a response body.
+pub type BodyError = Box<dyn std::error::Error + Send + Sync>;
 
 /// How a pool keeps its connections.
 #[derive(Debug, Clone, Copy)]
@@ -88,8 +80,8 @@ type Connecting<'a, T> = Pin<Box<dyn Future<Output = Result<T, UpstreamError>> +
 const TICKS_PER_TIMEOUT: u32 = 4;
 const IDLE_TICKS: u64 = TICKS_PER_TIMEOUT as u64 + 1;
 
-struct Idle<B> {
-    sender: http1::SendRequest<B>,
+struct Idle {
+    conn: Box<Connection<Counted>>,
     since_tick: u64,
 }
 
@@ -103,7 +95,7 @@ pub(crate) struct WorkerPool<B> {
     connector: CountingConnector,
     settings: PoolSettings,
     /// Idle HTTP/1.1 connections per endpoint id, the most recent last.
-    idle: Mutex<ById<Vec<Idle<B>>>>,
+    idle: Mutex<ById<Vec<Idle>>>,
     /// The HTTP/2 connection per endpoint id.
     shared: Mutex<ById<Shared<B>>>,
     reaper_started: AtomicBool,
@@ -173,28 +165,46 @@ impl<B: RequestBody> WorkerPool<B> {
         self: &Arc<Self>,
         endpoint: u32,
         authority: &Authority,
-        mut request: Request<B>,
+        request: Request<B>,
     ) -> Result<Response<PooledBody<B>>, UpstreamError> {
+        let (conn, mut reused) = match self.take_idle(endpoint) {
+            Some(conn) => (conn, true),
+            None => (self.connect_h1(authority).await?, false),
+        };
+        let mut exchange = conn
+            .start(request, authority.as_str())
+            .map_err(|(_, error)| h1_failure(&error, false))?;
+        let head_request = exchange.is_head_request();
         loop {
-            let (mut sender, reused) = match self.take_idle(endpoint) {
-                Some(sender) => (sender, true),
-                None => (self.connect_h1(authority).await?, false),
-            };
-            match sender.try_send_request(request).await {
+            match exchange.await {
                 Ok(response) => {
-                    // After a protocol switch the connection is the tunnel's.
-                    let lease =
-                        (response.status() != StatusCode::SWITCHING_PROTOCOLS).then(|| Lease {
-                            sender,
-                            pool: Arc::clone(self),
-                            endpoint,
-                        });
-                    return Ok(response.map(|body| PooledBody { body, lease }));
+                    let lease = Lease {
+                        pool: Arc::clone(self),
+                        endpoint,
+                    };
+                    return Ok(response.map(|body| PooledBody {
+                        inner: Inner::H1 {
+                            body,
+                            lease: Some(lease),
+                        },
+                    }));
                 }
-                Err(mut error) => match error.take_message() {
-                    Some(unsent) if reused => request = unsent,
-                    _ => return Err(UpstreamError::from_exchange(error.error())),
-                },
+                Err(h1::Failure {
+                    unsent: Some((head, writer)),
+                    ..
+                }) if reused => {
+                    let conn = match self.take_idle(endpoint) {
+                        Some(conn) => conn,
+                        None => {
+                            reused = false;
+                            self.connect_h1(authority).await?
+                        }
+                    };
+                    exchange = Exchange::resume(conn, head, writer, head_request);
+                }
+                Err(failure) => {
+                    return Err(h1_failure(&failure.error, failure.unsent.is_none()));
+                }
             }
         }
     }
@@ -211,7 +221,11 @@ impl<B: RequestBody> WorkerPool<B> {
                 None => (self.connect_h2(endpoint, authority).await?, false),
             };
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(response.map(|body| PooledBody { body, lease: None })),
+                Ok(response) => {
+                    return Ok(response.map(|body| PooledBody {
+                        inner: Inner::H2(body),
+                    }));
+                }
                 Err(mut error) => match error.take_message() {
                     Some(unsent) if reused => {
                         lock(&self.shared).remove(&endpoint);
@@ -224,12 +238,12 @@ impl<B: RequestBody> WorkerPool<B> {
     }
 
     /// The most recently used idle connection that can take a request.
-    fn take_idle(&self, endpoint: u32) -> Option<http1::SendRequest<B>> {
+    fn take_idle(&self, endpoint: u32) -> Option<Box<Connection<Counted>>> {
         let mut idle = lock(&self.idle);
         let list = idle.get_mut(&endpoint)?;
-        // One that is not ready has been closed by the upstream: dropped.
+        // One the upstream closed (or wrote to, unasked) is dropped.
         std::iter::from_fn(|| list.pop())
-            .find_map(|entry| entry.sender.is_ready().then_some(entry.sender))
+            .find_map(|mut entry| entry.conn.is_reusable().then_some(entry.conn))
     }
 
     fn take_shared(&self, endpoint: u32) -> Option<http2::SendRequest<B>> {
@@ -243,10 +257,7 @@ impl<B: RequestBody> WorkerPool<B> {
         Some(entry.sender.clone())
     }
 
-    async fn connect(
-        &self,
-        authority: &Authority,
-    ) -> Result<super::connector::Counted, UpstreamError> {
+    async fn connect(&self, authority: &Authority) -> Result<Counted, UpstreamError> {
         let uri = Uri::builder()
             .scheme(Scheme::HTTP)
             .authority(authority.clone())
@@ -266,20 +277,11 @@ impl<B: RequestBody> WorkerPool<B> {
     /// Boxed, like [`WorkerPool::connect_h2`]: connecting is rare and its
     /// future is larger than the rest of an exchange's, which would
     /// otherwise carry (and copy) it on every request.
-    fn connect_h1<'a>(&'a self, authority: &'a Authority) -> Connecting<'a, http1::SendRequest<B>> {
-        Box::pin(async move {
-            let io = self.connect(authority).await?;
-            let (sender, connection) = http1::Builder::new()
-                .handshake(io)
-                .await
-                .map_err(|e| UpstreamError::from_exchange(&e))?;
-            tokio::spawn(async move {
-                if let Err(error) = connection.with_upgrades().await {
-                    tracing::debug!(%error, "upstream connection ended with an error");
-                }
-            });
-            Ok(sender)
-        })
+    fn connect_h1<'a>(
+        &'a self,
+        authority: &'a Authority,
+    ) -> Connecting<'a, Box<Connection<Counted>>> {
+        Box::pin(async move { Ok(Connection::new(self.connect(authority).await?)) })
     }
 
     fn connect_h2<'a>(
@@ -311,38 +313,20 @@ impl<B: RequestBody> WorkerPool<B> {
         })
     }
 
-    /// Takes back a connection whose exchange is over. One still busy
-    /// (the request body is still being written) is taken back once it is
-    /// ready, off the request path; one that closed is let go.
-    fn give_back(self: &Arc<Self>, endpoint: u32, mut sender: http1::SendRequest<B>) {
-        if sender.is_ready() {
-            self.keep_idle(endpoint, sender);
-        } else if !sender.is_closed()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
-            let pool = Arc::downgrade(self);
-            runtime.spawn(async move {
-                if sender.ready().await.is_ok()
-                    && let Some(pool) = pool.upgrade()
-                {
-                    pool.keep_idle(endpoint, sender);
-                }
-            });
-        }
-    }
-
-    fn keep_idle(self: &Arc<Self>, endpoint: u32, sender: http1::SendRequest<B>) {
+    /// Takes back a connection whose exchange is over, unless the
+    /// endpoint has as many idle ones as it may keep.
+    fn keep_idle(self: &Arc<Self>, endpoint: u32, conn: Box<Connection<Counted>>) {
         let surplus = {
             let mut idle = lock(&self.idle);
             let list = idle.entry(endpoint).or_default();
             if list.len() < self.settings.max_idle {
                 list.push(Idle {
-                    sender,
+                    conn,
                     since_tick: self.ticks.load(Relaxed),
                 });
                 None
             } else {
-                Some(sender)
+                Some(conn)
             }
         };
         // Closing the connection is not done under the lock.
@@ -383,7 +367,7 @@ impl<B: RequestBody> WorkerPool<B> {
             let mut idle = lock(&self.idle);
             for list in idle.values_mut() {
                 closed.extend(list.extract_if(.., |entry| {
-                    stale(entry.since_tick) || entry.sender.is_closed()
+                    stale(entry.since_tick) || !entry.conn.is_reusable()
                 }));
             }
             idle.retain(|_, list| !list.is_empty());
@@ -394,32 +378,58 @@ impl<B: RequestBody> WorkerPool<B> {
     }
 }
 
+/// Classifies a failed HTTP/1.1 exchange; `reached` tells whether any of
+/// the request may have reached the upstream.
+fn h1_failure(error: &h1::Error, reached: bool) -> UpstreamError {
+    UpstreamError::new(error.class(), reached, error_chain(error))
+}
+
 /// An upstream response body that gives its HTTP/1.1 connection back to the
 /// pool once read to its end (or dropped at its end); dropped earlier, the
 /// connection is closed, since unread bytes would be taken for the next
 /// response.
 pub struct PooledBody<B: RequestBody> {
-    body: Incoming,
-    lease: Option<Lease<B>>,
+    inner: Inner<B>,
+}
+
+enum Inner<B: RequestBody> {
+    H1 {
+        body: h1::ResponseBody<Counted, B>,
+        lease: Option<Lease<B>>,
+    },
+    H2(Incoming),
 }
 
 struct Lease<B: RequestBody> {
-    sender: http1::SendRequest<B>,
     pool: Arc<WorkerPool<B>>,
     endpoint: u32,
 }
 
+/// A connection to an upstream after a protocol switch.
+pub(crate) type Upgraded = h1::Upgraded<Counted>;
+
 impl<B: RequestBody> PooledBody<B> {
     fn give_back(&mut self) {
-        if let Some(lease) = self.lease.take() {
-            lease.pool.give_back(lease.endpoint, lease.sender);
+        if let Inner::H1 { body, lease } = &mut self.inner
+            && let Some(lease) = lease.take()
+            && let Some(conn) = body.take_reusable()
+        {
+            lease.pool.keep_idle(lease.endpoint, conn);
+        }
+    }
+
+    /// The upstream's side of a protocol switch (a 101 response).
+    pub(crate) fn take_upgraded(&mut self) -> Option<Upgraded> {
+        match &mut self.inner {
+            Inner::H1 { body, .. } => body.take_upgraded(),
+            Inner::H2(_) => None,
         }
     }
 }
 
 impl<B: RequestBody> Drop for PooledBody<B> {
     fn drop(&mut self) {
-        if self.body.is_end_stream() {
+        if self.is_end_stream() {
             self.give_back();
         }
     }
@@ -427,28 +437,38 @@ impl<B: RequestBody> Drop for PooledBody<B> {
 
 impl<B: RequestBody> Body for PooledBody<B> {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = BodyError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         let this = self.get_mut();
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => this.give_back(),
-            Poll::Ready(Some(Ok(_))) if this.body.is_end_stream() => this.give_back(),
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            _ => {}
+        match &mut this.inner {
+            Inner::H1 { body, .. } => {
+                let polled = Pin::new(&mut *body).poll_frame(cx);
+                match &polled {
+                    Poll::Ready(None) => this.give_back(),
+                    Poll::Ready(Some(Ok(_))) if body.is_end_stream() => this.give_back(),
+                    _ => {}
+                }
+                polled.map_err(BodyError::from)
+            }
+            Inner::H2(body) => Pin::new(body).poll_frame(cx).map_err(BodyError::from),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.inner {
+            Inner::H1 { body, .. } => body.is_end_stream(),
+            Inner::H2(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
+        match &self.inner {
+            Inner::H1 { body, .. } => body.size_hint(),
+            Inner::H2(body) => body.size_hint(),
+        }
     }
 }
