@@ -25,5 +25,6 @@ mod routing;
 mod streaming;
 mod swaps;
 mod tls;
+mod upstream_h1;
 mod upstream_tls;
 mod walkthrough;

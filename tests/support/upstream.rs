@@ -311,6 +311,12 @@ pub enum Misbehaviour {
     /// Answers `200 ok` as if keeping the connection alive, then closes it
     /// 50 ms later, as an upstream whose keep-alive timeout is short does.
     AnswerThenClose,
+    /// Answers every request on the connection with exactly these bytes,
+    /// and closes the connection after the first if `then_close`.
+    Say {
+        bytes: &'static [u8],
+        then_close: bool,
+    },
 }
 
 impl RawPeer {
@@ -337,6 +343,15 @@ impl RawPeer {
                     Misbehaviour::Garbage => {
                         let _ = stream.write_all(b"THIS IS NOT HTTP\r\n\r\n").await;
                         let _ = stream.shutdown().await;
+                    }
+                    Misbehaviour::Say { bytes, then_close } => {
+                        tokio::spawn(async move {
+                            while stream.write_all(bytes).await.is_ok() && !then_close {
+                                if !matches!(stream.read(&mut buf).await, Ok(n) if n > 0) {
+                                    break;
+                                }
+                            }
+                        });
                     }
                     Misbehaviour::AnswerThenClose => {
                         let _ = stream

@@ -45,7 +45,6 @@ fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
 fn is_hop_by_hop(name: &HeaderName) -> bool {
     name == header::CONNECTION
         || name == header::TRANSFER_ENCODING
-        || name == header::TRAILER
         || name == header::TE
         || name == header::UPGRADE
         || name == KEEP_ALIVE
@@ -78,7 +77,6 @@ pub fn remove_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     headers.remove(&KEEP_ALIVE);
     headers.remove(&PROXY_CONNECTION);
     headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::TRAILER);
     // `TE: trailers` is end-to-end in practice (gRPC needs it); any other TE is hop-by-hop.
     if headers.get(header::TE).is_some_and(|te| te != "trailers") {
         headers.remove(header::TE);
@@ -222,6 +220,18 @@ mod tests {
             );
         }
         assert_eq!(parts.headers["x-keep"], "yes");
+    }
+
+    #[test]
+    fn the_trailer_announcement_is_end_to_end() {
+        // RFC 9110 §6.6.2: `Trailer` names fields the recipient will find
+        // after the body; without it hyper sends no trailers to the client.
+        let mut headers = HeaderMap::new();
+        headers.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
+        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        remove_hop_by_hop(&mut headers, false);
+        assert_eq!(headers[header::TRAILER], "x-sum");
+        assert!(!headers.contains_key(header::TRANSFER_ENCODING));
     }
 
     #[test]

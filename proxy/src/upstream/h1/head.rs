@@ -139,6 +139,9 @@ pub(super) fn parse_response(
     let mut response = httparse::Response::new(&mut raw);
     let base = buf.as_ptr() as usize;
     let length = match response.parse(buf) {
+        Ok(httparse::Status::Complete(length)) if length > MAX_HEAD_BYTES => {
+            return Err(Error::HeadTooLarge);
+        }
         Ok(httparse::Status::Complete(length)) => length,
         Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD_BYTES => {
             return Err(Error::HeadTooLarge);
@@ -307,6 +310,8 @@ mod tests {
         assert!(parse("HTTP/1.1 200 OK\r\ncontent-le").unwrap().is_none());
         let endless = format!("HTTP/1.1 200 OK\r\nx: {}", "a".repeat(MAX_HEAD_BYTES));
         assert!(matches!(parse(&endless), Err(Error::HeadTooLarge)));
+        let whole_but_huge = format!("{endless}\r\n\r\n");
+        assert!(matches!(parse(&whole_but_huge), Err(Error::HeadTooLarge)));
         let many: String = (0..=MAX_HEADERS).map(|i| format!("x-{i}: 1\r\n")).collect();
         let text = format!("HTTP/1.1 200 OK\r\n{many}\r\n");
         assert!(matches!(parse(&text), Err(Error::HeadTooLarge)));

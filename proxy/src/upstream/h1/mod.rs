@@ -169,10 +169,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         }
     }
 
-    /// Reads more bytes into the read buffer; `Ok(0)` at the end.
+    /// Reads more bytes into the read buffer; `Ok(0)` at the end. The
+    /// room made doubles with what is waiting (a large head is read, and
+    /// parsed again, a logarithmic number of times).
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-            self.read_buf.reserve(READ_CHUNK);
+            self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
         }
         poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
     }
@@ -455,6 +457,8 @@ where
                         return Poll::Ready(Some(Ok(Frame::data(data))));
                     }
                     Ok(Some(chunked::Decoded::Trailers(trailers))) => {
+                        // Trailers end the body: the server may not ask again.
+                        this.framing = Framing::Done;
                         return Poll::Ready(Some(Ok(Frame::trailers(trailers))));
                     }
                     Ok(Some(chunked::Decoded::End)) => {
