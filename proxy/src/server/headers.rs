@@ -228,7 +228,10 @@ mod tests {
         // after the body; without it hyper sends no trailers to the client.
         let mut headers = HeaderMap::new();
         headers.insert(header::TRAILER, HeaderValue::from_static("x-sum"));
-        headers.insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
         remove_hop_by_hop(&mut headers, false);
         assert_eq!(headers[header::TRAILER], "x-sum");
         assert!(!headers.contains_key(header::TRANSFER_ENCODING));

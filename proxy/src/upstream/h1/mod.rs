@@ -28,8 +28,11 @@ use crate::upstream_error::{ErrorClass, tls_class};
 use head::{BodyLength, ResponseFraming};
 pub(crate) use write::Writer;
 
-/// Room made in the read buffer before each read.
+/// Room made in the read buffer before a read, at first.
 const READ_CHUNK: usize = 8 * 1024;
+/// Reads grow up to this while they keep filling the room they are given
+/// (a large body), and shrink back when they do not.
+const MAX_READ: usize = 256 * 1024;
 
 /// Why an HTTP/1.1 exchange with an upstream failed.
 #[derive(Debug, thiserror::Error)]
@@ -101,6 +104,8 @@ impl Error {
 pub(crate) struct Connection<IO> {
     io: IO,
     read_buf: BytesMut,
+    /// The room to make for the next read.
+    read_size: usize,
     /// The request head (and chunk sizes) being written; kept between
     /// exchanges so that it is allocated once per connection.
     write_buf: Vec<u8>,
@@ -113,6 +118,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
         Box::new(Self {
             io,
             read_buf: BytesMut::new(),
+            read_size: READ_CHUNK,
             write_buf: Vec::new(),
         })
     }
@@ -170,13 +176,34 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Connection<IO> {
     }
 
     /// Reads more bytes into the read buffer; `Ok(0)` at the end. The
-    /// room made doubles with what is waiting (a large head is read, and
-    /// parsed again, a logarithmic number of times).
+    /// room made is at least what is waiting (a large head is read, and
+    /// parsed again, a logarithmic number of times) and adapts to how much
+    /// each read brings, as hyper's reads do.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         if self.read_buf.capacity() - self.read_buf.len() < READ_CHUNK / 4 {
-            self.read_buf.reserve(READ_CHUNK.max(self.read_buf.len()));
+            self.read_buf
+                .reserve(self.read_size.max(self.read_buf.len()));
         }
-        poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read_buf)
+        let room = self.read_buf.capacity() - self.read_buf.len();
+        let read = ready!(poll_read_buf(
+            Pin::new(&mut self.io),
+            cx,
+            &mut self.read_buf
+        ))?;
+        if read == room {
+            self.read_size = (self.read_size * 2).min(MAX_READ);
+        } else if read < self.read_size / 4 {
+            self.read_size = (self.read_size / 2).max(READ_CHUNK);
+        }
+        Poll::Ready(Ok(read))
+    }
+
+    /// Lets go of a large read buffer before the connection idles.
+    fn shrink(&mut self) {
+        if self.read_buf.is_empty() && self.read_buf.capacity() > 4 * READ_CHUNK {
+            self.read_buf = BytesMut::new();
+            self.read_size = READ_CHUNK;
+        }
     }
 }
 
@@ -377,7 +404,9 @@ where
     pub fn take_reusable(&mut self) -> Option<Box<Connection<IO>>> {
         let over = matches!(self.framing, Framing::Done) && self.writer.is_none();
         if over && self.keep_alive && self.request_sent {
-            self.conn.take()
+            let mut conn = self.conn.take()?;
+            conn.shrink();
+            Some(conn)
         } else {
             None
         }

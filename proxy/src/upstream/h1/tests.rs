@@ -396,3 +396,38 @@ async fn a_head_request_reads_no_body_whatever_the_length_says() {
     assert!(body.is_end_stream());
     assert!(body.take_reusable().is_some());
 }
+
+#[tokio::test]
+async fn a_large_body_arrives_whole_in_growing_reads_and_its_buffer_is_let_go() {
+    let (conn, mut server) = pipe();
+    let size = 3 * MAX_READ;
+    tokio::spawn(async move {
+        read_until(&mut server, b"\r\n\r\n").await;
+        let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {size}\r\n\r\n");
+        server.write_all(head.as_bytes()).await.unwrap();
+        let body: Vec<u8> = (0..size).map(|i| (i % 251) as u8).collect();
+        server.write_all(&body).await.unwrap();
+        server
+    });
+    let response = send(conn, request(Method::GET, Empty::<Bytes>::new()))
+        .await
+        .ok()
+        .unwrap();
+    let mut body = response.into_body();
+    let mut data = Vec::new();
+    let mut largest_read_size = 0;
+    while let Some(frame) = body.frame().await {
+        data.extend_from_slice(&frame.unwrap().into_data().unwrap());
+        if let Some(conn) = body.conn.as_ref() {
+            largest_read_size = largest_read_size.max(conn.read_size);
+        }
+    }
+    assert_eq!(data.len(), size);
+    assert!(data.iter().enumerate().all(|(i, &b)| b == (i % 251) as u8));
+    assert!(
+        largest_read_size > READ_CHUNK,
+        "reads grew: {largest_read_size}"
+    );
+    let conn = body.take_reusable().expect("reusable");
+    assert!(conn.read_buf.capacity() <= 4 * READ_CHUNK);
+}
