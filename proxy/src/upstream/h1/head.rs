@@ -174,8 +174,11 @@ pub(super) fn parse_response(
             .map_err(|_| Error::BadField)?;
         headers.append(name, value);
     }
+    // An HTTP/1.0 message with a transfer coding has faulty framing
+    // (RFC 9112 §6.1): read as the coding says, then the connection closed.
+    let faulty = version == Version::HTTP_10 && headers.contains_key(header::TRANSFER_ENCODING);
     let (framing, delimited) = response_framing(status, head_request, &mut headers)?;
-    let keep_alive = delimited && persistent(version, &headers);
+    let keep_alive = delimited && !faulty && persistent(version, &headers);
     Ok(Some(ResponseHead {
         status,
         version,
@@ -383,6 +386,12 @@ mod tests {
         assert!(
             head("HTTP/1.0 200 OK\r\ncontent-length: 0\r\nconnection: keep-alive\r\n\r\n")
                 .keep_alive
+        );
+        let coded =
+            "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\nconnection: keep-alive\r\n\r\n";
+        assert!(
+            !head(coded).keep_alive,
+            "faulty framing closes the connection"
         );
     }
 
