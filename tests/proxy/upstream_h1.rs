@@ -167,3 +167,25 @@ async fn interim_answers_are_passed_over() {
     assert_eq!(reply.status, 201);
     assert_eq!(reply.text(), "done");
 }
+
+#[tokio::test]
+async fn bytes_after_a_response_are_never_read_as_the_next_one() {
+    // An upstream that sends more than its response declares (a desync
+    // attempt, or a broken server): the extra bytes must not become the
+    // answer to another client's request.
+    let peer = peer_saying(
+        b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 6\r\n\r\nforged",
+        false,
+    )
+    .await;
+    let proxy = proxy_to(peer.addr);
+    for round in 1..=3 {
+        let reply = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(reply.text(), "ok", "round {round}");
+        assert_eq!(
+            peer.accepted(),
+            round,
+            "a connection with leftovers is dropped"
+        );
+    }
+}
