@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod body;
 pub mod cache_store;
+pub mod chunked;
 pub mod cli;
 pub mod config;
 pub mod fault;

@@ -13,7 +13,6 @@
 //! a protocol-switch request pass through untouched; `h2` checks its frames
 //! itself.
 
-mod chunked;
 pub mod head;
 
 use std::future::Future as _;
@@ -28,7 +27,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use chunked::{ChunkScanner, Step};
+use crate::chunked::{ChunkScanner, Step};
 use head::{Framing, HeadLimits, Partial, Refusal, Scan};
 
 /// What the intake enforces, from `[limits]` and `[timeouts]`.

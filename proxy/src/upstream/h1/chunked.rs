@@ -1,16 +1,16 @@
-//! The chunked transfer coding of upstream responses (RFC 9112 §7.1),
-//! decoded strictly: sizes in at most 16 hex digits, lines ended by CRLF,
-//! chunk extensions and the trailer section bounded. Data is handed on as
-//! slices of the read buffer, never copied.
+//! Chunked upstream response bodies (RFC 9112 §7.1), decoded with the
+//! crate's one chunked state machine ([`crate::chunked`], which the intake
+//! uses for client bodies): the same strict rules both ways. Data is handed
+//! on as slices of the read buffer, never copied; the trailer section is
+//! bounded and parsed into fields.
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::HeaderMap;
 
 use super::Error;
 use super::head::parse_trailers;
+use crate::chunked::ChunkScanner;
 
-/// Chunk extensions longer than this (per chunk) are refused.
-const MAX_EXTENSION_BYTES: usize = 4096;
 /// A trailer section longer than this is refused.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;
 
@@ -23,31 +23,19 @@ pub(super) enum Decoded {
     End,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    Size { value: u64, digits: u8 },
-    Extension { value: u64, seen: usize },
-    SizeLf { value: u64 },
-    Data { left: u64 },
-    DataCr,
-    DataLf,
-    Trailers,
-    End,
-}
-
 /// A chunked body's decoding state.
 #[derive(Debug)]
 pub(super) struct Decoder {
-    state: State,
+    scanner: ChunkScanner,
+    /// The trailer section so far.
+    trailer: Vec<u8>,
 }
 
 impl Default for Decoder {
     fn default() -> Self {
         Self {
-            state: State::Size {
-                value: 0,
-                digits: 0,
-            },
+            scanner: ChunkScanner::new(MAX_TRAILER_BYTES),
+            trailer: Vec::new(),
         }
     }
 }
@@ -57,82 +45,33 @@ impl Decoder {
     /// when more bytes are needed.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
         loop {
-            match self.state {
-                State::Data { left } => {
-                    if buf.is_empty() {
-                        return Ok(None);
-                    }
-                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                    let left = left - take as u64;
-                    self.state = if left == 0 {
-                        State::DataCr
-                    } else {
-                        State::Data { left }
-                    };
-                    return Ok(Some(Decoded::Data(buf.split_to(take).freeze())));
+            if let Some(left) = self.scanner.data_left() {
+                if buf.is_empty() {
+                    return Ok(None);
                 }
-                State::Trailers => return self.trailers(buf),
-                State::End => return Ok(Some(Decoded::End)),
-                _ => {}
+                let take = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
+                self.scanner
+                    .advance(&buf[..take])
+                    .map_err(Error::BadChunk)?;
+                return Ok(Some(Decoded::Data(buf.split_to(take).freeze())));
             }
-            let Some(&byte) = buf.first() else {
+            if self.scanner.is_done() {
+                // Only the final empty line: no trailers.
+                if self.trailer.len() <= 2 {
+                    return Ok(Some(Decoded::End));
+                }
+                let section = std::mem::take(&mut self.trailer);
+                return Ok(Some(Decoded::Trailers(parse_trailers(&section)?)));
+            }
+            if buf.is_empty() {
                 return Ok(None);
-            };
-            buf.advance(1);
-            self.state = match (self.state, byte) {
-                (State::Size { value, digits }, _) if byte.is_ascii_hexdigit() => {
-                    if digits == 16 {
-                        return Err(Error::BadChunk);
-                    }
-                    let digit = (byte as char).to_digit(16).unwrap_or_default();
-                    State::Size {
-                        value: (value << 4) | u64::from(digit),
-                        digits: digits + 1,
-                    }
-                }
-                (State::Size { digits: 0, .. }, _) => return Err(Error::BadChunk),
-                (State::Size { value, .. }, b'\r') => State::SizeLf { value },
-                (State::Size { value, .. }, b';' | b' ' | b'\t') => {
-                    State::Extension { value, seen: 1 }
-                }
-                (State::Extension { value, .. }, b'\r') => State::SizeLf { value },
-                (State::Extension { value, seen }, _)
-                    if seen < MAX_EXTENSION_BYTES && (byte == b'\t' || byte >= b' ') =>
-                {
-                    State::Extension {
-                        value,
-                        seen: seen + 1,
-                    }
-                }
-                (State::SizeLf { value: 0 }, b'\n') => State::Trailers,
-                (State::SizeLf { value }, b'\n') => State::Data { left: value },
-                (State::DataCr, b'\r') => State::DataLf,
-                (State::DataLf, b'\n') => State::Size {
-                    value: 0,
-                    digits: 0,
-                },
-                _ => return Err(Error::BadChunk),
-            };
-        }
-    }
-
-    fn trailers(&mut self, buf: &mut BytesMut) -> Result<Option<Decoded>, Error> {
-        if buf.starts_with(b"\r\n") {
-            buf.advance(2);
-            self.state = State::End;
-            return Ok(Some(Decoded::End));
-        }
-        if buf.len() < 2 {
-            return Ok(None);
-        }
-        match buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            Some(at) => {
-                let section = buf.split_to(at + 4);
-                self.state = State::End;
-                Ok(Some(Decoded::Trailers(parse_trailers(&section)?)))
             }
-            None if buf.len() > MAX_TRAILER_BYTES => Err(Error::BadChunk),
-            None => Ok(None),
+            let in_trailers = self.scanner.in_trailers();
+            let used = self.scanner.advance_framing(buf).map_err(Error::BadChunk)?;
+            if in_trailers {
+                self.trailer.extend_from_slice(&buf[..used]);
+            }
+            buf.advance(used);
         }
     }
 }
@@ -186,7 +125,7 @@ mod tests {
 
     #[test]
     fn malformed_chunks_are_refused() {
-        let endless_extension = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(MAX_EXTENSION_BYTES));
+        let endless_extension = format!("1;{}\r\na\r\n0\r\n\r\n", "x".repeat(4096));
         let endless_trailers = format!("0\r\nx: {}", "y".repeat(MAX_TRAILER_BYTES));
         for bad in [
             &b"\r\n"[..],
@@ -196,6 +135,7 @@ mod tests {
             b"-1\r\n",
             b"11111111111111111\r\n",
             b"1;a\nb\r\nx\r\n0\r\n\r\n",
+            b"1 ;a\r\nx\r\n0\r\n\r\n",
             b"0\r\nbad trailer\r\n\r\n",
             endless_extension.as_bytes(),
             endless_trailers.as_bytes(),
@@ -217,5 +157,6 @@ mod tests {
             Some(Decoded::Data(Bytes::from_static(b"abc")))
         );
         assert!(decoder.decode(&mut buf).unwrap().is_none());
+        assert_eq!(decoder.scanner.data_left(), Some(u64::MAX - 3));
     }
 }

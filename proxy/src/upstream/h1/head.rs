@@ -269,7 +269,11 @@ pub(super) fn parse_trailers(section: &[u8]) -> Result<HeaderMap, Error> {
     let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let fields = match httparse::parse_headers(section, &mut raw) {
         Ok(httparse::Status::Complete((_, fields))) => fields,
-        Ok(httparse::Status::Partial) => return Err(Error::BadChunk),
+        Ok(httparse::Status::Partial) => {
+            return Err(Error::BadChunk(crate::chunked::ChunkError(
+                "incomplete trailer section",
+            )));
+        }
         Err(httparse::Error::TooManyHeaders) => return Err(Error::HeadTooLarge),
         Err(error) => return Err(Error::BadHead(error)),
     };

@@ -57,8 +57,8 @@ pub enum Error {
     BadField,
     #[error("invalid Content-Length")]
     BadLength,
-    #[error("invalid chunked response body")]
-    BadChunk,
+    #[error("invalid chunked response body: {}", .0.0)]
+    BadChunk(crate::chunked::ChunkError),
     #[error("the request body does not match its Content-Length")]
     RequestLength,
     #[error("the request body failed")]
@@ -75,7 +75,7 @@ impl Error {
                 | Self::BadStatus(_)
                 | Self::BadField
                 | Self::BadLength
-                | Self::BadChunk
+                | Self::BadChunk(_)
         )
     }
 

@@ -1,7 +1,9 @@
-//! Follows a chunked request body (RFC 9112 §7.1) byte by byte so the
-//! intake knows where it ends and the next head begins, and refuses what a
-//! peer could read differently: non-hex sizes, sizes past `u64`, bare LF,
-//! whitespace before an extension, over-long size lines and trailers.
+//! The chunked transfer coding's framing (RFC 9112 §7.1), followed byte by
+//! byte, refusing what a peer could read differently: non-hex sizes, sizes
+//! past `u64`, bare LF, whitespace before an extension, over-long size lines
+//! and trailers. One state machine for both directions: the intake uses it
+//! to know where a client's body ends and the next head begins, the
+//! upstream client to know where a response's chunk data lies.
 
 /// The longest chunk-size line accepted (size, extensions, CRLF).
 const MAX_SIZE_LINE: usize = 4096;
@@ -77,6 +79,43 @@ impl ChunkScanner {
     /// Whether a complete chunk-size line has been seen.
     pub fn first_size_seen(&self) -> bool {
         self.sizes_seen > 0
+    }
+
+    /// Chunk data still to come in the current chunk, if the scanner is in
+    /// a chunk's data.
+    pub fn data_left(&self) -> Option<u64> {
+        match self.state {
+            State::Data(left) => Some(left),
+            _ => None,
+        }
+    }
+
+    /// Whether the scanner is in the trailer section.
+    pub fn in_trailers(&self) -> bool {
+        matches!(self.state, State::Trailer { .. } | State::TrailerLf { .. })
+    }
+
+    /// Whether the body is complete.
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Advances over the framing at the start of `bytes` (size lines, data
+    /// endings, trailers), stopping where chunk data or the trailer section
+    /// begins, or where the body ends. Returns the bytes used.
+    pub fn advance_framing(&mut self, bytes: &[u8]) -> Result<usize, ChunkError> {
+        let trailers = self.in_trailers();
+        for (i, &b) in bytes.iter().enumerate() {
+            if matches!(self.state, State::Data(_) | State::Done) {
+                return Ok(i);
+            }
+            self.byte(b)?;
+            if matches!(self.state, State::Data(_) | State::Done) || self.in_trailers() != trailers
+            {
+                return Ok(i + 1);
+            }
+        }
+        Ok(bytes.len())
     }
 
     /// Advances over `bytes`.
