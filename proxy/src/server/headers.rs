@@ -6,6 +6,7 @@
 //! `X-Forwarded-For` chain the client sent.
 
 use crate::fault::{ClientFault, ClientFaultClass};
+use crate::upstream::connection_has_token;
 use http::Version;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
@@ -29,15 +30,6 @@ fn via_value(version: Version) -> HeaderValue {
 /// Whether the request asks to switch protocols (e.g. WebSocket).
 pub fn is_upgrade_request(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE) && connection_has_token(headers, "upgrade")
-}
-
-fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Whether `name` is one of the hop-by-hop fields removed below (those

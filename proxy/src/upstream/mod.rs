@@ -28,6 +28,7 @@ use connector::CountingConnector;
 pub use connector::{ConnectFailure, ConnectionState};
 pub use discovery::DiscoveryStatus;
 pub use endpoint::{Endpoint, EndpointStats, HealthNote, InFlight};
+pub(crate) use h1::connection_has_token;
 pub use passive::EjectError;
 pub(crate) use pool::Upgraded;
 use pool::{PoolSettings, PooledBody, WorkerPool};

@@ -248,19 +248,21 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
 
 /// Whether the upstream lets the connection stay open after this response.
 fn persistent(version: Version, headers: &HeaderMap) -> bool {
-    let has = |token: &str| {
-        headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
     if version == Version::HTTP_10 {
-        has("keep-alive")
+        connection_has_token(headers, "keep-alive")
     } else {
-        !has("close")
+        !connection_has_token(headers, "close")
     }
+}
+
+/// Whether a message's `Connection` field lists `token`.
+pub(crate) fn connection_has_token(headers: &HeaderMap, token: &str) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
 /// Parses a trailer section (without its final empty line's CRLF handled

@@ -25,6 +25,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio_util::io::poll_read_buf;
 
 use crate::upstream_error::{ErrorClass, tls_class};
+pub(crate) use head::connection_has_token;
 use head::{BodyLength, ResponseFraming};
 pub(crate) use write::Writer;
 
