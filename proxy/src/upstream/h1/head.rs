@@ -132,13 +132,21 @@ pub(super) fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, Error> {
-    // Where each field sits in the head, so the values can be slices of
-    // one shared buffer once the parser's borrow of it has ended.
-    let mut fields = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
-    let mut raw = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut response = httparse::Response::new(&mut raw);
+    // Where each field sits in the head (name at, name length, value at,
+    // value length), so the values can be slices of one shared buffer once
+    // the parser's borrow of it has ended. Heads are under 4 GiB.
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    // Left uninitialised: filling 100 empty fields costs more than parsing
+    // a typical head.
+    let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
     let base = buf.as_ptr() as usize;
-    let length = match response.parse(buf) {
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut raw,
+    );
+    let length = match parsed {
         Ok(httparse::Status::Complete(length)) if length > MAX_HEAD_BYTES => {
             return Err(Error::HeadTooLarge);
         }
@@ -156,22 +164,25 @@ pub(super) fn parse_response(
         _ => Version::HTTP_11,
     };
     let count = response.headers.len();
+    let at = |slice: &[u8]| (slice.as_ptr() as usize - base) as u32;
     for (field, raw) in fields.iter_mut().zip(response.headers.iter()) {
         *field = (
-            raw.name.as_ptr() as usize - base,
-            raw.name.len(),
-            raw.value.as_ptr() as usize - base,
-            raw.value.len(),
+            at(raw.name.as_bytes()),
+            raw.name.len() as u32,
+            at(raw.value),
+            raw.value.len() as u32,
         );
     }
     let head: Bytes = buf.split_to(length).freeze();
     let status = StatusCode::from_u16(code).map_err(|_| Error::BadStatus(code))?;
     let mut headers = HeaderMap::with_capacity(count);
     for &(name_at, name_len, value_at, value_len) in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+        let (name_at, value_at) = (name_at as usize, value_at as usize);
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len as usize])
             .map_err(|_| Error::BadField)?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len))
-            .map_err(|_| Error::BadField)?;
+        let value =
+            HeaderValue::from_maybe_shared(head.slice(value_at..value_at + value_len as usize))
+                .map_err(|_| Error::BadField)?;
         headers.append(name, value);
     }
     // An HTTP/1.0 message with a transfer coding has faulty framing
