@@ -82,3 +82,27 @@ async fn https_upstreams_are_verified_against_the_configured_ca() {
         "{status}"
     );
 }
+
+#[tokio::test]
+async fn https_upstream_connections_are_kept_alive_and_reused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    let ca_file = ca.write(dir.path());
+    let upstream = TlsUpstream::start(&ca, dir.path(), "kept").await;
+    let proxy = proxy(
+        &format!("https://127.0.0.1:{}", upstream.addr.port()),
+        &format!("tls = {{ ca = \"{}\" }}", ca_file.display()),
+        "",
+    );
+    for _ in 0..5 {
+        let reply = get(&proxy.url("/")).await.unwrap();
+        assert_eq!(reply.text(), "kept HTTP/1.1");
+    }
+    // The TLS 1.3 session tickets the upstream sends after its handshake
+    // do not make an idle connection look used: one handshake for all five.
+    let health = get(&proxy.admin_url("/admin/health")).await.unwrap();
+    let health: serde_json::Value = serde_json::from_slice(&health.body).unwrap();
+    let connections = &health["upstreams"][0]["connections"];
+    assert_eq!(connections["opened_total"], 1, "{connections}");
+    assert_eq!(connections["open"], 1, "{connections}");
+}
