@@ -360,7 +360,9 @@ pub(crate) struct ResponseBody<IO, B> {
 
 enum Framing {
     Length(u64),
-    Chunked(chunked::Decoder),
+    /// Boxed: the decoder is several times the size of the other states,
+    /// and the body is moved through the request path by value.
+    Chunked(Box<chunked::Decoder>),
     UntilClose,
     /// Nothing more to read.
     Done,
@@ -384,7 +386,7 @@ where
             _ if head.status == StatusCode::SWITCHING_PROTOCOLS => Framing::Switched,
             ResponseFraming::Empty | ResponseFraming::Length(0) => Framing::Done,
             ResponseFraming::Length(length) => Framing::Length(length),
-            ResponseFraming::Chunked => Framing::Chunked(chunked::Decoder::default()),
+            ResponseFraming::Chunked => Framing::Chunked(Box::default()),
             ResponseFraming::UntilClose => Framing::UntilClose,
         };
         let body = Self {
