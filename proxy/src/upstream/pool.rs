@@ -122,43 +122,40 @@ impl<B: RequestBody> WorkerPool<B> {
     /// Sends `request` to the endpoint over a pooled connection, or a new
     /// one. A request that a reused connection closed before writing (the
     /// upstream hung up while it idled) is sent again on another: it never
-    /// reached the upstream. Its URI is put in the form the protocol wants:
-    /// origin form for HTTP/1.1, absolute (scheme and authority are
-    /// pseudo-headers) for HTTP/2.
+    /// reached the upstream. HTTP/1.1 writes the URI's path and query
+    /// (origin form) whatever form it came in; for HTTP/2 it is made
+    /// absolute (scheme and authority are pseudo-headers).
     pub async fn send(
         self: &Arc<Self>,
         endpoint: u32,
         authority: &Authority,
         mut request: Request<B>,
     ) -> Result<Response<PooledBody<B>>, UpstreamError> {
+        if !self.settings.h2 {
+            return self.send_h1(endpoint, authority, request).await;
+        }
         let path = request
             .uri()
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if self.settings.h2 {
-            let mut parts = http::uri::Parts::default();
-            parts.scheme = Some(if self.settings.tls {
-                Scheme::HTTPS
-            } else {
-                Scheme::HTTP
-            });
-            parts.authority = Some(authority.clone());
-            parts.path_and_query = Some(path);
-            *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
-                UpstreamError::new(
-                    ErrorClass::Protocol,
-                    false,
-                    format!("cannot build upstream URI: {e}"),
-                )
-            })?;
-            *request.version_mut() = http::Version::HTTP_2;
-            self.send_h2(endpoint, authority, request).await
+        let mut parts = http::uri::Parts::default();
+        parts.scheme = Some(if self.settings.tls {
+            Scheme::HTTPS
         } else {
-            *request.uri_mut() = Uri::from(path);
-            *request.version_mut() = http::Version::HTTP_11;
-            self.send_h1(endpoint, authority, request).await
-        }
+            Scheme::HTTP
+        });
+        parts.authority = Some(authority.clone());
+        parts.path_and_query = Some(path);
+        *request.uri_mut() = Uri::from_parts(parts).map_err(|e| {
+            UpstreamError::new(
+                ErrorClass::Protocol,
+                false,
+                format!("cannot build upstream URI: {e}"),
+            )
+        })?;
+        *request.version_mut() = http::Version::HTTP_2;
+        self.send_h2(endpoint, authority, request).await
     }
 
     async fn send_h1(

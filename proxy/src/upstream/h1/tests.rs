@@ -431,3 +431,24 @@ async fn a_large_body_arrives_whole_in_growing_reads_and_its_buffer_is_let_go() 
     let conn = body.take_reusable().expect("reusable");
     assert!(conn.read_buf.capacity() <= 4 * READ_CHUNK);
 }
+
+#[tokio::test]
+async fn an_absolute_target_is_written_in_origin_form() {
+    let (conn, mut server) = pipe();
+    let upstream = tokio::spawn(async move {
+        let head = read_until(&mut server, b"\r\n\r\n").await;
+        server
+            .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+            .await
+            .unwrap();
+        head
+    });
+    let mut absolute = request(Method::GET, Empty::<Bytes>::new());
+    *absolute.uri_mut() = http::Uri::from_static("https://site.test/a/b?c=d");
+    let response = send(conn, absolute).await.ok().unwrap();
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(
+        upstream.await.unwrap(),
+        b"GET /a/b?c=d HTTP/1.1\r\nhost: up.test:80\r\n\r\n"
+    );
+}
