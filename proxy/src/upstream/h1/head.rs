@@ -132,10 +132,9 @@ pub(super) fn parse_response(
     buf: &mut BytesMut,
     head_request: bool,
 ) -> Result<Option<ResponseHead>, Error> {
-    // Where each field sits in the head (name at, name length, value at,
-    // value length), so the values can be slices of one shared buffer once
-    // the parser's borrow of it has ended. Heads are under 4 GiB.
-    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    if buf.is_empty() {
+        return Ok(None);
+    }
     // Left uninitialised: filling 100 empty fields costs more than parsing
     // a typical head.
     let mut raw = [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -163,6 +162,10 @@ pub(super) fn parse_response(
         Some(0) => Version::HTTP_10,
         _ => Version::HTTP_11,
     };
+    // Where each field sits in the head (name at, name length, value at,
+    // value length), so the values can be slices of one shared buffer once
+    // the parser's borrow of it has ended. Heads are under 4 GiB.
+    let mut fields = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
     let count = response.headers.len();
     let at = |slice: &[u8]| (slice.as_ptr() as usize - base) as u32;
     for (field, raw) in fields.iter_mut().zip(response.headers.iter()) {
