@@ -98,12 +98,15 @@ impl CountingConnector {
 }
 
 /// hyper-util does not name its connect error type; boxing keeps its source
-/// chain, which `UpstreamError::from_client` walks to classify failures.
+/// chain, which `UpstreamError::from_connect` walks to classify failures.
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
-type ConnectFuture = Pin<Box<dyn Future<Output = Result<Counted, BoxError>> + Send>>;
+type ConnectFuture = Pin<Box<dyn Future<Output = Result<TokioIo<Counted>, BoxError>> + Send>>;
 
+/// Answers with the connection in hyper's I/O adapter, as hyper-util's
+/// client (health checks) and hyper's HTTP/2 handshake want it; the proxy's
+/// own HTTP/1.1 client takes the [`Counted`] connection out of it.
 impl Service<Uri> for CountingConnector {
-    type Response = Counted;
+    type Response = TokioIo<Counted>;
     type Error = BoxError;
     type Future = ConnectFuture;
 
@@ -118,12 +121,12 @@ impl Service<Uri> for CountingConnector {
         Box::pin(async move {
             let connected = match connecting.await {
                 Ok(tcp) => match tls {
-                    None => Ok(Io::Plain(tcp)),
+                    None => Ok(Io::Plain(tcp.into_inner())),
                     Some(tls) => {
                         let host = uri.host().unwrap_or_default();
                         tls.connect(tcp.into_inner(), host)
                             .await
-                            .map(|stream| Io::Tls(Box::new(TokioIo::new(stream))))
+                            .map(|stream| Io::Tls(Box::new(stream)))
                             .map_err(BoxError::from)
                     }
                 },
@@ -133,7 +136,7 @@ impl Service<Uri> for CountingConnector {
                 Ok(io) => {
                     state.open.fetch_add(1, Relaxed);
                     state.opened.fetch_add(1, Relaxed);
-                    Ok(Counted { io, state })
+                    Ok(TokioIo::new(Counted { io, state }))
                 }
                 Err(error) => {
                     state.failure(&uri, error.as_ref());
@@ -147,8 +150,8 @@ impl Service<Uri> for CountingConnector {
 /// A connection to an endpoint: plain TCP or TLS over it (boxed: the TLS
 /// state is large, and plain connections should not carry its size).
 enum Io {
-    Plain(TokioIo<TcpStream>),
-    Tls(Box<TokioIo<TlsStream<TcpStream>>>),
+    Plain(TcpStream),
+    Tls(Box<TlsStream<TcpStream>>),
 }
 
 /// A connection that is counted as open until dropped.
@@ -166,9 +169,9 @@ impl Drop for Counted {
 impl Connection for Counted {
     fn connected(&self) -> Connected {
         match &self.io {
-            Io::Plain(io) => io.connected(),
-            Io::Tls(io) => {
-                let (tcp, session) = io.inner().get_ref();
+            Io::Plain(tcp) => tcp.connected(),
+            Io::Tls(tls) => {
+                let (tcp, session) = tls.get_ref();
                 let connected = tcp.connected();
                 if session.alpn_protocol() == Some(b"h2") {
                     connected.negotiated_h2()
@@ -193,17 +196,17 @@ macro_rules! on_io {
     };
 }
 
-impl hyper::rt::Read for Counted {
+impl tokio::io::AsyncRead for Counted {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-        buf: hyper::rt::ReadBufCursor<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         on_io!(self, io => Pin::new(io).poll_read(cx, buf))
     }
 }
 
-impl hyper::rt::Write for Counted {
+impl tokio::io::AsyncWrite for Counted {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -233,50 +236,5 @@ impl hyper::rt::Write for Counted {
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
         on_io!(self, io => Pin::new(io).poll_write_vectored(cx, bufs))
-    }
-}
-
-/// The same streams for the proxy's own HTTP/1.1 client, which speaks
-/// tokio's I/O traits.
-impl tokio::io::AsyncRead for Counted {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        on_io!(self, io => Pin::new(io.inner_mut()).poll_read(cx, buf))
-    }
-}
-
-impl tokio::io::AsyncWrite for Counted {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        on_io!(self, io => Pin::new(io.inner_mut()).poll_write(cx, buf))
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        on_io!(self, io => Pin::new(io.inner_mut()).poll_flush(cx))
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        on_io!(self, io => Pin::new(io.inner_mut()).poll_shutdown(cx))
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match &self.io {
-            Io::Plain(io) => io.inner().is_write_vectored(),
-            Io::Tls(io) => io.inner().is_write_vectored(),
-        }
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        on_io!(self, io => Pin::new(io.inner_mut()).poll_write_vectored(cx, bufs))
     }
 }

@@ -24,7 +24,7 @@ use http::{Request, Response, Uri};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http2;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tower_service::Service;
 
 use super::connector::{Counted, CountingConnector};
@@ -268,6 +268,7 @@ impl<B: RequestBody> WorkerPool<B> {
         connector
             .call(uri)
             .await
+            .map(TokioIo::into_inner)
             .map_err(|e| UpstreamError::from_connect(e.as_ref()))
     }
 
@@ -290,7 +291,7 @@ impl<B: RequestBody> WorkerPool<B> {
             let io = self.connect(authority).await?;
             let (sender, connection) = http2::Builder::new(TokioExecutor::new())
                 .timer(TokioTimer::new())
-                .handshake(io)
+                .handshake(TokioIo::new(io))
                 .await
                 .map_err(|e| UpstreamError::from_exchange(&e))?;
             tokio::spawn(async move {
