@@ -29,7 +29,7 @@ use tower_service::Service;
 
 use super::connector::{Counted, CountingConnector};
 pub use super::h1::RequestBody;
-use super::h1::{self, Connection, Exchange};
+use super::h1::{self, Connection};
 use crate::upstream_error::{ErrorClass, UpstreamError, error_chain};
 
 /// A boxed error of a response body.
@@ -164,14 +164,10 @@ impl<B: RequestBody> WorkerPool<B> {
         authority: &Authority,
         request: Request<B>,
     ) -> Result<Response<PooledBody<B>>, UpstreamError> {
-        let (conn, mut reused) = match self.take_idle(endpoint) {
-            Some(conn) => (conn, true),
-            None => (self.connect_h1(authority).await?, false),
-        };
+        let (conn, mut reused) = self.idle_or_new(endpoint, authority).await?;
         let mut exchange = conn
             .start(request, authority.as_str())
             .map_err(|(_, error)| h1_failure(&error, false))?;
-        let head_request = exchange.is_head_request();
         loop {
             match exchange.await {
                 Ok(response) => {
@@ -187,22 +183,30 @@ impl<B: RequestBody> WorkerPool<B> {
                     }));
                 }
                 Err(h1::Failure {
-                    unsent: Some((head, writer)),
+                    unsent: Some(unsent),
                     ..
                 }) if reused => {
-                    let conn = match self.take_idle(endpoint) {
-                        Some(conn) => conn,
-                        None => {
-                            reused = false;
-                            self.connect_h1(authority).await?
-                        }
-                    };
-                    exchange = Exchange::resume(conn, head, writer, head_request);
+                    let (conn, again) = self.idle_or_new(endpoint, authority).await?;
+                    reused = again;
+                    exchange = unsent.resume(conn);
                 }
                 Err(failure) => {
                     return Err(h1_failure(&failure.error, failure.unsent.is_none()));
                 }
             }
+        }
+    }
+
+    /// An idle HTTP/1.1 connection to the endpoint (and `true`), else a new
+    /// one (and `false`).
+    async fn idle_or_new(
+        &self,
+        endpoint: u32,
+        authority: &Authority,
+    ) -> Result<(Box<Connection<Counted>>, bool), UpstreamError> {
+        match self.take_idle(endpoint) {
+            Some(conn) => Ok((conn, true)),
+            None => Ok((self.connect_h1(authority).await?, false)),
         }
     }
 

@@ -225,9 +225,29 @@ impl<B> RequestBody for B where
 /// A failed exchange, with what can be reused of it.
 pub(crate) struct Failure<B> {
     pub error: Error,
-    /// Nothing reached the upstream: the request (its head, its body
-    /// untouched) can be sent on another connection with [`Exchange::resume`].
-    pub unsent: Option<(Vec<u8>, Writer<B>)>,
+    /// Set when nothing reached the upstream.
+    pub unsent: Option<Unsent<B>>,
+}
+
+/// A request nothing of which reached the upstream: its encoded head and
+/// its untouched body, ready to go out on another connection.
+pub(crate) struct Unsent<B> {
+    head: Vec<u8>,
+    writer: Writer<B>,
+    head_request: bool,
+}
+
+impl<B> Unsent<B> {
+    /// The same exchange on `conn`.
+    pub fn resume<IO>(self, mut conn: Box<Connection<IO>>) -> Exchange<IO, B> {
+        conn.write_buf = self.head;
+        Exchange {
+            conn: Some(conn),
+            writer: Some(self.writer),
+            head_request: self.head_request,
+            write_error: None,
+        }
+    }
 }
 
 /// One request sent and its response head awaited.
@@ -238,30 +258,6 @@ pub(crate) struct Exchange<IO, B> {
     /// Writing failed; the response may still have arrived (an upstream
     /// that answers early and closes), so it is read before giving up.
     write_error: Option<Error>,
-}
-
-impl<IO, B> Exchange<IO, B> {
-    /// The same request on another connection: `head` is the head
-    /// a failed [`Exchange`] had written, `writer` its untouched body.
-    pub fn resume(
-        mut conn: Box<Connection<IO>>,
-        head: Vec<u8>,
-        writer: Writer<B>,
-        head_request: bool,
-    ) -> Self {
-        conn.write_buf = head;
-        Self {
-            conn: Some(conn),
-            writer: Some(writer),
-            head_request,
-            write_error: None,
-        }
-    }
-
-    /// Whether the request is a HEAD (its response has no body).
-    pub fn is_head_request(&self) -> bool {
-        self.head_request
-    }
 }
 
 impl<IO, B> Future for Exchange<IO, B>
@@ -279,21 +275,22 @@ where
         if let Some(writer) = this.writer.as_mut() {
             match writer.poll_write(&mut conn.io, &mut conn.write_buf, cx) {
                 Poll::Ready(Ok(())) => this.writer = None,
-                Poll::Ready(Err(error)) => {
-                    let untouched = writer.is_untouched();
-                    let writer = this.writer.take();
-                    if untouched
-                        && let Some(writer) = writer
-                        && matches!(error, Error::Write(_))
+                Poll::Ready(Err(error @ Error::Write(_))) => {
+                    if writer.is_untouched()
+                        && let Some(writer) = this.writer.take()
                     {
-                        let head = std::mem::take(&mut conn.write_buf);
-                        return Poll::Ready(Err(failure(error, Some((head, writer)))));
+                        let unsent = Unsent {
+                            head: std::mem::take(&mut conn.write_buf),
+                            writer,
+                            head_request: this.head_request,
+                        };
+                        return Poll::Ready(Err(failure(error, Some(unsent))));
                     }
-                    if !matches!(error, Error::Write(_)) {
-                        return Poll::Ready(Err(failure(error, None)));
-                    }
+                    // Written in part: the answer may be there all the same.
+                    this.writer = None;
                     this.write_error = Some(error);
                 }
+                Poll::Ready(Err(error)) => return Poll::Ready(Err(failure(error, None))),
                 Poll::Pending => {}
             }
         }
@@ -340,7 +337,7 @@ where
     }
 }
 
-fn failure<B>(error: Error, unsent: Option<(Vec<u8>, Writer<B>)>) -> Failure<B> {
+fn failure<B>(error: Error, unsent: Option<Unsent<B>>) -> Failure<B> {
     Failure { error, unsent }
 }
 

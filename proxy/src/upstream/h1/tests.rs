@@ -283,7 +283,7 @@ async fn a_request_that_could_not_be_written_comes_back_unsent() {
         .await
         .err()
         .unwrap();
-    let (head, writer) = failed.unsent.expect("nothing was written");
+    let unsent = failed.unsent.expect("nothing was written");
     let (conn, mut server) = pipe();
     let upstream = tokio::spawn(async move {
         let head = read_until(&mut server, b"\r\n\r\n").await;
@@ -293,10 +293,7 @@ async fn a_request_that_could_not_be_written_comes_back_unsent() {
             .unwrap();
         head
     });
-    let response = Exchange::resume(conn, head, writer, false)
-        .await
-        .ok()
-        .unwrap();
+    let response = unsent.resume(conn).await.ok().unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(
         upstream.await.unwrap(),
