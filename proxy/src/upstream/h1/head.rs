@@ -75,7 +75,7 @@ pub(super) fn encode_request(
         }
         BodyLength::Known(length) => {
             out.extend_from_slice(b"content-length: ");
-            out.extend_from_slice(itoa_u64(length, &mut [0; 20]));
+            out.extend_from_slice(itoa::Buffer::new().format(length).as_bytes());
             out.extend_from_slice(b"\r\n");
             RequestFraming::Length(length)
         }
@@ -86,19 +86,6 @@ pub(super) fn encode_request(
     };
     out.extend_from_slice(b"\r\n");
     Ok(framing)
-}
-
-/// `n` in decimal, written into the end of `buf`.
-pub(super) fn itoa_u64(mut n: u64, buf: &mut [u8; 20]) -> &[u8] {
-    let mut at = buf.len();
-    loop {
-        at -= 1;
-        buf[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            return &buf[at..];
-        }
-    }
 }
 
 /// How a response body is delimited.
@@ -470,13 +457,6 @@ mod tests {
             &mut out,
         );
         assert_eq!(framing.unwrap(), RequestFraming::Length(3));
-    }
-
-    #[test]
-    fn numbers_are_written_in_decimal() {
-        for n in [0, 7, 10, 1234, u64::MAX] {
-            assert_eq!(itoa_u64(n, &mut [0; 20]), n.to_string().as_bytes());
-        }
     }
 
     #[test]
