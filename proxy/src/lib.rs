@@ -7,10 +7,10 @@
 pub mod admin;
 pub mod body;
 pub mod cache_store;
-pub mod chunked;
 pub mod cli;
 pub mod config;
 pub mod fault;
+pub mod framing;
 pub mod plugin;
 pub mod plugin_build;
 pub mod proxy_status;

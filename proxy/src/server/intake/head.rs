@@ -505,17 +505,8 @@ fn check_framing_spacing(raw: &[u8]) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// RFC 9110 §8.6: `1*DIGIT`, nothing else (no sign, no list, no spaces).
 fn parse_content_length(value: &[u8]) -> Result<u64, Refusal> {
-    const MALFORMED: Refusal = Refusal::bad("malformed Content-Length");
-    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
-        return Err(MALFORMED);
-    }
-    value.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)
-            .and_then(|n| n.checked_add(u64::from(d - b'0')))
-            .ok_or(MALFORMED)
-    })
+    crate::framing::content_length(value).ok_or(Refusal::bad("malformed Content-Length"))
 }
 
 /// Only exactly `chunked` is accepted; any other coding is not implemented

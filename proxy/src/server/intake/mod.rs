@@ -27,7 +27,7 @@ use bytes::{Buf, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
-use crate::chunked::{ChunkScanner, Step};
+use crate::framing::{ChunkScanner, Step};
 use head::{Framing, HeadLimits, Partial, Refusal, Scan};
 
 /// What the intake enforces, from `[limits]` and `[timeouts]`.

@@ -295,9 +295,9 @@ proptest::proptest! {
             match accepted.map(|h| h.framing) {
                 Ok(head::Framing::Length(n)) => rest = &rest[usize::try_from(n).unwrap().min(rest.len())..],
                 Ok(head::Framing::Chunked) => {
-                    let mut scanner = crate::chunked::ChunkScanner::new(65536);
+                    let mut scanner = crate::framing::ChunkScanner::new(65536);
                     match scanner.advance(rest) {
-                        Ok(crate::chunked::Step::Ended(used)) => rest = &rest[used..],
+                        Ok(crate::framing::Step::Ended(used)) => rest = &rest[used..],
                         _ => break,
                     }
                 }

@@ -1,5 +1,5 @@
 //! Chunked upstream response bodies (RFC 9112 §7.1), decoded with the
-//! crate's one chunked state machine ([`crate::chunked`], which the intake
+//! crate's one chunked state machine ([`crate::framing`], which the intake
 //! uses for client bodies): the same strict rules both ways. Data is handed
 //! on as slices of the read buffer, never copied; the trailer section is
 //! bounded and parsed into fields.
@@ -9,7 +9,7 @@ use http::HeaderMap;
 
 use super::Error;
 use super::head::parse_trailers;
-use crate::chunked::ChunkScanner;
+use crate::framing::ChunkScanner;
 
 /// A trailer section longer than this is refused.
 const MAX_TRAILER_BYTES: usize = 16 * 1024;

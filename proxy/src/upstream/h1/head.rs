@@ -7,6 +7,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
 use super::Error;
+use crate::framing;
 
 /// Most header fields a response head may have (hyper's limit too).
 pub(super) const MAX_HEADERS: usize = 100;
@@ -233,11 +234,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, Error> {
     let mut found = None;
     for value in headers.get_all(header::CONTENT_LENGTH) {
         for item in value.as_bytes().split(|&b| b == b',') {
-            let item = item.trim_ascii();
-            if item.is_empty() || item.len() > 19 || !item.iter().all(u8::is_ascii_digit) {
-                return Err(Error::BadLength);
-            }
-            let length = item.iter().fold(0u64, |n, &d| n * 10 + u64::from(d - b'0'));
+            let length = framing::content_length(item.trim_ascii()).ok_or(Error::BadLength)?;
             if found.is_some_and(|seen| seen != length) {
                 return Err(Error::BadLength);
             }
@@ -273,7 +270,7 @@ pub(super) fn parse_trailers(section: &[u8]) -> Result<HeaderMap, Error> {
     let fields = match httparse::parse_headers(section, &mut raw) {
         Ok(httparse::Status::Complete((_, fields))) => fields,
         Ok(httparse::Status::Partial) => {
-            return Err(Error::BadChunk(crate::chunked::ChunkError(
+            return Err(Error::BadChunk(framing::ChunkError(
                 "incomplete trailer section",
             )));
         }

@@ -59,7 +59,7 @@ pub enum Error {
     #[error("invalid Content-Length")]
     BadLength,
     #[error("invalid chunked response body: {}", .0.0)]
-    BadChunk(crate::chunked::ChunkError),
+    BadChunk(crate::framing::ChunkError),
     #[error("the request body does not match its Content-Length")]
     RequestLength,
     #[error("the request body failed")]

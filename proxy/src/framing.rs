@@ -1,9 +1,22 @@
-//! The chunked transfer coding's framing (RFC 9112 §7.1), followed byte by
-//! byte, refusing what a peer could read differently: non-hex sizes, sizes
-//! past `u64`, bare LF, whitespace before an extension, over-long size lines
-//! and trailers. One state machine for both directions: the intake uses it
-//! to know where a client's body ends and the next head begins, the
-//! upstream client to know where a response's chunk data lies.
+//! HTTP/1 body framing, read the same strict way in both directions: the
+//! intake uses it to know where a client's body ends and the next head
+//! begins, the upstream client to know where a response's body lies.
+//!
+//! The chunked transfer coding (RFC 9112 §7.1) is followed byte by byte,
+//! refusing what a peer could read differently: non-hex sizes, sizes past
+//! `u64`, bare LF, whitespace before an extension, over-long size lines and
+//! trailers. A `Content-Length` value is `1*DIGIT` and nothing else.
+
+/// A `Content-Length` value (RFC 9110 §8.6): `1*DIGIT`, nothing else (no
+/// sign, no list, no spaces); `None` when it is not one.
+pub fn content_length(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
 
 /// The longest chunk-size line accepted (size, extensions, CRLF).
 const MAX_SIZE_LINE: usize = 4096;
@@ -310,6 +323,32 @@ mod tests {
         let mut trailer = b"0\r\nX: ".to_vec();
         trailer.extend(std::iter::repeat_n(b'a', 2000));
         assert!(scan(&trailer).is_err());
+    }
+
+    #[test]
+    fn a_content_length_is_digits_only() {
+        assert_eq!(content_length(b"0"), Some(0));
+        assert_eq!(
+            content_length(b"9999999999999999999"),
+            Some(9_999_999_999_999_999_999)
+        );
+        for bad in [
+            &b""[..],
+            b"+1",
+            b"-1",
+            b"1 ",
+            b" 1",
+            b"1,1",
+            b"0x1",
+            b"99999999999999999999",
+        ] {
+            assert_eq!(
+                content_length(bad),
+                None,
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]
